@@ -1,0 +1,15 @@
+"""Numba kernels over plain contiguous arrays; no estimator objects here."""
+
+from .equilibrium import EquilibriumSolution, solve_equilibrium
+from .projection import enforce_l1_bound_inplace, project_l1_ball_inplace
+from .rows import RowSolution, resolve_n_threads, solve_rows
+
+__all__ = [
+    "EquilibriumSolution",
+    "RowSolution",
+    "enforce_l1_bound_inplace",
+    "project_l1_ball_inplace",
+    "resolve_n_threads",
+    "solve_equilibrium",
+    "solve_rows",
+]
