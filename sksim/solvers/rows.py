@@ -40,7 +40,8 @@ CONVERGED = 0
 MAX_ITER_REACHED = 1
 SEARCH_STALLED = 2
 
-_ACTIVE_SWEEPS = 10
+_ANDERSON_DEPTH = 5
+_NEWTON_EVERY = 20
 _MAX_MULTIPLIER_STEPS = 200
 _ROUNDOFF = 1e-13
 
@@ -163,22 +164,74 @@ def _update_coordinate(gram, correlation, coef, gram_coef, j, weight, l2):
 
 
 @njit(cache=True)
+def _anderson_weights(history, n_active, active, depth):
+    """Anderson extrapolation weights from ``depth + 1`` stored iterates.
+
+    Solves ``(U U^T + reg I) z = 1`` with ``U`` the successive differences of
+    the iterates on the active coordinates, by Gaussian elimination (``depth``
+    is tiny). Returns ``z / sum(z)``, or an empty array when degenerate.
+    """
+    gram_u = np.zeros((depth, depth))
+    for a in range(depth):
+        for b in range(a, depth):
+            total = 0.0
+            for t in range(n_active):
+                j = active[t]
+                total += ((history[a + 1, j] - history[a, j])
+                          * (history[b + 1, j] - history[b, j]))
+            gram_u[a, b] = total
+            gram_u[b, a] = total
+    trace = 0.0
+    for a in range(depth):
+        trace += gram_u[a, a]
+    if trace <= 0.0:
+        return np.empty(0)
+    for a in range(depth):
+        gram_u[a, a] += 1e-10 * trace
+    rhs = np.ones(depth)
+    for col in range(depth):  # elimination; the matrix is symmetric positive definite
+        pivot = gram_u[col, col]
+        if pivot <= 0.0:
+            return np.empty(0)
+        for row in range(col + 1, depth):
+            factor = gram_u[row, col] / pivot
+            for k in range(col, depth):
+                gram_u[row, k] -= factor * gram_u[col, k]
+            rhs[row] -= factor * rhs[col]
+    weights = np.zeros(depth)
+    for row in range(depth - 1, -1, -1):
+        total = rhs[row]
+        for k in range(row + 1, depth):
+            total -= gram_u[row, k] * weights[k]
+        weights[row] = total / gram_u[row, row]
+    total = weights.sum()
+    if total == 0.0 or not np.isfinite(total):
+        return np.empty(0)
+    return weights / total
+
+
+@njit(cache=True)
 def _weighted_enet_cd(gram, correlation, target_sq, coef, gram_coef, n_bounded,
                       weight_bounded, weight_free, l2, rel_tol, offset,
-                      max_sweeps, active):
-    """Cyclic CD on one weighted elastic net until its gap meets the target.
+                      max_sweeps, active, history, gram_history):
+    """CD on one weighted elastic net until its duality gap meets the target.
 
     The target is ``rel_tol * (primal - offset)`` plus roundoff; ``offset`` is
     ``mu * bound`` so that the target is relative to the Lagrangian value, an
-    estimate of the constrained optimum. Returns (sweeps, primal, dual).
+    estimate of the constrained optimum. A full sweep is followed by epochs
+    over its support only (cost O(nnz d) instead of O(d^2)), accelerated by
+    Anderson extrapolation of the last iterates (accepted only when it lowers
+    the objective), until the support's own gap is small; then a full sweep
+    again. Returns (sweeps, primal, dual).
     """
     n_columns = coef.shape[0]
+    depth = history.shape[0] - 1
     sweeps = 0
-    primal, dual, roundoff = _lagrangian_gap(
-        correlation, coef, gram_coef, target_sq, n_bounded, weight_bounded,
-        weight_free, l2)
+    primal, dual, roundoff = np.inf, -np.inf, 0.0
     while sweeps < max_sweeps:
-        if primal - dual <= rel_tol * max(primal - offset, 0.0) + roundoff:
+        # At least one full sweep per call, as scikit-learn's CD does.
+        if sweeps > 0 and (primal - dual
+                           <= rel_tol * max(primal - offset, 0.0) + roundoff):
             break
         for j in range(n_columns):
             weight = weight_bounded if j < n_bounded else weight_free
@@ -187,29 +240,79 @@ def _weighted_enet_cd(gram, correlation, target_sq, coef, gram_coef, n_bounded,
         primal, dual, roundoff = _lagrangian_gap(
             correlation, coef, gram_coef, target_sq, n_bounded, weight_bounded,
             weight_free, l2)
-        # Sweeps over the non-zero coordinates only: after a full sweep the
-        # support is usually right, and these cost O(nnz * d) instead of O(d^2).
         n_active = 0
         for j in range(n_columns):
             if coef[j] != 0.0:
                 active[n_active] = j
                 n_active += 1
-        if n_active == n_columns:
+        if n_active == 0 or n_active == n_columns:
             continue
-        for _ in range(_ACTIVE_SWEEPS):
-            if sweeps >= max_sweeps:
+        stored = 0
+        while sweeps < max_sweeps:
+            target = rel_tol * max(primal - offset, 0.0) + roundoff
+            if primal - dual <= target:
                 break
-            if primal - dual <= rel_tol * max(primal - offset, 0.0) + roundoff:
+            # The support's own gap: stop polishing it once it is well below
+            # the target, and let a full sweep look for missing coordinates.
+            sub_dual = _dual_subset(correlation, gram_coef, coef, target_sq,
+                                    n_bounded, weight_bounded, weight_free, l2,
+                                    active, n_active)
+            if primal - sub_dual <= 0.25 * target:
                 break
             for t in range(n_active):
                 j = active[t]
                 weight = weight_bounded if j < n_bounded else weight_free
                 _update_coordinate(gram, correlation, coef, gram_coef, j, weight, l2)
             sweeps += 1
+            slot = min(stored, depth)
+            if stored > depth:
+                for k in range(depth):
+                    history[k] = history[k + 1]
+                    gram_history[k] = gram_history[k + 1]
+            history[slot] = coef
+            gram_history[slot] = gram_coef
+            stored += 1
             primal, dual, roundoff = _lagrangian_gap(
                 correlation, coef, gram_coef, target_sq, n_bounded,
                 weight_bounded, weight_free, l2)
+            if stored > depth and stored % depth == 1:
+                weights = _anderson_weights(history, n_active, active, depth)
+                if weights.shape[0] == depth:
+                    trial = np.zeros(n_columns)
+                    trial_gram = np.zeros(n_columns)
+                    for k in range(depth):
+                        trial += weights[k] * history[k + 1]
+                        trial_gram += weights[k] * gram_history[k + 1]
+                    t_primal, t_dual, t_roundoff = _lagrangian_gap(
+                        correlation, trial, trial_gram, target_sq, n_bounded,
+                        weight_bounded, weight_free, l2)
+                    if t_primal < primal:
+                        coef[:] = trial
+                        # Recompute G w exactly so rounding does not accumulate.
+                        _recompute_gram_coef(gram, coef, gram_coef)
+                        primal, dual, roundoff = _lagrangian_gap(
+                            correlation, coef, gram_coef, target_sq, n_bounded,
+                            weight_bounded, weight_free, l2)
     return sweeps, primal, dual
+
+
+@njit(cache=True)
+def _dual_subset(correlation, gram_coef, coef, target_sq, n_bounded,
+                 weight_bounded, weight_free, l2, active, n_active):
+    """Dual bound of the problem restricted to the ``active`` coordinates."""
+    residual_sq, r_dot_z, _ = _quadratic_terms(correlation, coef, gram_coef,
+                                               target_sq)
+    s_feasible = 1.0
+    for t in range(n_active):
+        j = active[t]
+        weight = weight_bounded if j < n_bounded else weight_free
+        gradient = abs(correlation[j] - gram_coef[j])
+        if gradient * s_feasible > weight:
+            s_feasible = weight / gradient
+    s_best = s_feasible
+    if residual_sq > 0.0:
+        s_best = min(s_feasible, max(0.0, r_dot_z / residual_sq))
+    return s_best * r_dot_z - 0.5 * s_best * s_best * residual_sq
 
 
 @njit(cache=True)
@@ -221,97 +324,219 @@ def _recompute_gram_coef(gram, coef, gram_coef):
 
 
 @njit(cache=True)
+def _support_newton(gram, correlation, coef, n_bounded, bound, l1, l2,
+                    multiplier, free_multiplier, trial):
+    """Solve the KKT system on the current support and signs of ``coef``.
+
+    With support ``S`` and signs ``s`` fixed, optimality is linear:
+    ``(G_SS + l2 I) w_S = c_S - l1 s_S - mu s_S^bounded``, and when the bound
+    is active (``free_multiplier``) also ``s_S^bounded . w_S = radius`` with
+    ``mu`` unknown (a bordered system). This is exact in one step once CD has
+    found the support, where CD alone crawls on ill-conditioned Gram matrices.
+    Writes the candidate into ``trial`` and returns its multiplier, or -1 when
+    the system is singular or the signs or the multiplier are inconsistent
+    (the caller then certifies and keeps CD's iterate instead).
+    """
+    n_columns = coef.shape[0]
+    support = np.empty(n_columns, dtype=np.int64)
+    size = 0
+    n_bounded_support = 0
+    for j in range(n_columns):
+        if coef[j] != 0.0:
+            support[size] = j
+            size += 1
+            if j < n_bounded:
+                n_bounded_support += 1
+    if size == 0:
+        return -1.0
+    bordered = free_multiplier and n_bounded_support > 0
+    dim = size + 1 if bordered else size
+    system = np.zeros((dim, dim))
+    rhs = np.zeros(dim)
+    for a in range(size):
+        ja = support[a]
+        sign_a = 1.0 if coef[ja] > 0.0 else -1.0
+        for b in range(size):
+            system[a, b] = gram[ja, support[b]]
+        system[a, a] += l2
+        rhs[a] = correlation[ja] - l1 * sign_a
+        if ja < n_bounded:
+            if bordered:
+                system[a, size] = sign_a
+                system[size, a] = sign_a
+            else:
+                rhs[a] -= multiplier * sign_a
+    if bordered:
+        eps = np.finfo(np.float64).eps
+        rhs[size] = bound * (1.0 - 8.0 * (n_bounded + 1) * eps)
+    try:
+        solution = np.linalg.solve(system, rhs)
+    except Exception:  # singular support system: CD's iterate stands
+        return -1.0
+    new_multiplier = solution[size] if bordered else multiplier
+    if not np.isfinite(new_multiplier) or new_multiplier < 0.0:
+        return -1.0
+    trial[:] = 0.0
+    for a in range(size):
+        ja = support[a]
+        value = solution[a]
+        if not np.isfinite(value) or value * coef[ja] <= 0.0:
+            return -1.0
+        trial[ja] = value
+    return new_multiplier
+
+
+@njit(cache=True)
 def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
-               tol, max_iter, gram_coef, candidate, candidate_gram_coef, active):
+               tol, max_iter, gram_coef, candidate, candidate_gram_coef, active,
+               history, gram_history):
     """Solve one row; ``coef`` holds the warm start and receives the solution.
 
-    Returns (gap, objective, multiplier, sweeps, status).
+    CD runs in chunks of epochs at the current multiplier; after each chunk a
+    support-Newton step proposes an exact solution and a multiplier, and every
+    iterate is certified (feasible primal point, Lagrangian dual bound). When
+    Newton cannot help, the multiplier follows a bracketing search once CD has
+    solved the current weighted problem. Returns
+    (gap, objective, multiplier, sweeps, status).
     """
+    n_columns = coef.shape[0]
+    bounded = n_bounded > 0 and np.isfinite(bound)
     _recompute_gram_coef(gram, coef, gram_coef)
-    sweeps, lagrangian_primal, lagrangian_dual = _weighted_enet_cd(
-        gram, correlation, target_sq, coef, gram_coef, n_bounded, l1, l1, l2,
-        tol, 0.0, max_iter, active)
-
-    best_dual = lagrangian_dual
-    best_multiplier = 0.0
-    # Feasible point from the current iterate; its primal objective.
-    candidate[:] = coef
-    enforce_l1_bound_inplace(candidate, 0, n_bounded, bound)
-    _recompute_gram_coef(gram, candidate, candidate_gram_coef)
-    residual_sq, r_dot_z, roundoff = _quadratic_terms(
-        correlation, candidate, candidate_gram_coef, target_sq)
-    best_primal = _primal(candidate, residual_sq, n_bounded, l1, l1, l2)
-    best_dual = max(best_dual, _dual(correlation, candidate_gram_coef, residual_sq,
-                                     r_dot_z, n_bounded, l1, l1, l2))
-    if best_primal - best_dual <= tol * best_primal + roundoff:
-        coef[:] = candidate
-        return best_primal - best_dual, best_primal, 0.0, sweeps, CONVERGED
-    if sweeps >= max_iter:
-        coef[:] = candidate
-        return best_primal - best_dual, best_primal, 0.0, sweeps, MAX_ITER_REACHED
-    solution = candidate.copy()
-    norm_bounded = l1_norm(coef, 0, n_bounded)
-    if norm_bounded <= bound:
-        # The bound is inactive, but the gap is not met yet: this happens only
-        # when the feasibility shrink ate the accuracy; fall through to the
-        # multiplier search, which handles it.
-        pass
-
-    # Multiplier search: bracket [low, high] with phi(low) > bound >= phi(high).
-    low, phi_low = 0.0, norm_bounded
-    high, phi_high = -1.0, 0.0
-    max_gradient = 0.0
-    for j in range(n_bounded):
-        max_gradient = max(max_gradient, abs(correlation[j] - gram_coef[j]))
-    multiplier = l1 if l1 > 0.0 else 1e-3 * max_gradient + 1e-300
+    solution = coef.copy()
+    best_primal, best_dual, best_multiplier = np.inf, -np.inf, 0.0
+    multiplier = 0.0
+    low, phi_low, high, phi_high = 0.0, np.inf, -1.0, 0.0
     side = 0
-    status = SEARCH_STALLED
-    for _ in range(_MAX_MULTIPLIER_STEPS):
+    sweeps = 0
+    status = MAX_ITER_REACHED
+    trial = np.empty(n_columns)
+    trial_gram = np.empty(n_columns)
+    newton_guides = True
+    for _ in range(100 * _MAX_MULTIPLIER_STEPS):
+        chunk = min(_NEWTON_EVERY, max_iter - sweeps)
+        if chunk <= 0:
+            break
+        inner_target = 0.5 * tol if bounded else tol
         steps, lagrangian_primal, lagrangian_dual = _weighted_enet_cd(
             gram, correlation, target_sq, coef, gram_coef, n_bounded,
-            l1 + multiplier, l1, l2, 0.5 * tol, multiplier * bound,
-            max_iter - sweeps, active)
+            l1 + multiplier, l1, l2, inner_target, multiplier * bound, chunk,
+            active, history, gram_history)
         sweeps += steps
-        phi = l1_norm(coef, 0, n_bounded)
-        dual_bound = lagrangian_dual - multiplier * bound
-        if dual_bound > best_dual:
-            best_dual = dual_bound
+        offset = multiplier * bound
+        inner_done = (lagrangian_primal - lagrangian_dual
+                      <= inner_target * max(lagrangian_primal - offset, 0.0)
+                      + _ROUNDOFF * (target_sq + abs(lagrangian_primal)))
+        # Certify CD's iterate.
+        if lagrangian_dual - offset > best_dual:
+            best_dual = lagrangian_dual - offset
             best_multiplier = multiplier
-        candidate[:] = coef
-        enforce_l1_bound_inplace(candidate, 0, n_bounded, bound)
-        _recompute_gram_coef(gram, candidate, candidate_gram_coef)
-        residual_sq, r_dot_z, roundoff = _quadratic_terms(
-            correlation, candidate, candidate_gram_coef, target_sq)
-        primal = _primal(candidate, residual_sq, n_bounded, l1, l1, l2)
+        primal, dual_at_candidate, roundoff = _certify_feasible(
+            gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
+            candidate, candidate_gram_coef)
+        if dual_at_candidate > best_dual:
+            best_dual = dual_at_candidate
+            best_multiplier = 0.0
         if primal < best_primal:
             best_primal = primal
             solution[:] = candidate
         if best_primal - best_dual <= tol * best_primal + roundoff:
             status = CONVERGED
             break
-        if sweeps >= max_iter:
-            status = MAX_ITER_REACHED
-            break
+        phi = l1_norm(coef, 0, n_bounded)
+        # Support-Newton step. While the multiplier is unknown and the bound
+        # binds, the bordered system also proposes the multiplier; once the
+        # bracketing search has started, Newton only polishes CD at the current
+        # multiplier (accepted when it lowers that Lagrangian, so no cycling).
+        free = bounded and newton_guides and (phi > bound or multiplier > 0.0)
+        newton_multiplier = _support_newton(gram, correlation, coef, n_bounded,
+                                            bound, l1, l2, multiplier, free, trial)
+        if newton_multiplier >= 0.0:
+            _recompute_gram_coef(gram, trial, trial_gram)
+            t_primal, t_dual, _ = _lagrangian_gap(
+                correlation, trial, trial_gram, target_sq, n_bounded,
+                l1 + newton_multiplier, l1, l2)
+            t_dual -= newton_multiplier * bound
+            if t_dual > best_dual:
+                best_dual = t_dual
+                best_multiplier = newton_multiplier
+            primal, dual_at_candidate, roundoff = _certify_feasible(
+                gram, correlation, target_sq, trial, n_bounded, bound, l1, l2,
+                candidate, candidate_gram_coef)
+            if dual_at_candidate > best_dual:
+                best_dual = dual_at_candidate
+                best_multiplier = 0.0
+            if primal < best_primal:
+                best_primal = primal
+                solution[:] = candidate
+            if best_primal - best_dual <= tol * best_primal + roundoff:
+                status = CONVERGED
+                break
+            if free:
+                if newton_multiplier != multiplier:
+                    multiplier = newton_multiplier
+                    continue
+            elif t_primal < lagrangian_primal:
+                coef[:] = trial
+                gram_coef[:] = trial_gram
+        if not (bounded and inner_done):
+            continue
+        newton_guides = False
+        # CD solved the weighted problem at this multiplier but Newton did
+        # not close the gap: move the multiplier (Illinois regula falsi on the
+        # piecewise-linear, non-increasing map mu -> ||a(mu)||_1).
         if phi > bound:
             low, phi_low = multiplier, phi
             if high < 0.0:
-                multiplier *= 4.0
+                multiplier = 4.0 * multiplier if multiplier > 0.0 else max(
+                    l1, 1e-3 * _max_abs_gradient(correlation, gram_coef, n_bounded),
+                    1e-300)
                 continue
             if side == -1:
-                phi_high = bound + 0.5 * (phi_high - bound)  # Illinois step
+                phi_high = bound + 0.5 * (phi_high - bound)
             side = -1
         else:
             high, phi_high = multiplier, phi
             if side == 1:
                 phi_low = bound + 0.5 * (phi_low - bound)
             side = 1
+            if multiplier == 0.0:
+                status = SEARCH_STALLED  # bound inactive yet gap not met
+                break
         if high - low <= 1e-15 * high:
+            status = SEARCH_STALLED
             break
-        multiplier = low + (phi_low - bound) * (high - low) / (phi_low - phi_high)
+        if np.isfinite(phi_low):
+            multiplier = low + (phi_low - bound) * (high - low) / (phi_low - phi_high)
         if not (low < multiplier < high):
             multiplier = 0.5 * (low + high)
     coef[:] = solution
     return best_primal - best_dual, best_primal, best_multiplier, sweeps, status
+
+
+@njit(cache=True)
+def _max_abs_gradient(correlation, gram_coef, n_bounded):
+    largest = 0.0
+    for j in range(n_bounded):
+        largest = max(largest, abs(correlation[j] - gram_coef[j]))
+    return largest
+
+
+@njit(cache=True)
+def _certify_feasible(gram, correlation, target_sq, coef, n_bounded, bound, l1,
+                      l2, candidate, candidate_gram_coef):
+    """Feasible point from ``coef`` (into ``candidate``), its objective, and
+    the dual bound (multiplier 0) at its residual. Returns
+    (primal, dual, roundoff)."""
+    candidate[:] = coef
+    if n_bounded > 0 and np.isfinite(bound):
+        enforce_l1_bound_inplace(candidate, 0, n_bounded, bound)
+    _recompute_gram_coef(gram, candidate, candidate_gram_coef)
+    residual_sq, r_dot_z, roundoff = _quadratic_terms(
+        correlation, candidate, candidate_gram_coef, target_sq)
+    primal = _primal(candidate, residual_sq, n_bounded, l1, l1, l2)
+    dual = _dual(correlation, candidate_gram_coef, residual_sq, r_dot_z,
+                 n_bounded, l1, l1, l2)
+    return primal, dual, roundoff
 
 
 @njit(parallel=True, cache=True)
@@ -324,10 +549,12 @@ def _solve_rows_kernel(gram, correlations, target_sq, coef, n_bounded, bound,
         candidate = np.empty(n_columns)
         candidate_gram_coef = np.empty(n_columns)
         active = np.empty(n_columns, dtype=np.int64)
+        history = np.empty((_ANDERSON_DEPTH + 1, n_columns))
+        gram_history = np.empty((_ANDERSON_DEPTH + 1, n_columns))
         row = coef[i]
         result = _solve_row(gram, correlations[i], target_sq[i], row, n_bounded,
                             bound, l1, l2, tol, max_iter, gram_coef, candidate,
-                            candidate_gram_coef, active)
+                            candidate_gram_coef, active, history, gram_history)
         gap[i] = result[0]
         objective[i] = result[1]
         multiplier[i] = result[2]

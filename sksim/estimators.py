@@ -1,0 +1,731 @@
+"""SIMRegressor and SIMClassifier: validation, orchestration, fitted attributes.
+
+No numerical kernels live here; they are in :mod:`sksim.solvers`.
+"""
+
+import warnings
+from contextlib import contextmanager
+from numbers import Integral, Real
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    RegressorMixin,
+    _fit_context,
+    clone,
+)
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.extmath import softmax
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from .baselines import mlp_forward, well_posed_layer_scales
+from .solvers import resolve_n_threads, solve_equilibrium, solve_rows
+
+_ACTIVATIONS = {"relu": lambda z: np.maximum(z, 0.0)}
+
+_DEFAULT_HIDDEN_LAYERS = (64, 32)
+_DEFAULT_TEACHER_MAX_ITER = 500
+
+
+@contextmanager
+def _numba_threads(n_jobs):
+    """Run numba kernels on ``n_jobs`` threads, restoring the count afterwards."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(resolve_n_threads(n_jobs))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _centred_gram_problem(design, targets, fit_intercept):
+    """Gram matrix, correlations and target energies of the row problems.
+
+    Returns ``(gram, correlations, target_sq, design_mean, target_mean)`` with
+    ``gram = W^T W / m``, ``correlations = T^T W / m`` and
+    ``target_sq = ||t_i||^2 / m`` for the (centred when ``fit_intercept``)
+    design ``W`` and targets ``T``.
+    """
+    n_samples = design.shape[0]
+    if fit_intercept:
+        design_mean = design.mean(axis=0)
+        target_mean = targets.mean(axis=0)
+        design = design - design_mean
+        targets = targets - target_mean
+    else:
+        design_mean = np.zeros(design.shape[1])
+        target_mean = np.zeros(targets.shape[1])
+    gram = design.T @ design / n_samples
+    correlations = targets.T @ design / n_samples
+    target_sq = np.einsum("ij,ij->j", targets, targets) / n_samples
+    if not (np.all(np.isfinite(gram)) and np.all(np.isfinite(correlations))
+            and np.all(np.isfinite(target_sq))):
+        raise ValueError(
+            "The Gram matrix of [states, X] overflows float64: the inputs or "
+            "states are too large in magnitude. Rescale X (e.g. StandardScaler) "
+            "or the states."
+        )
+    return gram, correlations, target_sq, design_mean, target_mean
+
+
+def _row_infinity_norm(matrix):
+    """``max_i sum_j |M_ij|`` of a sparse or dense matrix (0 when empty)."""
+    if matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        return 0.0
+    return float(np.max(np.asarray(abs(matrix).sum(axis=1))))
+
+
+class _BaseSIM(BaseEstimator):
+    """Shared fitting logic of the SIM estimators (see the subclasses)."""
+
+    _parameter_constraints = {
+        "baseline": "no_validation",
+        "alpha": [Interval(Real, 0, None, closed="neither")],
+        "output_alpha": [None, Interval(Real, 0, None, closed="neither")],
+        "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+        "kappa": [Interval(Real, 0, 1, closed="neither")],
+        "activation": [StrOptions(set(_ACTIVATIONS))],
+        "fit_intercept": ["boolean"],
+        "refit_outputs": ["boolean"],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "equilibrium_tol": [Interval(Real, 0, None, closed="neither")],
+        "equilibrium_max_iter": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [None, Integral],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        baseline=None,
+        *,
+        alpha=1e-4,
+        output_alpha=None,
+        l1_ratio=1.0,
+        kappa=0.95,
+        activation="relu",
+        fit_intercept=True,
+        refit_outputs=True,
+        tol=1e-6,
+        max_iter=20000,
+        equilibrium_tol=1e-10,
+        equilibrium_max_iter=1000,
+        n_jobs=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.baseline = baseline
+        self.alpha = alpha
+        self.output_alpha = output_alpha
+        self.l1_ratio = l1_ratio
+        self.kappa = kappa
+        self.activation = activation
+        self.fit_intercept = fit_intercept
+        self.refit_outputs = refit_outputs
+        self.tol = tol
+        self.max_iter = max_iter
+        self.equilibrium_tol = equilibrium_tol
+        self.equilibrium_max_iter = equilibrium_max_iter
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ teacher
+    def _default_teacher(self):
+        raise NotImplementedError
+
+    def _teacher_types(self):
+        raise NotImplementedError
+
+    def _fit_teacher(self, X, y):
+        """Train (or take as is) the teacher; return its scaled states and outputs."""
+        if self.baseline is None:
+            teacher = self._default_teacher()
+            teacher.fit(X, y)
+        elif isinstance(self.baseline, FrozenEstimator):
+            teacher = self.baseline
+            try:
+                check_is_fitted(teacher.estimator)
+            except NotFittedError as exc:
+                raise ValueError(
+                    "baseline is a FrozenEstimator around an unfitted estimator; "
+                    "fit it first or pass the unfitted MLP directly."
+                ) from exc
+        elif hasattr(self.baseline, "record"):
+            # A torch adapter (TorchBaseline): records its own states.
+            teacher = self.baseline
+            pre_activations, outputs = teacher.record(X)
+            self.state_scales_ = None
+            return teacher, pre_activations, outputs
+        else:
+            teacher = clone(self.baseline)
+            if not isinstance(teacher, self._teacher_types()):
+                raise ValueError(
+                    f"baseline must be None, a {self._teacher_types()[0].__name__} "
+                    "(possibly wrapped in sklearn.frozen.FrozenEstimator) or a "
+                    f"TorchBaseline; got {type(self.baseline).__name__}."
+                )
+            teacher.fit(X, y)
+        mlp = teacher.estimator if isinstance(teacher, FrozenEstimator) else teacher
+        if not isinstance(mlp, self._teacher_types()):
+            raise ValueError(
+                f"baseline must wrap a {self._teacher_types()[0].__name__}; got "
+                f"{type(mlp).__name__}."
+            )
+        if mlp.activation != self.activation:
+            raise ValueError(
+                f"baseline uses activation={mlp.activation!r} but the SIM model "
+                f"uses activation={self.activation!r}; they must match."
+            )
+        if mlp.coefs_[0].shape[0] != X.shape[1]:
+            raise ValueError(
+                f"baseline expects {mlp.coefs_[0].shape[0]} features, X has "
+                f"{X.shape[1]}."
+            )
+        scales = well_posed_layer_scales(mlp.coefs_, self.kappa)
+        pre_activations, outputs = mlp_forward(mlp.coefs_, mlp.intercepts_, X, scales)
+        self.state_scales_ = np.concatenate(
+            [np.full(c.shape[1], s) for c, s in zip(mlp.coefs_[:-1], scales)]
+        )
+        return teacher, pre_activations, outputs
+
+    # ------------------------------------------------------------------ fitting
+    def _check_sample_aligned(self, array, name, n_samples, n_columns=None):
+        array = check_array(array, dtype=np.float64, input_name=name)
+        if array.shape[0] != n_samples:
+            raise ValueError(
+                f"{name} has {array.shape[0]} rows but X has {n_samples} samples; "
+                "they must be aligned."
+            )
+        if n_columns is not None and array.shape[1] != n_columns:
+            raise ValueError(
+                f"{name} has {array.shape[1]} columns; expected {n_columns}."
+            )
+        return array
+
+    def _fit_sim(self, X, targets, states, baseline_outputs, y_for_teacher):
+        """Fit all rows. ``targets`` are the output-row targets from y."""
+        n_samples = X.shape[0]
+        if states is not None:
+            states = self._check_sample_aligned(states, "states", n_samples)
+            self.baseline_ = None
+            self.state_scales_ = None
+            teacher_outputs = None
+        else:
+            self.baseline_, states, teacher_outputs = self._fit_teacher(
+                X, y_for_teacher
+            )
+            states = np.asarray(states, dtype=np.float64)
+            if not np.all(np.isfinite(states)):
+                raise ValueError("baseline produced non-finite states.")
+        if baseline_outputs is not None:
+            targets = self._check_sample_aligned(
+                baseline_outputs, "baseline_outputs", n_samples,
+                self._n_output_columns(baseline_outputs),
+            )
+        del teacher_outputs  # outputs are fitted to y unless baseline_outputs given
+
+        activation = _ACTIVATIONS[self.activation]
+        X64 = np.asarray(X, dtype=np.float64)
+        n_states = states.shape[1]
+        self.n_states_ = n_states
+        l1 = self.alpha * self.l1_ratio
+        l2 = self.alpha * (1.0 - self.l1_ratio)
+
+        with _numba_threads(self.n_jobs):
+            design = np.hstack([activation(states), X64])
+            gram, corr, target_sq, design_mean, state_mean = _centred_gram_problem(
+                design, states, self.fit_intercept
+            )
+            state_rows = solve_rows(
+                gram, corr, target_sq, n_bounded=n_states, bound=self.kappa,
+                l1=l1, l2=l2, tol=self.tol, max_iter=self.max_iter,
+            )
+            del design, gram
+            state_coef = state_rows.coef
+            self.A_ = sp.csr_array(state_coef[:, :n_states])
+            self.B_ = sp.csr_array(state_coef[:, n_states:])
+            self.A_.eliminate_zeros()
+            self.B_.eliminate_zeros()
+            self.state_intercept_ = state_mean - state_coef @ design_mean
+
+            if self.refit_outputs:
+                output_states, _ = self._equilibrium(X64, warn=True)
+            else:
+                output_states = activation(states)
+            design = np.hstack([output_states, X64])
+            output_alpha = self.alpha if self.output_alpha is None else self.output_alpha
+            gram, corr, target_sq, design_mean, target_mean = _centred_gram_problem(
+                design, targets, self.fit_intercept
+            )
+            output_rows = solve_rows(
+                gram, corr, target_sq, l1=output_alpha * self.l1_ratio,
+                l2=output_alpha * (1.0 - self.l1_ratio), tol=self.tol,
+                max_iter=self.max_iter,
+            )
+        output_coef = output_rows.coef
+        self.C_ = sp.csr_array(output_coef[:, :n_states])
+        self.D_ = sp.csr_array(output_coef[:, n_states:])
+        self.C_.eliminate_zeros()
+        self.D_.eliminate_zeros()
+        self.intercept_ = target_mean - output_coef @ design_mean
+
+        self.state_duality_gaps_ = state_rows.duality_gap
+        self.state_objectives_ = state_rows.objective
+        self.state_multipliers_ = state_rows.multiplier
+        self.output_duality_gaps_ = output_rows.duality_gap
+        self.output_objectives_ = output_rows.objective
+        self.n_iter_ = int(max(1, state_rows.n_iter.max(initial=0),
+                               output_rows.n_iter.max(initial=0)))
+        for name, rows in (("state", state_rows), ("output", output_rows)):
+            self._warn_rows(name, rows)
+
+        a_norm = _row_infinity_norm(self.A_)
+        self.lipschitz_bound_ = (
+            _row_infinity_norm(self.C_) * _row_infinity_norm(self.B_) / (1.0 - a_norm)
+            + _row_infinity_norm(self.D_)
+        )
+        for name in ("A_", "B_", "C_", "D_"):
+            if not np.all(np.isfinite(getattr(self, name).data)):
+                raise ValueError(f"fit produced a non-finite {name}; rescale X.")
+        if self.verbose:
+            print(
+                f"[{type(self).__name__}] {n_states} state rows, "
+                f"{output_coef.shape[0]} output rows, max epochs {self.n_iter_}, "
+                f"max relative gap "
+                f"{self._max_relative_gap(state_rows):.2e} (states), "
+                f"{self._max_relative_gap(output_rows):.2e} (outputs)"
+            )
+        return self
+
+    @staticmethod
+    def _max_relative_gap(rows):
+        if rows.duality_gap.size == 0:
+            return 0.0
+        return float(np.max(rows.duality_gap / np.maximum(rows.objective, 1e-300)))
+
+    def _warn_rows(self, name, rows):
+        failed = rows.status != 0
+        if np.any(failed):
+            warnings.warn(
+                f"{int(failed.sum())} of {failed.size} {name} rows did not reach "
+                f"the relative duality gap tol={self.tol:g} within "
+                f"max_iter={self.max_iter} epochs (largest relative gap reached: "
+                f"{self._max_relative_gap(rows):.3e}). The model is well posed "
+                "and usable; increase max_iter (or tol) for a certified optimum.",
+                ConvergenceWarning,
+            )
+
+    # --------------------------------------------------------------- inference
+    def _equilibrium(self, X64, warn=True):
+        drive = np.asarray(self.B_ @ X64.T).T + self.state_intercept_
+        solution = solve_equilibrium(
+            self.A_, drive, tol=self.equilibrium_tol,
+            max_iter=self.equilibrium_max_iter,
+        )
+        scale = np.maximum(1.0, np.abs(solution.states).max(axis=1, initial=0.0))
+        unconverged = solution.residual > self.equilibrium_tol * scale
+        if warn and np.any(unconverged):
+            warnings.warn(
+                f"The equilibrium did not reach equilibrium_tol="
+                f"{self.equilibrium_tol:g} for {int(unconverged.sum())} of "
+                f"{unconverged.size} samples within equilibrium_max_iter="
+                f"{self.equilibrium_max_iter} sweeps (largest residual "
+                f"{solution.residual.max():.3e}); increase equilibrium_max_iter.",
+                ConvergenceWarning,
+            )
+        return solution.states, solution.residual
+
+    def equilibrium(self, X, *, return_residual=False):
+        """Hidden states ``x*`` solving ``x = relu(A x + B u + b)`` for each row of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Model inputs ``U``.
+        return_residual : bool, default=False
+            Also return the residual certificate
+            ``||x - relu(A x + B u + b)||_inf`` per sample; the distance to the
+            exact equilibrium is at most ``residual / (1 - ||A||_inf)``.
+
+        Returns
+        -------
+        states : ndarray of shape (n_samples, n_states)
+        residual : ndarray of shape (n_samples,)
+            Only when ``return_residual`` is True.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        with _numba_threads(self.n_jobs):
+            states, residual = self._equilibrium(np.asarray(X, dtype=np.float64))
+        return (states, residual) if return_residual else states
+
+    def _raw_outputs(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X64 = np.asarray(X, dtype=np.float64)
+        with _numba_threads(self.n_jobs):
+            states, _ = self._equilibrium(X64)
+        outputs = np.asarray(self.C_ @ states.T).T + np.asarray(self.D_ @ X64.T).T
+        return outputs + self.intercept_
+
+    @property
+    def n_nonzero_(self):
+        """Number of nonzero parameters in A, B, C and D."""
+        check_is_fitted(self)
+        return int(sum(getattr(self, n).nnz for n in ("A_", "B_", "C_", "D_")))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
+
+
+_OBJECTIVE_DOC = r"""
+    The model computes hidden states as the fixed point
+    ``x = relu(A x + B u + b_x)`` and predicts ``y = C x + D u + b_y``. Fitting
+    records the teacher's pre-activations ``Z`` (``m`` samples x ``n`` states),
+    post-activations ``X = relu(Z)`` and the inputs ``U``, and solves one convex
+    problem per row on the shared design ``W = [X, U]`` (columns centred when
+    ``fit_intercept``; intercepts unpenalised; no other rescaling):
+
+    state row ``i`` (``z_i`` = column ``i`` of ``Z``)::
+
+        min_{a_i, b_i}  1/(2m) ||z_i - X a_i - U b_i||^2
+                        + alpha * l1_ratio * ||(a_i, b_i)||_1
+                        + 0.5 * alpha * (1 - l1_ratio) * ||(a_i, b_i)||_2^2
+        s.t.            ||a_i||_1 <= kappa
+
+    output row ``k`` (``t_k`` = target column ``k``; ``X*`` replaces ``X`` when
+    ``refit_outputs``)::
+
+        min_{c_k, d_k}  1/(2m) ||t_k - X c_k - U d_k||^2
+                        + output_alpha * l1_ratio * ||(c_k, d_k)||_1
+                        + 0.5 * output_alpha * (1 - l1_ratio) * ||(c_k, d_k)||_2^2
+
+    which is scikit-learn's ElasticNet scaling (``l1_ratio=1`` is the Lasso).
+    Each row is solved until its duality gap is at most ``tol`` times its
+    objective, and every returned model satisfies ``||A||_inf <= kappa``
+    exactly (in floating point, for any summation order), so the equilibrium
+    exists, is unique and is reached from any start.
+"""
+
+_PARAMETERS_DOC = """
+    baseline : None, sklearn MLP, FrozenEstimator or TorchBaseline, default=None
+        Where the states come from when ``fit`` gets no ``states``. ``None``
+        trains an embedded ReLU MLP teacher with hidden layers (64, 32); an
+        MLP is cloned and trained on (X, y); one wrapped in
+        ``sklearn.frozen.FrozenEstimator`` is used as is. The states of an
+        sklearn teacher are rescaled layer by layer (ReLU is positively
+        homogeneous) so that the teacher itself satisfies the well-posedness
+        bound; the scales are in ``state_scales_``.
+    alpha : float, default=1e-4
+        Penalty weight of the state rows; must be positive.
+    output_alpha : float, default=None
+        Penalty weight of the output rows; ``None`` uses ``alpha``.
+    l1_ratio : float, default=1.0
+        Elastic-net mix as in ElasticNet: 1 is the Lasso, 0 pure ridge.
+    kappa : float, default=0.95
+        Well-posedness bound on ``||A||_inf``, in the open interval (0, 1).
+    activation : {"relu"}, default="relu"
+        The componentwise activation ``phi``.
+    fit_intercept : bool, default=True
+        Fit the unpenalised intercepts ``b_x`` and ``b_y``.
+    refit_outputs : bool, default=True
+        Fit the output rows on the model's own equilibrium states ``X*``
+        instead of the teacher's, so predictions are consistent with what the
+        model computes.
+    tol : float, default=1e-6
+        Relative duality-gap tolerance of every row problem.
+    max_iter : int, default=20000
+        Maximum coordinate-descent epochs per row.
+    equilibrium_tol : float, default=1e-10
+        Residual tolerance of the equilibrium, relative to ``max(1, ||x||_inf)``.
+    equilibrium_max_iter : int, default=1000
+        Maximum Gauss-Seidel sweeps of the equilibrium per sample.
+    n_jobs : int, default=None
+        Threads for the row solver and the equilibrium. ``None`` or ``-1`` uses
+        all of numba's threads (as scikit-learn's OpenMP estimators do).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the embedded teacher. The row solver is deterministic.
+    verbose : int, default=0
+        Print a one-line summary of the fit.
+"""
+
+_ATTRIBUTES_DOC = """
+    A_ : scipy.sparse.csr_array of shape (n_states, n_states)
+    B_ : scipy.sparse.csr_array of shape (n_states, n_features_in_)
+    C_ : scipy.sparse.csr_array of shape (n_outputs, n_states)
+    D_ : scipy.sparse.csr_array of shape (n_outputs, n_features_in_)
+    state_intercept_ : ndarray of shape (n_states,)
+    intercept_ : ndarray of shape (n_outputs,)
+    n_states_ : int
+    baseline_ : estimator or None
+        The fitted teacher (None when ``states`` were given).
+    state_scales_ : ndarray of shape (n_states,) or None
+        Scale applied to each teacher state (None for user states).
+    state_duality_gaps_ : ndarray of shape (n_states,)
+        Duality gap of each constrained state row (optimality certificate).
+    state_objectives_ : ndarray of shape (n_states,)
+        Objective of each state row at the returned solution.
+    state_multipliers_ : ndarray of shape (n_states,)
+        Lagrange multiplier of ``||a_i||_1 <= kappa`` behind the dual bound.
+    output_duality_gaps_, output_objectives_ : ndarray of shape (n_outputs,)
+    n_iter_ : int
+        Largest number of coordinate-descent epochs over all rows (>= 1).
+    lipschitz_bound_ : float
+        ``||C||_inf ||B||_inf / (1 - ||A||_inf) + ||D||_inf``: for any inputs
+        ``u, u'``, ``||y(u) - y(u')||_inf <= lipschitz_bound_ * ||u - u'||_inf``.
+    n_nonzero_ : int
+        Nonzero parameters in A, B, C, D.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+"""
+
+
+class SIMRegressor(RegressorMixin, _BaseSIM):
+    __doc__ = (
+        """State-driven implicit model for regression.
+"""
+        + _OBJECTIVE_DOC
+        + """
+    Parameters
+    ----------"""
+        + _PARAMETERS_DOC
+        + """
+    Attributes
+    ----------"""
+        + _ATTRIBUTES_DOC
+        + """
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sksim import SIMRegressor
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> model = SIMRegressor(random_state=0).fit(X, y)
+    >>> model.A_.shape[0] == model.n_states_
+    True
+"""
+    )
+
+    def _default_teacher(self):
+        return MLPRegressor(
+            hidden_layer_sizes=_DEFAULT_HIDDEN_LAYERS, activation="relu",
+            max_iter=_DEFAULT_TEACHER_MAX_ITER, random_state=self.random_state,
+        )
+
+    def _teacher_types(self):
+        return (MLPRegressor,)
+
+    def _n_output_columns(self, baseline_outputs):
+        return self._n_targets
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, states=None, baseline_outputs=None):
+        """Fit the implicit model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Model inputs ``U``.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets.
+        states : array-like of shape (n_samples, n_states), default=None
+            Precomputed baseline pre-activations ``Z``; ``None`` takes them from
+            ``baseline``.
+        baseline_outputs : array-like of shape (n_samples, n_outputs), default=None
+            The baseline's outputs; when given, the output rows fit them
+            instead of ``y``.
+
+        Returns
+        -------
+        self : SIMRegressor
+        """
+        X, y = validate_data(
+            self, X, y, multi_output=True, y_numeric=True,
+            dtype=[np.float64, np.float32],
+        )
+        y = np.asarray(y, dtype=np.float64)
+        self._y_ndim = y.ndim
+        targets = y.reshape(-1, 1) if y.ndim == 1 else y
+        self._n_targets = targets.shape[1]
+        return self._fit_sim(X, targets, states, baseline_outputs, y)
+
+    def predict(self, X):
+        """Predict ``C x* + D u + b_y`` at the equilibrium ``x*``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        """
+        outputs = self._raw_outputs(X)
+        return outputs.ravel() if self._y_ndim == 1 else outputs
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+class SIMClassifier(ClassifierMixin, _BaseSIM):
+    __doc__ = (
+        """State-driven implicit model for classification.
+
+    Without ``baseline_outputs`` the output rows fit indicator targets (one
+    column per class, 1 for the sample's class and 0 elsewhere); with them,
+    the baseline's logits (one column for a binary problem, or one per class).
+    ``decision_function`` returns those outputs (their difference for two
+    indicator columns), and ``predict_proba`` their softmax (sigmoid for a
+    single logit); with indicator targets these are normalised scores, not
+    calibrated probabilities.
+"""
+        + _OBJECTIVE_DOC
+        + """
+    Parameters
+    ----------"""
+        + _PARAMETERS_DOC
+        + """
+    Attributes
+    ----------"""
+        + _ATTRIBUTES_DOC
+        + """
+    classes_ : ndarray of shape (n_classes,)
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sksim import SIMClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> model = SIMClassifier(random_state=0).fit(X / 16, y)
+    >>> model.score(X / 16, y) > 0.9
+    True
+"""
+    )
+
+    def _default_teacher(self):
+        return MLPClassifier(
+            hidden_layer_sizes=_DEFAULT_HIDDEN_LAYERS, activation="relu",
+            max_iter=_DEFAULT_TEACHER_MAX_ITER, random_state=self.random_state,
+        )
+
+    def _teacher_types(self):
+        return (MLPClassifier,)
+
+    def _n_output_columns(self, baseline_outputs):
+        n_classes = len(self.classes_)
+        width = np.shape(baseline_outputs)[1] if np.ndim(baseline_outputs) == 2 else 0
+        if n_classes == 2 and width == 1:
+            return 1
+        return n_classes
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, states=None, baseline_outputs=None):
+        """Fit the implicit model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Model inputs ``U``.
+        y : array-like of shape (n_samples,)
+            Class labels.
+        states : array-like of shape (n_samples, n_states), default=None
+            Precomputed baseline pre-activations ``Z``; ``None`` takes them from
+            ``baseline``.
+        baseline_outputs : array-like of shape (n_samples, n_classes) or (n_samples, 1), default=None
+            The baseline's logits (one column for a binary problem is
+            allowed); when given, the output rows fit them instead of the
+            indicator targets.
+
+        Returns
+        -------
+        self : SIMClassifier
+        """
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                "y must contain at least 2 classes; got 1 class "
+                f"({self.classes_[0]!r})."
+            )
+        binarizer = LabelBinarizer().fit(self.classes_)
+        targets = binarizer.transform(y).astype(np.float64)
+        if targets.shape[1] == 1:  # binary: one indicator column per class
+            targets = np.hstack([1.0 - targets, targets])
+        return self._fit_sim(X, targets, states, baseline_outputs, y)
+
+    def decision_function(self, X):
+        """Outputs ``C x* + D u + b_y`` at the equilibrium.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) for two classes, else (n_samples, n_classes)
+        """
+        outputs = self._raw_outputs(X)
+        if outputs.shape[1] == 1:
+            return outputs.ravel()
+        if outputs.shape[1] == 2 and len(self.classes_) == 2:
+            return outputs[:, 1] - outputs[:, 0]
+        return outputs
+
+    def predict(self, X):
+        """Predict class labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            return self.classes_[(scores > 0).astype(int)]
+        return self.classes_[np.argmax(scores, axis=1)]
+
+    def predict_proba(self, X):
+        """Softmax of the outputs (sigmoid for a single logit).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        outputs = self._raw_outputs(X)
+        if outputs.shape[1] == 1:
+            outputs = np.hstack([np.zeros_like(outputs), outputs])
+        return softmax(outputs)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        return np.log(self.predict_proba(X))
