@@ -108,7 +108,7 @@ class _BaseSIM(BaseEstimator):
         self,
         baseline=None,
         *,
-        alpha=1e-4,
+        alpha=1e-3,
         output_alpha=None,
         l1_ratio=1.0,
         kappa=0.95,
@@ -428,7 +428,7 @@ _PARAMETERS_DOC = """
         sklearn teacher are rescaled layer by layer (ReLU is positively
         homogeneous) so that the teacher itself satisfies the well-posedness
         bound; the scales are in ``state_scales_``.
-    alpha : float, default=1e-4
+    alpha : float, default=1e-3
         Penalty weight of the state rows; must be positive.
     output_alpha : float, default=None
         Penalty weight of the output rows; ``None`` uses ``alpha``.

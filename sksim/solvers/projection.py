@@ -62,8 +62,15 @@ def enforce_l1_bound_inplace(vector, start, stop, radius):
     n_terms = stop - start
     eps = np.finfo(np.float64).eps
     safe_radius = radius * (1.0 - 4.0 * (n_terms + 1) * eps)
+    norm = l1_norm(vector, start, stop)
+    if not np.isfinite(norm):
+        # Nothing finite to project; the origin is feasible.
+        vector[start:stop] = 0.0
+        return np.inf
     tau = project_l1_ball_inplace(vector, start, stop, safe_radius)
-    while l1_norm(vector, start, stop) > safe_radius:
+    for _ in range(64):
+        if l1_norm(vector, start, stop) <= safe_radius:
+            break
         for j in range(start, stop):
             vector[j] *= 1.0 - 4.0 * eps
     return tau

@@ -403,7 +403,10 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
     bounded = n_bounded > 0 and np.isfinite(bound)
     _recompute_gram_coef(gram, coef, gram_coef)
     solution = coef.copy()
+    # The roundoff floor is that of the point being certified: rounding in
+    # ||r||^2 = zz - 2 c.w + w.Gw scales with those terms at that point.
     best_primal, best_dual, best_multiplier = np.inf, -np.inf, 0.0
+    best_roundoff = 0.0
     multiplier = 0.0
     low, phi_low, high, phi_high = 0.0, np.inf, -1.0, 0.0
     side = 0
@@ -438,8 +441,9 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
             best_multiplier = 0.0
         if primal < best_primal:
             best_primal = primal
+            best_roundoff = roundoff
             solution[:] = candidate
-        if best_primal - best_dual <= tol * best_primal + roundoff:
+        if best_primal - best_dual <= tol * best_primal + best_roundoff:
             status = CONVERGED
             break
         phi = l1_norm(coef, 0, n_bounded)
@@ -467,8 +471,9 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
                 best_multiplier = 0.0
             if primal < best_primal:
                 best_primal = primal
+                best_roundoff = roundoff
                 solution[:] = candidate
-            if best_primal - best_dual <= tol * best_primal + roundoff:
+            if best_primal - best_dual <= tol * best_primal + best_roundoff:
                 status = CONVERGED
                 break
             if free:
