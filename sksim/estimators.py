@@ -200,6 +200,13 @@ class _BaseSIM(BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
     def _check_sample_aligned(self, array, name, n_samples, n_columns=None):
+        if sp.issparse(array):
+            raise ValueError(f"{name} must be a dense array; got a sparse matrix.")
+        if np.ndim(array) != 2:
+            raise ValueError(
+                f"{name} must be a 2-D array of shape (n_samples, n_columns); got "
+                f"shape {np.shape(array)}."
+            )
         array = check_array(array, dtype=np.float64, input_name=name)
         if array.shape[0] != n_samples:
             raise ValueError(

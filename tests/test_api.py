@@ -1,0 +1,238 @@
+"""Public API: states routing, GridSearchCV, Pipeline, clone, pickle, bad input."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sksim import SIMClassifier, SIMRegressor
+from sksim.baselines import mlp_forward, mlp_implicit_blocks, well_posed_layer_scales
+
+
+@pytest.fixture(scope="module")
+def digits_split():
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X / 16.0, y, test_size=0.3, random_state=0, stratify=y)
+
+
+@pytest.fixture(scope="module")
+def small_teacher_problem():
+    """A small classification problem with states from a fitted MLP."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 5))
+    y = (X[:, 0] + 0.5 * X[:, 1] ** 2 > 0.5).astype(int) + (X[:, 2] > 1)
+    mlp = MLPClassifier((8, 6), max_iter=2000, random_state=0).fit(X, y)
+    states, logits = mlp_forward(mlp.coefs_, mlp.intercepts_, X)
+    return X, y, states, logits, mlp
+
+
+def test_digits_default_within_two_points_of_teacher(digits_split):
+    """Real data: the default SIMClassifier is within 2 points of its teacher."""
+    X_train, X_test, y_train, y_test = digits_split
+    model = SIMClassifier(random_state=0).fit(X_train, y_train)
+    teacher_accuracy = model.baseline_.score(X_test, y_test)
+    sim_accuracy = model.score(X_test, y_test)
+    assert sim_accuracy >= teacher_accuracy - 0.02, (sim_accuracy, teacher_accuracy)
+    assert np.abs(model.A_).sum(axis=1).max() <= model.kappa
+    assert model.n_nonzero_ < sum(np.count_nonzero(c) for c in model.baseline_.coefs_)
+
+
+def test_teacher_scaling_keeps_teacher_exact(small_teacher_problem):
+    """Rescaled teacher states describe the same network, now well posed."""
+    X, _, _, logits, mlp = small_teacher_problem
+    scales = well_posed_layer_scales(mlp.coefs_, 0.9)
+    A, B, C, D, bx, by = mlp_implicit_blocks(mlp.coefs_, mlp.intercepts_, scales)
+    assert np.abs(A).sum(axis=1).max() <= 0.9 + 1e-12
+    states, outputs = mlp_forward(mlp.coefs_, mlp.intercepts_, X, scales)
+    post = np.maximum(states, 0)
+    np.testing.assert_allclose(states, post @ A.T + X @ B.T + bx, atol=1e-10)
+    np.testing.assert_allclose(outputs, post @ C.T + X @ D.T + by, atol=1e-10)
+    np.testing.assert_allclose(outputs, logits, atol=1e-10)
+
+
+def test_frozen_and_unfitted_mlp_baselines(small_teacher_problem):
+    X, y, _, _, mlp = small_teacher_problem
+    frozen = SIMClassifier(FrozenEstimator(mlp)).fit(X, y)
+    assert frozen.baseline_.estimator is mlp
+    unfitted = MLPClassifier((8,), max_iter=500, random_state=0)
+    model = SIMClassifier(unfitted).fit(X, y)
+    assert model.baseline_ is not unfitted
+    assert model.n_states_ == 8
+    with pytest.raises(ValueError, match="baseline"):
+        SIMClassifier(MLPRegressor()).fit(X, y)
+    with pytest.raises(ValueError, match="activation"):
+        SIMClassifier(MLPClassifier((4,), activation="tanh", max_iter=50)).fit(X, y)
+
+
+def test_baseline_outputs_are_fitted_instead_of_y(small_teacher_problem):
+    X, y, states, logits, _ = small_teacher_problem
+    model = SIMClassifier(alpha=1e-4).fit(X, y, states=states, baseline_outputs=logits)
+    assert model.C_.shape[0] == logits.shape[1]
+    scores = model.decision_function(X)
+    assert np.corrcoef(scores.ravel(), logits.ravel())[0, 1] > 0.9
+    proba = model.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(model.classes_[proba.argmax(axis=1)], model.predict(X))
+
+
+def test_gridsearch_splits_states_with_X(small_teacher_problem):
+    X, y, states, _, _ = small_teacher_problem
+    seen = []
+
+    class Recording(SIMClassifier):
+        def fit(self, X, y, states=None, baseline_outputs=None):
+            seen.append((X.shape[0], None if states is None else states.shape[0]))
+            return super().fit(X, y, states=states, baseline_outputs=baseline_outputs)
+
+    search = GridSearchCV(
+        Recording(), {"alpha": [1e-3, 1e-2], "kappa": [0.5, 0.9]}, cv=3
+    ).fit(X, y, states=states)
+    assert all(n_x == n_z for n_x, n_z in seen)
+    assert {n for n, _ in seen} >= {80}
+    assert search.best_params_["alpha"] in (1e-3, 1e-2)
+    assert np.abs(search.best_estimator_.A_).sum(axis=1).max() <= search.best_params_["kappa"]
+
+
+def test_pipeline_routes_states(small_teacher_problem):
+    X, y, states, _, _ = small_teacher_problem
+    pipe = make_pipeline(StandardScaler(), SIMClassifier())
+    pipe.fit(X, y, simclassifier__states=states)
+    assert pipe.score(X, y) > 0.7
+    assert pipe[-1].n_features_in_ == X.shape[1]
+
+
+def test_clone_and_pickle_round_trip(small_teacher_problem):
+    X, y, states, _, _ = small_teacher_problem
+    model = SIMClassifier(alpha=1e-3, kappa=0.8).fit(X, y, states=states)
+    cloned = clone(model)
+    assert cloned.get_params() == model.get_params()
+    assert not hasattr(cloned, "A_")
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.decision_function(X), model.decision_function(X))
+    np.testing.assert_array_equal(restored.predict(X), model.predict(X))
+
+    regressor = SIMRegressor(alpha=1e-3).fit(X, X[:, 0] - X[:, 1], states=states)
+    restored = pickle.loads(pickle.dumps(regressor))
+    np.testing.assert_array_equal(restored.predict(X), regressor.predict(X))
+
+
+def test_equilibrium_certificate(small_teacher_problem):
+    X, y, states, _, _ = small_teacher_problem
+    model = SIMClassifier(alpha=1e-3, kappa=0.9).fit(X, y, states=states)
+    x_star, residual = model.equilibrium(X, return_residual=True)
+    assert x_star.shape == (X.shape[0], model.n_states_)
+    # The certificate recomputed with plain numpy.
+    A, B = model.A_.toarray(), model.B_.toarray()
+    recomputed = np.abs(x_star - np.maximum(x_star @ A.T + X @ B.T + model.state_intercept_, 0))
+    assert recomputed.max() <= 1e-9
+    np.testing.assert_allclose(residual, recomputed.max(axis=1), atol=1e-12)
+    assert model.lipschitz_bound_ >= 0
+
+
+def test_equilibrium_nonconvergence_warns(small_teacher_problem):
+    X, y, states, _, _ = small_teacher_problem
+    model = SIMClassifier(alpha=1e-4, kappa=0.9).fit(X, y, states=states)
+    if model.A_.nnz == 0 or np.allclose(np.tril(model.A_.toarray(), -1), model.A_.toarray()):
+        # Force a cyclic A: with Gauss-Seidel in index order a lower-triangular A
+        # is exact in one sweep, so the warning needs feedback to be observable.
+        A = model.A_.toarray()
+        A[0, -1] = 0.05
+        import scipy.sparse as sp
+        model.A_ = sp.csr_array(A)
+    model.set_params(equilibrium_max_iter=1, equilibrium_tol=1e-300)
+    with pytest.warns(ConvergenceWarning, match="equilibrium_max_iter"):
+        model.predict(X)
+
+
+def test_row_nonconvergence_warns_once_and_model_is_usable(digits_split):
+    X_train, _, y_train, _ = digits_split
+    with pytest.warns(ConvergenceWarning, match="max_iter") as record:
+        model = SIMClassifier(max_iter=1, random_state=0, alpha=1e-4).fit(X_train, y_train)
+    messages = [str(w.message) for w in record if issubclass(w.category, ConvergenceWarning)
+                and "rows did not reach" in str(w.message)]
+    assert 1 <= len(messages) <= 2  # one summary for state rows, one for output rows
+    assert np.abs(model.A_).sum(axis=1).max() <= model.kappa
+    assert np.all(np.isfinite(model.predict_proba(X_train)))
+
+
+def test_predict_before_fit_raises():
+    with pytest.raises(NotFittedError):
+        SIMRegressor().predict(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("where", ["X", "y", "states", "baseline_outputs"])
+def test_non_finite_input_raises(small_teacher_problem, bad, where):
+    """NaN or inf anywhere gives a ValueError that names the argument."""
+    X, y, states, logits, _ = small_teacher_problem
+    arrays = {
+        "X": X.copy(), "y": y.astype(float), "states": states.copy(),
+        "baseline_outputs": logits[:, :1].copy(),
+    }
+    arrays[where][3] = bad
+    with pytest.raises(ValueError, match=f"Input {where} contains"):
+        SIMRegressor().fit(arrays["X"], arrays["y"], states=arrays["states"],
+                           baseline_outputs=arrays["baseline_outputs"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"kappa": 0.0}, "kappa"),
+        ({"kappa": 1.0}, "kappa"),
+        ({"kappa": -0.5}, "kappa"),
+        ({"alpha": -1.0}, "alpha"),
+        ({"output_alpha": -1.0}, "output_alpha"),
+        ({"l1_ratio": 1.5}, "l1_ratio"),
+        ({"activation": "tanh"}, "activation"),
+        ({"tol": 0.0}, "tol"),
+        ({"max_iter": 0}, "max_iter"),
+    ],
+)
+def test_bad_parameters_raise(small_teacher_problem, kwargs, match):
+    X, y, states, _, _ = small_teacher_problem
+    with pytest.raises(ValueError, match=match):
+        SIMClassifier(**kwargs).fit(X, y, states=states)
+
+
+def test_misaligned_states_and_outputs_raise(small_teacher_problem):
+    X, y, states, logits, _ = small_teacher_problem
+    with pytest.raises(ValueError, match="states has 119 rows"):
+        SIMClassifier().fit(X, y, states=states[:-1])
+    with pytest.raises(ValueError, match="baseline_outputs has 119 rows"):
+        SIMClassifier().fit(X, y, states=states, baseline_outputs=logits[:-1])
+    with pytest.raises(ValueError, match="baseline_outputs has 2 columns"):
+        SIMClassifier().fit(X, y, states=states, baseline_outputs=logits[:, :2])
+    with pytest.raises(ValueError, match="baseline_outputs has 3 columns"):
+        SIMRegressor().fit(X, X[:, 0], states=states, baseline_outputs=logits)
+    with pytest.raises(ValueError, match="states"):
+        SIMClassifier().fit(X, y, states=states[:, 0])
+
+
+def test_float32_and_readonly_input(small_teacher_problem):
+    X, y, states, _, _ = small_teacher_problem
+    X32 = X.astype(np.float32)
+    X32.setflags(write=False)
+    states_ro = states.copy()
+    states_ro.setflags(write=False)
+    model32 = SIMClassifier(tol=1e-9).fit(X32, y, states=states_ro)
+    model64 = SIMClassifier(tol=1e-9).fit(X, y, states=states)
+    scores32 = model32.decision_function(X32)
+    scores64 = model64.decision_function(X)
+    np.testing.assert_allclose(scores32, scores64, atol=1e-4)
+
+
+def test_n_jobs_does_not_change_the_result(small_teacher_problem):
+    X, y, states, _, _ = small_teacher_problem
+    one = SIMClassifier(n_jobs=1).fit(X, y, states=states)
+    two = SIMClassifier(n_jobs=2).fit(X, y, states=states)
+    for name in ("A_", "B_", "C_", "D_"):
+        np.testing.assert_array_equal(getattr(one, name).toarray(), getattr(two, name).toarray())
