@@ -42,6 +42,7 @@ SEARCH_STALLED = 2
 
 _ANDERSON_DEPTH = 5
 _NEWTON_EVERY = 20
+_MAX_NEWTON_MULTIPLIERS = 8
 _MAX_MULTIPLIER_STEPS = 200
 _ROUNDOFF = 1e-13
 
@@ -415,6 +416,8 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
     trial = np.empty(n_columns)
     trial_gram = np.empty(n_columns)
     newton_guides = True
+    newton_updates = 0
+    chunks_at_multiplier = 0
     for _ in range(100 * _MAX_MULTIPLIER_STEPS):
         chunk = min(_NEWTON_EVERY, max_iter - sweeps)
         if chunk <= 0:
@@ -479,13 +482,28 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
             if free:
                 if newton_multiplier != multiplier:
                     multiplier = newton_multiplier
+                    newton_updates += 1
+                    # On a wrong support the proposals can wander; after a few
+                    # the bracketing search takes over the multiplier.
+                    if newton_updates >= _MAX_NEWTON_MULTIPLIERS:
+                        newton_guides = False
+                    chunks_at_multiplier = 0
                     continue
             elif t_primal < lagrangian_primal:
                 coef[:] = trial
                 gram_coef[:] = trial_gram
-        if not (bounded and inner_done):
+        chunks_at_multiplier += 1
+        # The unconstrained problem (mu = 0) can be very slow to solve on
+        # singular designs (flat valleys); when its iterate is clearly outside
+        # the bound, the bound is active and the search can start. (Deciding
+        # so at mu > 0 from inexact iterates was measured to mislead the
+        # bracket on digits.)
+        clearly_one_side = (multiplier == 0.0 and chunks_at_multiplier >= 3
+                            and phi > 1.05 * bound)
+        if not (bounded and (inner_done or clearly_one_side)):
             continue
         newton_guides = False
+        chunks_at_multiplier = 0
         # CD solved the weighted problem at this multiplier but Newton did
         # not close the gap: move the multiplier (Illinois regula falsi on the
         # piecewise-linear, non-increasing map mu -> ||a(mu)||_1).
@@ -500,11 +518,15 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
                 phi_high = bound + 0.5 * (phi_high - bound)
             side = -1
         else:
+            if multiplier == 0.0 and not inner_done:
+                continue  # the bound looks inactive: keep solving at mu = 0
             high, phi_high = multiplier, phi
             if side == 1:
                 phi_low = bound + 0.5 * (phi_low - bound)
             side = 1
             if multiplier == 0.0:
+                if not inner_done:
+                    continue  # the bound looks inactive: keep solving at mu = 0
                 status = SEARCH_STALLED  # bound inactive yet gap not met
                 break
         if high - low <= 1e-15 * high:
