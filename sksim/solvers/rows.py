@@ -55,13 +55,14 @@ class RowSolution(NamedTuple):
     coef : ndarray of shape (n_rows, n_columns)
         Row solutions ``w_i``.
     duality_gap : ndarray of shape (n_rows,)
-        Duality gap of the constrained row problem at ``coef`` (an upper bound
-        on ``P(coef_i) - P*``).
+        ``P(coef_i)`` minus the best Lagrangian dual bound found during the
+        solve (at any multiplier and dual point, not necessarily one built
+        from ``coef_i``): an upper bound on ``P(coef_i) - P*``.
     objective : ndarray of shape (n_rows,)
         Primal objective ``P(coef_i)``.
     multiplier : ndarray of shape (n_rows,)
-        Lagrange multiplier of the L1 bound that gave the best dual bound
-        (0 when the bound is inactive or absent).
+        Lagrange multiplier of the L1 bound at which the best dual bound was
+        found (0 when the bound is inactive or absent).
     n_iter : ndarray of shape (n_rows,)
         Coordinate-descent epochs used per row (full and active-set sweeps).
     status : ndarray of shape (n_rows,)
@@ -436,16 +437,10 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
         if lagrangian_dual - offset > best_dual:
             best_dual = lagrangian_dual - offset
             best_multiplier = multiplier
-        primal, dual_at_candidate, roundoff = _certify_feasible(
+        best_primal, best_dual, best_multiplier, best_roundoff = _keep_best(
             gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
-            candidate, candidate_gram_coef)
-        if dual_at_candidate > best_dual:
-            best_dual = dual_at_candidate
-            best_multiplier = 0.0
-        if primal < best_primal:
-            best_primal = primal
-            best_roundoff = roundoff
-            solution[:] = candidate
+            candidate, candidate_gram_coef, solution, best_primal, best_dual,
+            best_multiplier, best_roundoff)
         if best_primal - best_dual <= tol * best_primal + best_roundoff:
             status = CONVERGED
             break
@@ -466,16 +461,10 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
             if t_dual > best_dual:
                 best_dual = t_dual
                 best_multiplier = newton_multiplier
-            primal, dual_at_candidate, roundoff = _certify_feasible(
+            best_primal, best_dual, best_multiplier, best_roundoff = _keep_best(
                 gram, correlation, target_sq, trial, n_bounded, bound, l1, l2,
-                candidate, candidate_gram_coef)
-            if dual_at_candidate > best_dual:
-                best_dual = dual_at_candidate
-                best_multiplier = 0.0
-            if primal < best_primal:
-                best_primal = primal
-                best_roundoff = roundoff
-                solution[:] = candidate
+                candidate, candidate_gram_coef, solution, best_primal,
+                best_dual, best_multiplier, best_roundoff)
             if best_primal - best_dual <= tol * best_primal + best_roundoff:
                 status = CONVERGED
                 break
@@ -538,6 +527,28 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
             multiplier = 0.5 * (low + high)
     coef[:] = solution
     return best_primal - best_dual, best_primal, best_multiplier, sweeps, status
+
+
+@njit(cache=True)
+def _keep_best(gram, correlation, target_sq, point, n_bounded, bound, l1, l2,
+               candidate, candidate_gram_coef, solution, best_primal, best_dual,
+               best_multiplier, best_roundoff):
+    """Certify ``point`` (made feasible) and keep the best primal and dual.
+
+    The best feasible point goes to ``solution``. Returns the updated
+    (best_primal, best_dual, best_multiplier, best_roundoff).
+    """
+    primal, dual, roundoff = _certify_feasible(
+        gram, correlation, target_sq, point, n_bounded, bound, l1, l2,
+        candidate, candidate_gram_coef)
+    if dual > best_dual:
+        best_dual = dual
+        best_multiplier = 0.0
+    if primal < best_primal:
+        best_primal = primal
+        best_roundoff = roundoff
+        solution[:] = candidate
+    return best_primal, best_dual, best_multiplier, best_roundoff
 
 
 @njit(cache=True)
