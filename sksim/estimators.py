@@ -117,7 +117,7 @@ class _BaseSIM(BaseEstimator):
         refit_outputs=True,
         tol=1e-6,
         max_iter=20000,
-        equilibrium_tol=1e-10,
+        equilibrium_tol=1e-12,
         equilibrium_max_iter=1000,
         n_jobs=None,
         random_state=None,
@@ -385,6 +385,34 @@ class _BaseSIM(BaseEstimator):
         outputs = np.asarray(self.C_ @ states.T).T + np.asarray(self.D_ @ X64.T).T
         return outputs + self.intercept_
 
+    def to_torch(self, *, dtype=None, sparse=None):
+        """The fitted model as a torch ``nn.Module`` (needs torch).
+
+        The module computes the equilibrium and the raw outputs (what
+        ``decision_function`` / ``predict`` return before any reshaping) on
+        batched tensors of any device it is moved to. Gradients with respect
+        to the inputs flow through the equilibrium by implicit
+        differentiation (an adjoint fixed point), not by storing iterates.
+
+        Parameters
+        ----------
+        dtype : torch.dtype, default=None
+            Dtype of the weights; ``None`` means ``torch.float64``.
+        sparse : bool, default=None
+            Store A, B, C, D as sparse COO tensors; ``None`` does so for each
+            matrix with fewer than half of its entries nonzero.
+
+        Returns
+        -------
+        module : torch.nn.Module
+            ``module(u)`` has shape (batch, n_outputs);
+            ``module.equilibrium(u)`` has shape (batch, n_states).
+        """
+        check_is_fitted(self)
+        from .torch_export import build_torch_module
+
+        return build_torch_module(self, dtype=dtype, sparse=sparse)
+
     @property
     def n_nonzero_(self):
         """Number of nonzero parameters in A, B, C and D."""
@@ -455,7 +483,7 @@ _PARAMETERS_DOC = """
         Relative duality-gap tolerance of every row problem.
     max_iter : int, default=20000
         Maximum coordinate-descent epochs per row.
-    equilibrium_tol : float, default=1e-10
+    equilibrium_tol : float, default=1e-12
         Residual tolerance of the equilibrium, relative to ``max(1, ||x||_inf)``.
     equilibrium_max_iter : int, default=1000
         Maximum Gauss-Seidel sweeps of the equilibrium per sample.

@@ -1,0 +1,160 @@
+"""TorchBaseline: a trained torch ``nn.Module`` as a frozen SIM teacher.
+
+Torch is imported only when the adapter is used, so ``import sksim`` works
+without it.
+"""
+
+import numpy as np
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - exercised without torch
+        raise ImportError(
+            "TorchBaseline needs torch; install the CPU build with "
+            "`pip install torch` (see the README)."
+        ) from exc
+    return torch
+
+
+class TorchBaseline:
+    """Wrap a trained torch module as the teacher of a SIM estimator.
+
+    The module runs in eval mode under ``torch.no_grad()`` in batches. Forward
+    hooks on its activation modules record each one's input (the
+    pre-activations, flattened per sample and concatenated in forward order)
+    and the module's output (logits or regression outputs). The module is a
+    frozen teacher: ``clone`` returns this same adapter, so model selection
+    never copies or retrains the network.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The trained network. Every activation to be recorded must be a module
+        (``nn.ReLU``), not a call to ``torch.nn.functional.relu``.
+    activations : tuple of type, default=None
+        Module types whose inputs are recorded; ``None`` means ``(nn.ReLU,)``.
+    input_shape : tuple of int, default=None
+        Per-sample shape that flat rows of X are reshaped to (e.g.
+        ``(1, 28, 28)`` for a convolutional model). ``None`` feeds rows as is.
+    device : str or torch.device, default="cpu"
+        Device the module runs on.
+    batch_size : int, default=1024
+        Samples per forward pass.
+    dtype : {"float32", "float64"}, default="float32"
+        Dtype of the input tensors (the module's parameters must match).
+    """
+
+    def __init__(self, module, *, activations=None, input_shape=None,
+                 device="cpu", batch_size=1024, dtype="float32"):
+        self.module = module
+        self.activations = activations
+        self.input_shape = input_shape
+        self.device = device
+        self.batch_size = batch_size
+        self.dtype = dtype
+
+    def __sklearn_clone__(self):
+        return self
+
+    def __repr__(self):
+        return f"TorchBaseline({type(self.module).__name__})"
+
+    def _activation_types(self, torch):
+        if self.activations is None:
+            return (torch.nn.ReLU,)
+        return tuple(self.activations)
+
+    def _reshape(self, X):
+        if self.input_shape is None:
+            return X
+        width = int(np.prod(self.input_shape))
+        if X.shape[1] != width:
+            raise ValueError(
+                f"X has {X.shape[1]} features but input_shape={self.input_shape} "
+                f"needs {width}."
+            )
+        return X.reshape((X.shape[0],) + tuple(self.input_shape))
+
+    def record(self, X):
+        """Run the module on X and record hidden pre-activations and outputs.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+
+        Returns
+        -------
+        pre_activations : ndarray of shape (n_samples, n_states)
+        outputs : ndarray of shape (n_samples, n_outputs)
+        """
+        torch = _import_torch()
+        if not isinstance(self.module, torch.nn.Module):
+            raise ValueError(
+                f"module must be a torch.nn.Module; got {type(self.module).__name__}."
+            )
+        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {self.batch_size!r}.")
+        types = self._activation_types(torch)
+        hooked = [m for m in self.module.modules() if isinstance(m, types)]
+        if not hooked:
+            raise ValueError(
+                f"module has no activation module of type "
+                f"{[t.__name__ for t in types]}: use nn.ReLU modules instead of "
+                "torch.nn.functional.relu so their inputs can be recorded."
+            )
+        dtype = {"float32": torch.float32, "float64": torch.float64}[self.dtype]
+        inputs = self._reshape(np.asarray(X))
+        records = []
+
+        def hook(mod, args, output):
+            pre = args[0]
+            # A subclass of nn.ReLU that computes something else (leaky,
+            # in-place on a shared tensor) would corrupt the recorded states.
+            if isinstance(mod, torch.nn.ReLU) and not torch.equal(torch.relu(pre), output):
+                raise ValueError(
+                    f"activation module {mod!r} does not output relu(input) "
+                    "(in-place or custom activations cannot be recorded)."
+                )
+            records.append(pre.detach().reshape(pre.shape[0], -1))
+
+        handles = [m.register_forward_hook(hook) for m in hooked]
+        was_training = self.module.training
+        self.module.eval()
+        blocks, outputs = [], []
+        try:
+            with torch.no_grad():
+                for start in range(0, inputs.shape[0], self.batch_size):
+                    batch = inputs[start:start + self.batch_size]
+                    records.clear()
+                    tensor = torch.as_tensor(np.ascontiguousarray(batch), dtype=dtype,
+                                             device=self.device)
+                    try:
+                        out = self.module(tensor)
+                    except ValueError:
+                        raise
+                    except Exception as exc:
+                        raise ValueError(
+                            f"module failed on batch {start // self.batch_size} "
+                            f"(samples {start}..{start + len(batch) - 1}, input shape "
+                            f"{tuple(tensor.shape)}): {exc}"
+                        ) from exc
+                    if len(records) != len(hooked):
+                        raise ValueError(
+                            f"{len(hooked)} activation modules were found but "
+                            f"{len(records)} ran in the forward pass; every hooked "
+                            "module must run exactly once per forward."
+                        )
+                    blocks.append(torch.cat(records, dim=1).cpu().double().numpy())
+                    outputs.append(out.detach().reshape(out.shape[0], -1)
+                                   .cpu().double().numpy())
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.module.train(was_training)
+        pre_activations = np.concatenate(blocks, axis=0)
+        output_array = np.concatenate(outputs, axis=0)
+        if not (np.all(np.isfinite(pre_activations)) and np.all(np.isfinite(output_array))):
+            raise ValueError("the torch module produced non-finite states or outputs.")
+        return pre_activations, output_array

@@ -1,0 +1,86 @@
+"""Loaders for the image datasets used by examples and benchmarks.
+
+Each loader reads local ``.npz`` files (``images`` uint8 (N, H, W[, C]) and
+labels) from ``data_home`` or the ``SKSIM_DATA`` environment variable, laid
+out as ``<data_home>/<name>/<name>-<split>.npz``; without them it falls back
+to ``sklearn.datasets.fetch_openml``. The package never assumes a path
+outside itself.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils import Bunch
+
+_OPENML = {"fashion-mnist": "Fashion-MNIST", "mnist": "mnist_784"}
+_N_TRAIN = 60000
+
+
+def _data_home(data_home):
+    if data_home is not None:
+        return Path(data_home)
+    env = os.environ.get("SKSIM_DATA")
+    return Path(env) if env else None
+
+
+def _load_local(folder, name, split):
+    path = folder / name / f"{name}-{split}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as archive:
+        images = archive["images"]
+        labels = archive["labels"]
+    return images.reshape(images.shape[0], -1), labels.astype(np.int64)
+
+
+def _load(name, data_home, splits):
+    folder = _data_home(data_home)
+    result = {}
+    if folder is not None:
+        for split in splits:
+            loaded = _load_local(folder, name, split)
+            if loaded is not None:
+                result[split] = loaded
+    missing = [split for split in splits if split not in result]
+    if missing:
+        from sklearn.datasets import fetch_openml
+
+        X, y = fetch_openml(_OPENML[name], version=1, return_X_y=True,
+                            as_frame=False, parser="auto")
+        X = np.asarray(X, dtype=np.uint8)
+        y = np.asarray(y).astype(np.int64)
+        official = {"train": (X[:_N_TRAIN], y[:_N_TRAIN]),
+                    "test": (X[_N_TRAIN:], y[_N_TRAIN:])}
+        for split in missing:
+            result[split] = official[split]
+    bunch = Bunch()
+    for split in splits:
+        images, labels = result[split]
+        bunch[f"X_{split}"] = images.astype(np.float32) / 255.0
+        bunch[f"y_{split}"] = labels
+    return bunch
+
+
+def load_fashion_mnist(data_home=None, *, splits=("train", "test")):
+    """Fashion-MNIST as flat float32 pixels in [0, 1].
+
+    Parameters
+    ----------
+    data_home : str or path-like, default=None
+        Folder holding ``fashion-mnist/fashion-mnist-{train,test}.npz``;
+        ``None`` uses the ``SKSIM_DATA`` environment variable, then OpenML.
+    splits : tuple of {"train", "test"}, default=("train", "test")
+
+    Returns
+    -------
+    Bunch
+        ``X_<split>`` of shape (n, 784) float32 and ``y_<split>`` of shape (n,).
+    """
+    return _load("fashion-mnist", data_home, tuple(splits))
+
+
+def load_mnist(data_home=None, *, splits=("test",)):
+    """MNIST as flat float32 pixels in [0, 1] (same conventions as
+    :func:`load_fashion_mnist`)."""
+    return _load("mnist", data_home, tuple(splits))

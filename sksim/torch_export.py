@@ -1,0 +1,112 @@
+"""Export a fitted SIM model to a torch ``nn.Module`` (torch imported lazily).
+
+The module solves the equilibrium ``x = relu(A x + B u + b_x)`` without
+recording a graph, then attaches the gradient by implicit differentiation:
+for ``x* = f(x*, u)`` the vector-Jacobian product through the equilibrium is
+``g = v + (df/dx)^T g``, solved by fixed-point iteration; it converges because
+``||(D A)^T||_1 = ||D A||_inf <= ||A||_inf < 1`` for the 0/1 diagonal ``D`` of
+ReLU derivatives. No iterate is stored.
+"""
+
+import numpy as np
+
+
+def _to_torch_matrix(torch, matrix, dtype, sparse):
+    if sparse:
+        coo = matrix.tocoo()
+        indices = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.long)
+        values = torch.as_tensor(coo.data, dtype=dtype)
+        return torch.sparse_coo_tensor(indices, values, coo.shape,
+                                   check_invariants=True).coalesce()
+    return torch.as_tensor(matrix.toarray(), dtype=dtype)
+
+
+def build_torch_module(estimator, *, dtype=None, sparse=None, tol=None, max_iter=None):
+    """Build the torch module of a fitted SIM estimator (see ``to_torch``)."""
+    import torch
+    from torch import nn
+
+    dtype = torch.float64 if dtype is None else dtype
+    tol = estimator.equilibrium_tol if tol is None else tol
+    max_iter = 10 * estimator.equilibrium_max_iter if max_iter is None else max_iter
+
+    def density(m):
+        return m.nnz / max(1, m.shape[0] * m.shape[1])
+
+    class SIMModule(nn.Module):
+        """Equilibrium and outputs of a fitted SIM model on torch tensors.
+
+        ``forward(u)`` takes inputs of shape (batch, n_features) and returns
+        the outputs (batch, n_outputs); ``equilibrium(u)`` returns the hidden
+        states (batch, n_states). Weights are buffers (sparse COO where the
+        fitted matrix is sparse); gradients flow to the inputs.
+        """
+
+        def __init__(self):
+            super().__init__()
+            for name in ("A_", "B_", "C_", "D_"):
+                matrix = getattr(estimator, name)
+                use_sparse = density(matrix) < 0.5 if sparse is None else sparse
+                self.register_buffer(name.rstrip("_"), _to_torch_matrix(
+                    torch, matrix, dtype, use_sparse))
+            self.register_buffer("state_intercept", torch.as_tensor(
+                estimator.state_intercept_, dtype=dtype))
+            self.register_buffer("output_intercept", torch.as_tensor(
+                estimator.intercept_, dtype=dtype))
+            self.tol = tol
+            self.max_iter = max_iter
+
+        @staticmethod
+        def _right(matrix, x):
+            """``x @ matrix.T`` for a dense or sparse ``matrix``."""
+            if matrix.is_sparse:
+                return torch.sparse.mm(matrix, x.T).T
+            return x @ matrix.T
+
+        def _step(self, x, drive):
+            return torch.relu(self._right(self.A, x) + drive)
+
+        def equilibrium(self, u):
+            u = u.to(self.state_intercept.dtype)
+            drive = self._right(self.B, u) + self.state_intercept
+            with torch.no_grad():
+                x = torch.zeros_like(drive)
+                for _ in range(self.max_iter):
+                    new = self._step(x, drive)
+                    residual = (new - x).abs().max()
+                    x = new
+                    if residual <= self.tol * max(1.0, float(x.abs().max())):
+                        break
+            if not (torch.is_grad_enabled() and (u.requires_grad or drive.requires_grad)):
+                return x
+            # One differentiable step at the fixed point, then correct its
+            # gradient with the adjoint fixed point (implicit differentiation).
+            x = self._step(x.detach(), drive)
+            x_star = x.detach().requires_grad_()
+            f_star = self._step(x_star, drive.detach())
+            tol, max_iter = self.tol, self.max_iter
+
+            def adjoint(grad):
+                if grad is None:
+                    return None
+                g = grad
+                for _ in range(max_iter):
+                    (vjp,) = torch.autograd.grad(f_star, x_star, g, retain_graph=True)
+                    new = grad + vjp
+                    done = (new - g).abs().max() <= tol * max(1.0, float(new.abs().max()))
+                    g = new
+                    if done:
+                        break
+                return g
+
+            if x.requires_grad:
+                x.register_hook(adjoint)
+            return x
+
+        def forward(self, u):
+            u = u.to(self.state_intercept.dtype)
+            x = self.equilibrium(u)
+            return (self._right(self.C, x) + self._right(self.D, u)
+                    + self.output_intercept)
+
+    return SIMModule()

@@ -1,0 +1,294 @@
+"""TorchBaseline, export to torch, and distillation of torch teachers."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV, train_test_split
+
+from sksim import SIMClassifier, SIMRegressor, TorchBaseline
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+def _mlp(sizes, bias=True, seed=0):
+    torch.manual_seed(seed)
+    layers = []
+    for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
+        layers += [nn.Linear(fan_in, fan_out, bias=bias), nn.ReLU()]
+    layers.append(nn.Linear(sizes[-2], sizes[-1], bias=bias))
+    return nn.Sequential(*layers).double()
+
+
+class _Nested(nn.Module):
+    """An MLP whose layers live in nested containers."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.body = nn.Sequential(nn.Linear(6, 5), nn.ReLU(),
+                                  nn.Sequential(nn.Linear(5, 4), nn.ReLU()))
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+class _SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv = nn.Conv2d(1, 3, kernel_size=3)
+        self.act1 = nn.ReLU()
+        self.fc = nn.Linear(3 * 6 * 6, 5)
+        self.act2 = nn.ReLU()
+        self.out = nn.Linear(5, 4)
+
+    def forward(self, x):
+        h = self.act1(self.conv(x)).flatten(1)
+        return self.out(self.act2(self.fc(h)))
+
+
+def _hand_forward_mlp(module, X, batch_size):
+    """Pre-activations of a Sequential MLP, written out layer by layer with the
+    same torch kernels on the same batches (so equality can be exact), no hooks."""
+    linears = [m for m in module if isinstance(m, nn.Linear)]
+    all_states, all_outputs = [], []
+    for start in range(0, len(X), batch_size):
+        h, blocks = torch.as_tensor(X[start:start + batch_size]), []
+        with torch.no_grad():
+            for layer in linears[:-1]:
+                z = nn.functional.linear(h, layer.weight, layer.bias)
+                blocks.append(z)
+                h = torch.relu(z)
+            out = nn.functional.linear(h, linears[-1].weight, linears[-1].bias)
+        all_states.append(torch.cat(blocks, dim=1).numpy())
+        all_outputs.append(out.numpy())
+    return np.vstack(all_states), np.vstack(all_outputs)
+
+
+def _numpy_forward_mlp(module, X):
+    """The same forward pass in plain numpy (equal up to summation order)."""
+    linears = [m for m in module if isinstance(m, nn.Linear)]
+    h, blocks = X, []
+    for layer in linears:
+        W = layer.weight.detach().numpy()
+        b = 0 if layer.bias is None else layer.bias.detach().numpy()
+        z = h @ W.T + b
+        blocks.append(z)
+        h = np.maximum(z, 0)
+    return np.hstack(blocks[:-1]), blocks[-1]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_recorded_states_equal_hand_forward_mlp(bias):
+    module = _mlp([6, 5, 4, 3], bias=bias)
+    X = np.random.default_rng(0).normal(size=(50, 6))
+    states, outputs = TorchBaseline(module, dtype="float64", batch_size=7).record(X)
+    expected_states, expected_outputs = _hand_forward_mlp(module, X, 7)
+    np.testing.assert_array_equal(states, expected_states)
+    np.testing.assert_array_equal(outputs, expected_outputs)
+    numpy_states, numpy_outputs = _numpy_forward_mlp(module, X)
+    np.testing.assert_allclose(states, numpy_states, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(outputs, numpy_outputs, rtol=0, atol=1e-13)
+
+
+def test_recorded_states_nested_modules():
+    module = _Nested().double()
+    X = np.random.default_rng(1).normal(size=(20, 6))
+    states, outputs = TorchBaseline(module, dtype="float64").record(X)
+    with torch.no_grad():
+        z1 = nn.functional.linear(torch.as_tensor(X), module.body[0].weight,
+                                  module.body[0].bias)
+        z2 = nn.functional.linear(torch.relu(z1), module.body[2][0].weight,
+                                  module.body[2][0].bias)
+    np.testing.assert_array_equal(states, torch.cat([z1, z2], dim=1).numpy())
+    assert outputs.shape == (20, 3)
+
+
+def test_recorded_states_equal_hand_forward_cnn():
+    module = _SmallCNN().double()
+    X = np.random.default_rng(2).normal(size=(9, 64))
+    states, outputs = TorchBaseline(module, input_shape=(1, 8, 8), dtype="float64",
+                                    batch_size=16).record(X)
+    images = torch.as_tensor(X.reshape(9, 1, 8, 8))
+    with torch.no_grad():
+        z1 = nn.functional.conv2d(images, module.conv.weight, module.conv.bias)
+        z2 = nn.functional.linear(torch.relu(z1).flatten(1), module.fc.weight,
+                                  module.fc.bias)
+        out = nn.functional.linear(torch.relu(z2), module.out.weight, module.out.bias)
+    z1 = z1.numpy().reshape(9, -1)
+    np.testing.assert_array_equal(states, np.hstack([z1, z2.numpy()]))
+    np.testing.assert_array_equal(outputs, out.numpy())
+    # A convolution is a linear map: check it by hand on one output unit too.
+    kernel = module.conv.weight.detach().numpy()[0, 0]
+    patch = X[0].reshape(8, 8)[:3, :3]
+    assert np.isclose(z1[0, 0], (kernel * patch).sum() + module.conv.bias[0].item())
+
+
+def test_clear_errors():
+    X = np.zeros((4, 6))
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 2)
+
+        def forward(self, x):
+            return torch.nn.functional.relu(self.lin(x))
+
+    with pytest.raises(ValueError, match="no activation module"):
+        TorchBaseline(Functional()).record(X)
+
+    class Leaky(nn.ReLU):
+        def forward(self, x):
+            return torch.where(x > 0, x, 0.1 * x)
+
+    with pytest.raises(ValueError, match="relu"):
+        TorchBaseline(nn.Sequential(nn.Linear(6, 3), Leaky(), nn.Linear(3, 1))).record(
+            np.random.default_rng(0).normal(size=(4, 6)))
+    with pytest.raises(ValueError, match="input_shape"):
+        TorchBaseline(_SmallCNN(), input_shape=(1, 8, 8)).record(np.zeros((2, 60)))
+    with pytest.raises(ValueError, match="batch 0"):
+        TorchBaseline(_mlp([5, 3, 1]).float()).record(np.zeros((3, 6)))
+
+    class NaNModule(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            return self.act(x) * float("nan")
+
+    with pytest.raises(ValueError, match="non-finite"):
+        TorchBaseline(NaNModule()).record(np.ones((2, 3)))
+
+
+def _well_posed_teacher(kappa_teacher, seed=0):
+    """A ReLU MLP rescaled (ReLU is positively homogeneous) so that its own
+    hidden-to-hidden weights have row L1 norms <= kappa_teacher; the scale is
+    moved into the last layer, so the outputs do not change."""
+    module = _mlp([8, 10, 6, 2], seed=seed)
+    linears = [m for m in module if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        scale = 1.0
+        for layer in linears[1:-1]:
+            norm = layer.weight.abs().sum(dim=1).max().item()
+            ratio = kappa_teacher / norm
+            layer.weight.mul_(ratio)
+            layer.bias.mul_(scale * ratio)
+            scale *= ratio
+        linears[-1].weight.div_(scale)
+    return module
+
+
+def test_feasible_teacher_is_reproduced():
+    """Known answer: a well-posed teacher is a feasible SIM model, so with tiny
+    alpha and kappa just above its scale SIM reproduces its outputs."""
+    module = _well_posed_teacher(0.8)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 8))
+    baseline = TorchBaseline(module, dtype="float64")
+    _, outputs = baseline.record(X)
+    model = SIMRegressor(baseline, alpha=1e-10, kappa=0.81, tol=1e-10,
+                         max_iter=200000).fit(X, outputs)
+    X_new = rng.normal(size=(200, 8))
+    _, expected = baseline.record(X_new)
+    predicted = model.predict(X_new)
+    # Relative error in norm. (Elementwise, outputs near zero are limited by
+    # the Gram formulation: objective accuracy eps gives residuals ~sqrt(eps).)
+    relative = np.linalg.norm(predicted - expected) / np.linalg.norm(expected)
+    assert relative <= 1e-6, relative
+    states, _ = baseline.record(X_new)
+    np.testing.assert_allclose(model.equilibrium(X_new), np.maximum(states, 0),
+                               atol=1e-6 * np.abs(states).max())
+    assert np.abs(model.A_).sum(axis=1).max() <= 0.81
+
+
+@pytest.fixture(scope="module")
+def digits_teacher():
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X / 16.0, y, test_size=0.3, random_state=0, stratify=y)
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(),
+                           nn.Linear(16, 10))
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
+    inputs = torch.as_tensor(X_train, dtype=torch.float32)
+    targets = torch.as_tensor(y_train)
+    for _ in range(300):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(module(inputs), targets)
+        loss.backward()
+        optimizer.step()
+    return module, X_train, X_test, y_train, y_test
+
+
+def test_sim_agrees_with_torch_teacher_on_digits(digits_teacher):
+    module, X_train, X_test, y_train, y_test = digits_teacher
+    baseline = TorchBaseline(module)
+    _, train_logits = baseline.record(X_train)
+    # Distillation: the output rows fit the teacher's logits (the paper's choice).
+    model = SIMClassifier(baseline, alpha=1e-4).fit(X_train, y_train,
+                                                   baseline_outputs=train_logits)
+    _, logits = baseline.record(X_test)
+    agreement = np.mean(model.predict(X_test) == logits.argmax(axis=1))
+    assert agreement >= 0.97, agreement
+    assert model.baseline_ is baseline
+
+
+def test_gridsearch_does_not_copy_or_retrain(digits_teacher):
+    module, X_train, _, y_train, _ = digits_teacher
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    baseline = TorchBaseline(module)
+    search = GridSearchCV(SIMClassifier(baseline), {"alpha": [1e-3, 1e-2]}, cv=2)
+    search.fit(X_train, y_train)
+    assert search.best_estimator_.baseline is baseline
+    assert search.best_estimator_.baseline.module is module
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+def test_pickle_with_torch_baseline(digits_teacher):
+    module, X_train, X_test, y_train, _ = digits_teacher
+    model = SIMClassifier(TorchBaseline(module), alpha=1e-3).fit(X_train, y_train)
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.decision_function(X_test),
+                                  model.decision_function(X_test))
+
+
+@pytest.mark.parametrize("sparse", [None, True, False])
+def test_to_torch_matches_numpy(digits_teacher, sparse):
+    _, X_train, X_test, y_train, _ = digits_teacher
+    model = SIMClassifier(alpha=1e-3, random_state=0).fit(X_train, y_train)
+    expected = model._raw_outputs(X_test)
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
+        module = model.to_torch(dtype=dtype, sparse=sparse)
+        with torch.no_grad():
+            got = module(torch.as_tensor(X_test, dtype=dtype)).numpy()
+        assert np.abs(got - expected).max() <= tol
+    module = model.to_torch()
+    states = module.equilibrium(torch.as_tensor(X_test)).numpy()
+    np.testing.assert_allclose(states, model.equilibrium(X_test), atol=1e-10)
+
+
+def test_to_torch_gradcheck_with_feedback():
+    """Implicit differentiation through an equilibrium that needs iterations."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 5))
+    Z = np.hstack([X @ rng.normal(size=(5, 4)), rng.normal(size=(200, 4))])
+    model = SIMRegressor(alpha=1e-3, kappa=0.9).fit(X, X[:, 0] ** 2, states=Z)
+    import scipy.sparse as sp
+
+    A = model.A_.toarray()
+    A[0, 7] = A[7, 0] = 0.3  # feedback: a cycle through states 0 and 7
+    A *= 0.9 / max(0.9, np.abs(A).sum(axis=1).max())
+    model.A_ = sp.csr_array(A)
+    module = model.to_torch()
+    u = torch.as_tensor(rng.normal(size=(4, 5)), dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(module, (u,), eps=1e-6, atol=1e-6)
+    # The torch equilibrium matches the numpy one on this cyclic A.
+    np.testing.assert_allclose(module.equilibrium(u.detach()).numpy(),
+                               model.equilibrium(u.detach().numpy()), atol=1e-10)
