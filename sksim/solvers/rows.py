@@ -375,17 +375,100 @@ def _support_newton(gram, correlation, coef, n_bounded, bound, l1, l2,
         solution = np.linalg.solve(system, rhs)
     except Exception:  # singular support system: CD's iterate stands
         return -1.0
+    if bordered and not np.isfinite(solution[size]):
+        return -1.0
     new_multiplier = solution[size] if bordered else multiplier
     if not np.isfinite(new_multiplier) or new_multiplier < 0.0:
         return -1.0
     trial[:] = 0.0
+    consistent = True
     for a in range(size):
         ja = support[a]
         value = solution[a]
-        if not np.isfinite(value) or value * coef[ja] <= 0.0:
+        if not np.isfinite(value):
             return -1.0
+        if value * coef[ja] <= 0.0:
+            consistent = False
         trial[ja] = value
-    return new_multiplier
+    if consistent:
+        return new_multiplier
+    if bordered:
+        return -1.0
+    # Signs changed (fixed multiplier): feature-sign line search along the
+    # segment from coef to the Newton point. The objective is convex along it
+    # and piecewise quadratic, with kinks where coordinates cross zero; the
+    # best of those kinks and the end point is kept.
+    _feature_sign_search(gram, correlation, coef, support, size, n_bounded,
+                         l1 + multiplier, l1, l2, trial)
+    return multiplier
+
+
+@njit(cache=True)
+def _feature_sign_search(gram, correlation, coef, support, size, n_bounded,
+                         weight_bounded, weight_free, l2, trial):
+    """Replace ``trial`` by the best point of the segment [coef, trial].
+
+    Only the support coordinates move, so the objective along the segment is
+    evaluated in O(|S|) per point from ``G`` restricted to the support.
+    """
+    direction = np.empty(size)
+    start = np.empty(size)
+    gram_start = np.zeros(size)
+    gram_direction = np.zeros(size)
+    for a in range(size):
+        start[a] = coef[support[a]]
+        direction[a] = trial[support[a]] - start[a]
+    for a in range(size):
+        ja = support[a]
+        total_start = 0.0
+        total_direction = 0.0
+        for b in range(size):
+            g = gram[ja, support[b]]
+            total_start += g * start[b]
+            total_direction += g * direction[b]
+        gram_start[a] = total_start
+        gram_direction[a] = total_direction
+    # Objective minus the constant zz/2 as a function of t on the segment.
+    best_t = 0.0
+    best_value = _segment_objective(0.0, start, direction, gram_start,
+                                    gram_direction, correlation, support, size,
+                                    n_bounded, weight_bounded, weight_free, l2)
+    for a in range(size + 1):
+        if a < size:
+            if start[a] * (start[a] + direction[a]) >= 0.0:
+                continue
+            t = start[a] / (start[a] - (start[a] + direction[a]))
+        else:
+            t = 1.0
+        value = _segment_objective(t, start, direction, gram_start,
+                                   gram_direction, correlation, support, size,
+                                   n_bounded, weight_bounded, weight_free, l2)
+        if value < best_value:
+            best_value = value
+            best_t = t
+    trial[:] = 0.0
+    for a in range(size):
+        value = start[a] + best_t * direction[a]
+        # A coordinate whose kink is the chosen point is exactly zero there.
+        if start[a] * (start[a] + direction[a]) < 0.0:
+            kink = start[a] / (start[a] - (start[a] + direction[a]))
+            if kink == best_t:
+                value = 0.0
+        trial[support[a]] = value
+
+
+@njit(cache=True)
+def _segment_objective(t, start, direction, gram_start, gram_direction,
+                       correlation, support, size, n_bounded, weight_bounded,
+                       weight_free, l2):
+    value = 0.0
+    for a in range(size):
+        w = start[a] + t * direction[a]
+        q = gram_start[a] + t * gram_direction[a]
+        ja = support[a]
+        weight = weight_bounded if ja < n_bounded else weight_free
+        value += 0.5 * w * q - correlation[ja] * w + weight * abs(w) + 0.5 * l2 * w * w
+    return value
 
 
 @njit(cache=True)
@@ -452,6 +535,13 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
         free = bounded and newton_guides and (phi > bound or multiplier > 0.0)
         newton_multiplier = _support_newton(gram, correlation, coef, n_bounded,
                                             bound, l1, l2, multiplier, free, trial)
+        if newton_multiplier < 0.0 and free:
+            # The bordered system failed (signs or multiplier inconsistent):
+            # still polish at the current multiplier.
+            free = False
+            newton_multiplier = _support_newton(gram, correlation, coef,
+                                                n_bounded, bound, l1, l2,
+                                                multiplier, False, trial)
         if newton_multiplier >= 0.0:
             _recompute_gram_coef(gram, trial, trial_gram)
             t_primal, t_dual, _ = _lagrangian_gap(
