@@ -2,7 +2,15 @@
 
 from .baselines.torch import TorchBaseline
 from .estimators import SIMClassifier, SIMRegressor
+from .persistence import load_model, save_model
 
 __version__ = "0.1.0"
 
-__all__ = ["SIMClassifier", "SIMRegressor", "TorchBaseline", "__version__"]
+__all__ = [
+    "SIMClassifier",
+    "SIMRegressor",
+    "TorchBaseline",
+    "__version__",
+    "load_model",
+    "save_model",
+]

@@ -54,6 +54,10 @@ def _centred_gram_problem(design, targets, fit_intercept):
     ``target_sq = ||t_i||^2 / m`` for the (centred when ``fit_intercept``)
     design ``W`` and targets ``T``.
     """
+    # One memory layout whatever the input's (C/F order), so BLAS rounds the
+    # same way and the fit is bitwise independent of the input layout.
+    design = np.ascontiguousarray(design, dtype=np.float64)
+    targets = np.ascontiguousarray(targets, dtype=np.float64)
     n_samples = design.shape[0]
     if fit_intercept:
         design_mean = design.mean(axis=0)
@@ -74,6 +78,24 @@ def _centred_gram_problem(design, targets, fit_intercept):
             "or the states."
         )
     return gram, correlations, target_sq, design_mean, target_mean
+
+
+def _check_numeric(array, name):
+    """Reject string/object arrays holding non-numbers with a message naming them.
+
+    Only numpy arrays of dtype str/bytes/object are inspected (other inputs go
+    to scikit-learn's validation unchanged); a TypeError raised by the
+    conversion (e.g. a dict inside an object array) is left to scikit-learn.
+    """
+    if isinstance(array, np.ndarray) and array.dtype.kind in "OUS":
+        try:
+            np.asarray(array, dtype=np.float64)
+        except ValueError as exc:
+            raise ValueError(
+                f"{name} must hold numbers; it has dtype {array.dtype} and a value "
+                f"that is not a number ({exc}). Encode categorical data first "
+                "(e.g. sklearn.preprocessing.OneHotEncoder)."
+            ) from exc
 
 
 def _row_infinity_norm(matrix):
@@ -167,13 +189,14 @@ class _BaseSIM(BaseEstimator):
             self.state_scales_ = None
             return teacher, pre_activations, outputs
         else:
-            teacher = clone(self.baseline)
+            teacher = self.baseline
             if not isinstance(teacher, self._teacher_types()):
                 raise ValueError(
                     f"baseline must be None, a {self._teacher_types()[0].__name__} "
                     "(possibly wrapped in sklearn.frozen.FrozenEstimator) or a "
                     f"TorchBaseline; got {type(self.baseline).__name__}."
                 )
+            teacher = clone(teacher)
             teacher.fit(X, y)
         mlp = teacher.estimator if isinstance(teacher, FrozenEstimator) else teacher
         if not isinstance(mlp, self._teacher_types()):
@@ -207,6 +230,12 @@ class _BaseSIM(BaseEstimator):
                 f"{name} must be a 2-D array of shape (n_samples, n_columns); got "
                 f"shape {np.shape(array)}."
             )
+        if 0 in np.shape(array):
+            raise ValueError(
+                f"{name} is empty (shape {np.shape(array)}); it needs at least one "
+                "row and one column."
+            )
+        _check_numeric(array, name)
         array = check_array(array, dtype=np.float64, input_name=name)
         if array.shape[0] != n_samples:
             raise ValueError(
@@ -242,7 +271,7 @@ class _BaseSIM(BaseEstimator):
         del teacher_outputs  # outputs are fitted to y unless baseline_outputs given
 
         activation = _ACTIVATIONS[self.activation]
-        X64 = np.asarray(X, dtype=np.float64)
+        X64 = np.ascontiguousarray(X, dtype=np.float64)
         n_states = states.shape[1]
         self.n_states_ = n_states
         l1 = self.alpha * self.l1_ratio
@@ -339,6 +368,11 @@ class _BaseSIM(BaseEstimator):
             self.A_, drive, tol=self.equilibrium_tol,
             max_iter=self.equilibrium_max_iter,
         )
+        if not np.all(np.isfinite(solution.states)):
+            raise ValueError(
+                "The equilibrium states overflow float64: X is too large in "
+                "magnitude for this model. Rescale X as it was at fit time."
+            )
         scale = np.maximum(1.0, np.abs(solution.states).max(axis=1, initial=0.0))
         unconverged = solution.residual > self.equilibrium_tol * scale
         if warn and np.any(unconverged):
@@ -373,17 +407,24 @@ class _BaseSIM(BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         with _numba_threads(self.n_jobs):
-            states, residual = self._equilibrium(np.asarray(X, dtype=np.float64))
+            states, residual = self._equilibrium(
+                np.ascontiguousarray(X, dtype=np.float64))
         return (states, residual) if return_residual else states
 
     def _raw_outputs(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        X64 = np.asarray(X, dtype=np.float64)
+        X64 = np.ascontiguousarray(X, dtype=np.float64)
         with _numba_threads(self.n_jobs):
             states, _ = self._equilibrium(X64)
         outputs = np.asarray(self.C_ @ states.T).T + np.asarray(self.D_ @ X64.T).T
-        return outputs + self.intercept_
+        outputs = outputs + self.intercept_
+        if not np.all(np.isfinite(outputs)):
+            raise ValueError(
+                "The outputs overflow float64: X is too large in magnitude for "
+                "this model. Rescale X as it was at fit time."
+            )
+        return outputs
 
     def to_torch(self, *, dtype=None, sparse=None):
         """The fitted model as a torch ``nn.Module`` (needs torch).
@@ -585,6 +626,8 @@ class SIMRegressor(RegressorMixin, _BaseSIM):
         -------
         self : SIMRegressor
         """
+        _check_numeric(X, "X")
+        _check_numeric(y, "y")
         X, y = validate_data(
             self, X, y, multi_output=True, y_numeric=True,
             dtype=[np.float64, np.float32],
@@ -688,6 +731,7 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
         -------
         self : SIMClassifier
         """
+        _check_numeric(X, "X")
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         self.classes_ = np.unique(y)

@@ -68,6 +68,14 @@ def enforce_l1_bound_inplace(vector, start, stop, radius):
         vector[start:stop] = 0.0
         return np.inf
     tau = project_l1_ball_inplace(vector, start, stop, safe_radius)
+    # When the entries dwarf the radius (e.g. |v_j| ~ 1e6, radius 1e-6) the
+    # threshold tau carries an absolute rounding error of ~eps * |v_j|, far
+    # more than a few ulps of the radius: rescale onto the ball first.
+    norm = l1_norm(vector, start, stop)
+    if norm > safe_radius:
+        factor = safe_radius / norm
+        for j in range(start, stop):
+            vector[j] *= factor
     for _ in range(64):
         if l1_norm(vector, start, stop) <= safe_radius:
             break

@@ -499,6 +499,12 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
     status = MAX_ITER_REACHED
     trial = np.empty(n_columns)
     trial_gram = np.empty(n_columns)
+    # The warm start (zero by default) is a candidate too, so a row stopped
+    # by max_iter is never worse than where it started.
+    best_primal, best_dual, best_multiplier, best_roundoff = _keep_best(
+        gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
+        candidate, candidate_gram_coef, solution, best_primal, best_dual,
+        best_multiplier, best_roundoff)
     newton_guides = True
     newton_updates = 0
     chunks_at_multiplier = 0

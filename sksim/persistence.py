@@ -1,0 +1,310 @@
+"""Saving and loading fitted SIM estimators without pickle.
+
+``pickle`` (and ``joblib``) execute code while loading, so a pickled model
+received from someone else can run anything. :func:`save_model` writes a
+fitted :class:`~sksim.SIMRegressor` or :class:`~sksim.SIMClassifier` to a
+plain ``.npz`` archive that :func:`load_model` reads with
+``allow_pickle=False``: numeric and unicode arrays only, plus one JSON string
+holding the format version, the estimator class name (only ``SIMRegressor``
+and ``SIMClassifier`` are accepted, nothing is imported by name) and the
+estimator's parameters.
+
+What is saved is the fitted SIM model itself, which is all ``predict``,
+``decision_function``, ``predict_proba`` and ``equilibrium`` need: ``A_``,
+``B_``, ``C_``, ``D_`` (CSR data/indices/indptr/shape), both intercepts, the
+per-row certificates, ``n_iter_``, ``lipschitz_bound_``, ``state_scales_``,
+``classes_``, ``n_features_in_`` and ``feature_names_in_``. The teacher
+(``baseline`` / ``baseline_``, e.g. an MLP or a ``TorchBaseline``) is **not**
+saved: only its type name is recorded, and the loaded estimator has
+``baseline=None`` and ``baseline_=None``. Refitting a loaded estimator
+therefore trains the default embedded teacher unless ``states`` are given.
+A ``random_state`` that is not an int or None is saved as None.
+"""
+
+import json
+import math
+import zipfile
+
+import numpy as np
+import scipy.sparse as sp
+
+from .estimators import SIMClassifier, SIMRegressor, _row_infinity_norm
+
+FORMAT_NAME = "sksim-model"
+FORMAT_VERSION = 1
+
+_CLASSES = {"SIMRegressor": SIMRegressor, "SIMClassifier": SIMClassifier}
+_META_KEY = "__sksim_meta__"
+_MATRICES = ("A_", "B_", "C_", "D_")
+_FLOAT_VECTORS = (
+    "state_intercept_",
+    "intercept_",
+    "state_duality_gaps_",
+    "state_objectives_",
+    "state_multipliers_",
+    "output_duality_gaps_",
+    "output_objectives_",
+)
+_SCALARS = ("n_iter_", "n_states_", "n_features_in_", "lipschitz_bound_")
+_PRIVATE = ("_y_ndim", "_n_targets")  # SIMRegressor: output shape, target count
+
+
+def _json_param(name, value):
+    """A JSON-safe copy of one constructor parameter (baseline excluded)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if name == "random_state":
+        return None  # a RandomState/Generator instance: not reproducible from JSON
+    raise ValueError(
+        f"parameter {name}={value!r} of type {type(value).__name__} cannot be "
+        "saved without pickle."
+    )
+
+
+def _label_array(values, name):
+    """``(array, kind)`` for labels/names: numeric arrays as is, strings as unicode."""
+    values = np.asarray(values)
+    if values.dtype.kind in "biuf":
+        return values, "numeric"
+    if values.dtype.kind == "U":
+        return values, "unicode"
+    if values.dtype.kind == "O" and all(type(v) is str for v in values.ravel()):
+        return values.astype(str), "object_str"
+    kinds = sorted({type(v).__name__ for v in values.ravel()})
+    raise ValueError(
+        f"{name} has dtype {values.dtype} holding {', '.join(kinds)}; only numeric "
+        "or string labels can be saved without pickle. Encode the labels as "
+        "integers or strings before fitting."
+    )
+
+
+def save_model(estimator, path):
+    """Save a fitted SIMRegressor/SIMClassifier to ``path`` without pickle.
+
+    Parameters
+    ----------
+    estimator : SIMRegressor or SIMClassifier
+        A fitted estimator. Its teacher (``baseline``/``baseline_``) is not
+        saved, only the teacher's type name (see :mod:`sksim.persistence`).
+    path : str, path-like or binary file object
+        Where to write the ``.npz`` archive (written exactly at ``path``; no
+        suffix is appended).
+
+    Raises
+    ------
+    ValueError
+        If the estimator is not a SIM estimator, is not fitted, or holds labels
+        or parameters that cannot be stored without pickle.
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    cls_name = type(estimator).__name__
+    if _CLASSES.get(cls_name) is not type(estimator):
+        raise ValueError(
+            f"save_model saves SIMRegressor or SIMClassifier; got {cls_name}."
+        )
+    check_is_fitted(estimator)
+    params = {}
+    for key, value in estimator.get_params(deep=False).items():
+        if key == "baseline":
+            continue
+        params[key] = _json_param(key, value)
+    baseline = estimator.get_params(deep=False)["baseline"]
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "estimator": cls_name,
+        "params": params,
+        "baseline_type": None if baseline is None else type(baseline).__name__,
+        "scalars": {},
+        "private": {},
+    }
+    from . import __version__
+
+    meta["sksim_version"] = __version__
+    arrays = {}
+    for name in _MATRICES:
+        matrix = sp.csr_array(getattr(estimator, name))
+        arrays[f"{name}data"] = np.asarray(matrix.data, dtype=np.float64)
+        arrays[f"{name}indices"] = np.asarray(matrix.indices, dtype=np.int64)
+        arrays[f"{name}indptr"] = np.asarray(matrix.indptr, dtype=np.int64)
+        arrays[f"{name}shape"] = np.asarray(matrix.shape, dtype=np.int64)
+    for name in _FLOAT_VECTORS:
+        arrays[name] = np.asarray(getattr(estimator, name), dtype=np.float64)
+    for name in _SCALARS:
+        value = getattr(estimator, name)
+        meta["scalars"][name] = value.item() if isinstance(value, np.generic) else value
+    for name in _PRIVATE:
+        if hasattr(estimator, name):
+            meta["private"][name] = int(getattr(estimator, name))
+    scales = getattr(estimator, "state_scales_", None)
+    meta["has_state_scales"] = scales is not None
+    if scales is not None:
+        arrays["state_scales_"] = np.asarray(scales, dtype=np.float64)
+    if hasattr(estimator, "classes_"):
+        arrays["classes_"], meta["classes_kind"] = _label_array(
+            estimator.classes_, "classes_"
+        )
+    if hasattr(estimator, "feature_names_in_"):
+        arrays["feature_names_in_"], meta["feature_names_kind"] = _label_array(
+            estimator.feature_names_in_, "feature_names_in_"
+        )
+    arrays[_META_KEY] = np.asarray(json.dumps(meta, allow_nan=True))
+    if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__"):
+        with open(path, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+    else:
+        np.savez_compressed(path, **arrays)
+
+
+def _corrupt(path, why):
+    return ValueError(f"{path!r} is not a valid sksim model file: {why}")
+
+
+def load_model(path):
+    """Load an estimator written by :func:`save_model` (no pickle, no imports).
+
+    Parameters
+    ----------
+    path : str, path-like or binary file object
+
+    Returns
+    -------
+    estimator : SIMRegressor or SIMClassifier
+        Fitted, with ``baseline=None`` and ``baseline_=None``; its predictions
+        are bitwise identical to those of the saved estimator.
+
+    Raises
+    ------
+    ValueError
+        On a corrupted or truncated file, a foreign ``.npz``, an unknown format
+        version or estimator class, or inconsistent content (shapes, non-finite
+        values, ``||A||_inf > kappa``).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            files = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
+            zipfile.LargeZipFile, NotImplementedError) as exc:
+        raise _corrupt(path, f"it cannot be read as an .npz archive ({exc})") from exc
+    if not isinstance(files, dict) or _META_KEY not in files:
+        raise _corrupt(path, "it has no sksim metadata (a foreign .npz file?)")
+    try:
+        meta = json.loads(str(files[_META_KEY][()]))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise _corrupt(path, f"its metadata is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise _corrupt(path, "its metadata does not describe an sksim model")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path!r} has sksim model format version {version!r}; this sksim "
+            f"reads version {FORMAT_VERSION} only."
+        )
+    cls_name = meta.get("estimator")
+    if not isinstance(cls_name, str) or cls_name not in _CLASSES:
+        raise ValueError(
+            f"{path!r} holds an unknown estimator class {cls_name!r}; only "
+            f"{sorted(_CLASSES)} can be loaded."
+        )
+    try:
+        return _rebuild(_CLASSES[cls_name], meta, files)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _corrupt(path, f"its content is inconsistent ({type(exc).__name__}: "
+                             f"{exc})") from exc
+
+
+def _float_array(files, name, length):
+    array = files[name]
+    if array.dtype != np.float64 or array.shape != (length,):
+        raise ValueError(f"{name} has dtype {array.dtype} and shape {array.shape}; "
+                         f"expected float64 of shape ({length},)")
+    return array
+
+
+def _rebuild(cls, meta, files):
+    params = dict(meta["params"])
+    estimator = cls(baseline=None, **params)
+    estimator._validate_params()
+    scalars = meta["scalars"]
+    n_states = scalars["n_states_"]
+    n_features = scalars["n_features_in_"]
+    if not (isinstance(n_states, int) and isinstance(n_features, int)
+            and n_states >= 1 and n_features >= 1):
+        raise ValueError("n_states_ and n_features_in_ must be positive ints")
+    matrices = {}
+    for name in _MATRICES:
+        data = files[f"{name}data"]
+        indices = files[f"{name}indices"]
+        indptr = files[f"{name}indptr"]
+        shape = tuple(int(v) for v in files[f"{name}shape"])
+        if data.dtype != np.float64 or indices.dtype.kind != "i" or indptr.dtype.kind != "i":
+            raise ValueError(f"{name} has wrong dtypes")
+        if not np.all(np.isfinite(data)):
+            raise ValueError(f"{name} holds non-finite values")
+        matrix = sp.csr_array((data, indices, indptr), shape=shape)
+        matrix.check_format(full_check=True)
+        matrices[name] = matrix
+    n_outputs = matrices["C_"].shape[0]
+    expected = {"A_": (n_states, n_states), "B_": (n_states, n_features),
+                "C_": (n_outputs, n_states), "D_": (n_outputs, n_features)}
+    for name, shape in expected.items():
+        if matrices[name].shape != shape:
+            raise ValueError(f"{name} has shape {matrices[name].shape}; expected {shape}")
+    if _row_infinity_norm(matrices["A_"]) > estimator.kappa:
+        raise ValueError("||A||_inf exceeds kappa: the model is not well posed")
+    for name, matrix in matrices.items():
+        setattr(estimator, name, matrix)
+    lengths = {"state_intercept_": n_states, "intercept_": n_outputs,
+               "state_duality_gaps_": n_states, "state_objectives_": n_states,
+               "state_multipliers_": n_states, "output_duality_gaps_": n_outputs,
+               "output_objectives_": n_outputs}
+    for name in _FLOAT_VECTORS:
+        setattr(estimator, name, _float_array(files, name, lengths[name]))
+    for name in ("state_intercept_", "intercept_"):
+        if not np.all(np.isfinite(getattr(estimator, name))):
+            raise ValueError(f"{name} holds non-finite values")
+    n_iter = scalars["n_iter_"]
+    bound = scalars["lipschitz_bound_"]
+    if not (isinstance(n_iter, int) and n_iter >= 1):
+        raise ValueError("n_iter_ must be a positive int")
+    if not (isinstance(bound, float) and not math.isnan(bound)):
+        raise ValueError("lipschitz_bound_ must be a float")
+    estimator.n_iter_ = n_iter
+    estimator.lipschitz_bound_ = bound
+    estimator.n_states_ = n_states
+    estimator.n_features_in_ = n_features
+    estimator.state_scales_ = (
+        _float_array(files, "state_scales_", n_states)
+        if meta["has_state_scales"] else None
+    )
+    estimator.baseline_ = None
+    for name, value in meta["private"].items():
+        if name not in _PRIVATE or not isinstance(value, int):
+            raise ValueError(f"unexpected private attribute {name!r}")
+        setattr(estimator, name, value)
+    if cls is SIMRegressor:
+        if meta["private"].get("_y_ndim") not in (1, 2):
+            raise ValueError("_y_ndim must be 1 or 2")
+        if meta["private"]["_y_ndim"] == 1 and n_outputs != 1:
+            raise ValueError("a 1-D target needs exactly one output row")
+    if "feature_names_in_" in files:
+        names = files["feature_names_in_"]
+        if names.shape != (n_features,):
+            raise ValueError("feature_names_in_ does not match n_features_in_")
+        kind = meta.get("feature_names_kind")
+        estimator.feature_names_in_ = names.astype(object) if kind == "object_str" else names
+    if cls is SIMClassifier:
+        classes = files["classes_"]
+        if classes.ndim != 1 or classes.shape[0] < 2:
+            raise ValueError("classes_ must hold at least two labels")
+        if meta.get("classes_kind") == "object_str":
+            classes = classes.astype(object)
+        widths = (1, 2) if classes.shape[0] == 2 else (classes.shape[0],)
+        if n_outputs not in widths:
+            raise ValueError(f"{n_outputs} output rows do not match "
+                             f"{classes.shape[0]} classes")
+        estimator.classes_ = classes
+    return estimator
