@@ -489,7 +489,9 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
     _recompute_gram_coef(gram, coef, gram_coef)
     solution = coef.copy()
     # The roundoff floor is that of the point being certified: rounding in
-    # ||r||^2 = zz - 2 c.w + w.Gw scales with those terms at that point.
+    # ||r||^2 = zz - 2 c.w + w.Gw scales with those terms at that point. The
+    # dual is already discounted by it once, so a gap of twice the floor is
+    # the best that can be certified.
     best_primal, best_dual, best_multiplier = np.inf, -np.inf, 0.0
     best_roundoff = 0.0
     multiplier = 0.0
@@ -522,15 +524,19 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
         inner_done = (lagrangian_primal - lagrangian_dual
                       <= inner_target * max(lagrangian_primal - offset, 0.0)
                       + _ROUNDOFF * (target_sq + abs(lagrangian_primal)))
-        # Certify CD's iterate.
-        if lagrangian_dual - offset > best_dual:
-            best_dual = lagrangian_dual - offset
+        # Certify CD's iterate. Dual bounds are discounted by the rounding
+        # error of the Gram form of ||r||^2 at the point (which cancels), so
+        # they stay valid lower bounds even for points with huge coefficients.
+        cd_dual = (lagrangian_dual - offset
+                   - _quadratic_terms(correlation, coef, gram_coef, target_sq)[2])
+        if cd_dual > best_dual:
+            best_dual = cd_dual
             best_multiplier = multiplier
         best_primal, best_dual, best_multiplier, best_roundoff = _keep_best(
             gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
             candidate, candidate_gram_coef, solution, best_primal, best_dual,
             best_multiplier, best_roundoff)
-        if best_primal - best_dual <= tol * best_primal + best_roundoff:
+        if best_primal - best_dual <= tol * best_primal + 2.0 * best_roundoff:
             status = CONVERGED
             break
         phi = l1_norm(coef, 0, n_bounded)
@@ -550,10 +556,10 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
                                                 multiplier, False, trial)
         if newton_multiplier >= 0.0:
             _recompute_gram_coef(gram, trial, trial_gram)
-            t_primal, t_dual, _ = _lagrangian_gap(
+            t_primal, t_dual, t_roundoff = _lagrangian_gap(
                 correlation, trial, trial_gram, target_sq, n_bounded,
                 l1 + newton_multiplier, l1, l2)
-            t_dual -= newton_multiplier * bound
+            t_dual -= newton_multiplier * bound + t_roundoff
             if t_dual > best_dual:
                 best_dual = t_dual
                 best_multiplier = newton_multiplier
@@ -561,7 +567,7 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
                 gram, correlation, target_sq, trial, n_bounded, bound, l1, l2,
                 candidate, candidate_gram_coef, solution, best_primal,
                 best_dual, best_multiplier, best_roundoff)
-            if best_primal - best_dual <= tol * best_primal + best_roundoff:
+            if best_primal - best_dual <= tol * best_primal + 2.0 * best_roundoff:
                 status = CONVERGED
                 break
             if free:
@@ -669,7 +675,7 @@ def _certify_feasible(gram, correlation, target_sq, coef, n_bounded, bound, l1,
         correlation, candidate, candidate_gram_coef, target_sq)
     primal = _primal(candidate, residual_sq, n_bounded, l1, l1, l2)
     dual = _dual(correlation, candidate_gram_coef, residual_sq, r_dot_z,
-                 n_bounded, l1, l1, l2)
+                 n_bounded, l1, l1, l2) - roundoff
     return primal, dual, roundoff
 
 
