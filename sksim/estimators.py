@@ -110,8 +110,9 @@ class _BaseSIM(BaseEstimator):
 
     _parameter_constraints = {
         "baseline": "no_validation",
-        "alpha": [Interval(Real, 0, None, closed="neither")],
-        "output_alpha": [None, Interval(Real, 0, None, closed="neither")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "output_alpha": [None, Interval(Real, 0, None, closed="left")],
+        "row_bound": [None, Interval(Real, 0, None, closed="neither")],
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
         "kappa": [Interval(Real, 0, 1, closed="neither")],
         "activation": [StrOptions(set(_ACTIVATIONS))],
@@ -134,6 +135,7 @@ class _BaseSIM(BaseEstimator):
         output_alpha=None,
         l1_ratio=1.0,
         kappa=0.95,
+        row_bound=None,
         activation="relu",
         fit_intercept=True,
         refit_outputs=True,
@@ -150,6 +152,7 @@ class _BaseSIM(BaseEstimator):
         self.output_alpha = output_alpha
         self.l1_ratio = l1_ratio
         self.kappa = kappa
+        self.row_bound = row_bound
         self.activation = activation
         self.fit_intercept = fit_intercept
         self.refit_outputs = refit_outputs
@@ -250,6 +253,16 @@ class _BaseSIM(BaseEstimator):
 
     def _fit_sim(self, X, targets, states, baseline_outputs, y_for_teacher):
         """Fit all rows. ``targets`` are the output-row targets from y."""
+        if self.row_bound is None:
+            for name in ("alpha", "output_alpha"):
+                if getattr(self, name) == 0:
+                    raise ValueError(
+                        f"{name}=0 needs row_bound: without a penalty or a bound "
+                        "the rows are unpenalised least-squares problems (not "
+                        "sparse, not unique on dead or duplicate columns, and "
+                        f"with no optimality certificate). Set {name} > 0 or "
+                        "set row_bound."
+                    )
         n_samples = X.shape[0]
         if states is not None:
             states = self._check_sample_aligned(states, "states", n_samples)
@@ -273,6 +286,7 @@ class _BaseSIM(BaseEstimator):
         activation = _ACTIVATIONS[self.activation]
         X64 = np.ascontiguousarray(X, dtype=np.float64)
         n_states = states.shape[1]
+        row_bound = np.inf if self.row_bound is None else float(self.row_bound)
         self.n_states_ = n_states
         l1 = self.alpha * self.l1_ratio
         l2 = self.alpha * (1.0 - self.l1_ratio)
@@ -284,7 +298,8 @@ class _BaseSIM(BaseEstimator):
             )
             state_rows = solve_rows(
                 gram, corr, target_sq, n_bounded=n_states, bound=self.kappa,
-                l1=l1, l2=l2, tol=self.tol, max_iter=self.max_iter,
+                row_bound=row_bound, l1=l1, l2=l2, tol=self.tol,
+                max_iter=self.max_iter,
             )
             del design, gram
             state_coef = state_rows.coef
@@ -304,7 +319,8 @@ class _BaseSIM(BaseEstimator):
                 design, targets, self.fit_intercept
             )
             output_rows = solve_rows(
-                gram, corr, target_sq, l1=output_alpha * self.l1_ratio,
+                gram, corr, target_sq, row_bound=row_bound,
+                l1=output_alpha * self.l1_ratio,
                 l2=output_alpha * (1.0 - self.l1_ratio), tol=self.tol,
                 max_iter=self.max_iter,
             )
@@ -318,6 +334,8 @@ class _BaseSIM(BaseEstimator):
         self.state_duality_gaps_ = state_rows.duality_gap
         self.state_objectives_ = state_rows.objective
         self.state_multipliers_ = state_rows.multiplier
+        self.state_row_bound_multipliers_ = state_rows.row_multiplier
+        self.output_row_bound_multipliers_ = output_rows.row_multiplier
         self.output_duality_gaps_ = output_rows.duality_gap
         self.output_objectives_ = output_rows.objective
         self.n_iter_ = int(max(1, state_rows.n_iter.max(initial=0),
@@ -352,12 +370,21 @@ class _BaseSIM(BaseEstimator):
     def _warn_rows(self, name, rows):
         failed = rows.status != 0
         if np.any(failed):
+            alpha = self.alpha if name == "state" or self.output_alpha is None \
+                else self.output_alpha
+            hint = "increase max_iter (or tol) for a certified optimum"
+            if alpha == 0 and self.row_bound is not None:
+                # With no penalty, a row whose row_bound is inactive is an
+                # unpenalised least-squares problem: no dual point certifies it.
+                hint = (f"with {name} alpha=0 a row whose row_bound is inactive "
+                        "cannot be certified; use a positive alpha or a smaller "
+                        "row_bound, or increase max_iter")
             warnings.warn(
                 f"{int(failed.sum())} of {failed.size} {name} rows did not reach "
                 f"the relative duality gap tol={self.tol:g} within "
                 f"max_iter={self.max_iter} epochs (largest relative gap reached: "
                 f"{self._max_relative_gap(rows):.3e}). The model is well posed "
-                "and usable; increase max_iter (or tol) for a certified optimum.",
+                f"and usable; {hint}.",
                 ConvergenceWarning,
             )
 
@@ -479,7 +506,7 @@ _OBJECTIVE_DOC = r"""
         min_{a_i, b_i}  1/(2m) ||z_i - X a_i - U b_i||^2
                         + alpha * l1_ratio * ||(a_i, b_i)||_1
                         + 0.5 * alpha * (1 - l1_ratio) * ||(a_i, b_i)||_2^2
-        s.t.            ||a_i||_1 <= kappa
+        s.t.            ||a_i||_1 <= kappa,  ||(a_i, b_i)||_1 <= row_bound
 
     output row ``k`` (``t_k`` = target column ``k``; ``X*`` replaces ``X`` when
     ``refit_outputs``)::
@@ -487,8 +514,9 @@ _OBJECTIVE_DOC = r"""
         min_{c_k, d_k}  1/(2m) ||t_k - X c_k - U d_k||^2
                         + output_alpha * l1_ratio * ||(c_k, d_k)||_1
                         + 0.5 * output_alpha * (1 - l1_ratio) * ||(c_k, d_k)||_2^2
+        s.t.            ||(c_k, d_k)||_1 <= row_bound
 
-    which is scikit-learn's ElasticNet scaling (``l1_ratio=1`` is the Lasso).
+    (the ``row_bound`` constraints only when it is set), which is scikit-learn's ElasticNet scaling (``l1_ratio=1`` is the Lasso).
     Each row is solved until its duality gap is at most ``tol`` times its
     objective, and every returned model satisfies ``||A||_inf <= kappa``
     exactly (in floating point, for any summation order), so the equilibrium
@@ -505,13 +533,22 @@ _PARAMETERS_DOC = """
         homogeneous) so that the teacher itself satisfies the well-posedness
         bound; the scales are in ``state_scales_``.
     alpha : float, default=1e-3
-        Penalty weight of the state rows; must be positive.
+        Penalty weight of the state rows. Must be positive unless
+        ``row_bound`` is set (``alpha=0`` is then the pure constrained form:
+        sparsity comes from the bounds alone).
     output_alpha : float, default=None
-        Penalty weight of the output rows; ``None`` uses ``alpha``.
+        Penalty weight of the output rows; ``None`` uses ``alpha``. Zero
+        needs ``row_bound`` as for ``alpha``.
     l1_ratio : float, default=1.0
         Elastic-net mix as in ElasticNet: 1 is the Lasso, 0 pure ridge.
     kappa : float, default=0.95
         Well-posedness bound on ``||A||_inf``, in the open interval (0, 1).
+    row_bound : float, default=None
+        Robust fitting: bound on the L1 norm of every row of ``[A B]`` and of
+        ``[C D]`` (intercepts excluded), enforced exactly like ``kappa``. It
+        bounds the certified sensitivity by construction:
+        ``lipschitz_bound_ <= row_bound**2 / (1 - kappa) + row_bound``.
+        ``None`` means no such bound.
     activation : {"relu"}, default="relu"
         The componentwise activation ``phi``.
     fit_intercept : bool, default=True
@@ -555,6 +592,11 @@ _ATTRIBUTES_DOC = """
         Objective of each state row at the returned solution.
     state_multipliers_ : ndarray of shape (n_states,)
         Lagrange multiplier of ``||a_i||_1 <= kappa`` behind the dual bound.
+    state_row_bound_multipliers_ : ndarray of shape (n_states,)
+        Lagrange multiplier of ``||(a_i, b_i)||_1 <= row_bound`` (0 when the
+        bound is inactive or absent).
+    output_row_bound_multipliers_ : ndarray of shape (n_outputs,)
+        Same for ``||(c_k, d_k)||_1 <= row_bound``.
     output_duality_gaps_, output_objectives_ : ndarray of shape (n_outputs,)
     n_iter_ : int
         Largest number of coordinate-descent epochs over all rows (>= 1).

@@ -586,3 +586,112 @@ def test_singular_teacher_design_is_certified_or_flagged():
     np.testing.assert_array_less(np.abs(rel[certified]), OBJECTIVE_RTOL)
     if not certified.all():
         assert warned
+
+
+# ------------------------------------------------- robust mode: the row bound
+def cvxpy_optima_two_bounds(W, targets, *, n_bounded, bound, row_bound, l1, l2,
+                            fit_intercept=False):
+    """Optimal values with ``||w[:n_bounded]||_1 <= bound`` and
+    ``||w||_1 <= row_bound`` by cvxpy + Clarabel, at feasible points (the
+    solution is shrunk into both balls before its objective is recomputed)."""
+    m, d = W.shape
+    w = cp.Variable(d)
+    z = cp.Parameter(m)
+    c = cp.Variable() if fit_intercept else 0.0
+    objective = (cp.sum_squares(z - W @ w - c) / (2 * m)
+                 + l1 * cp.norm1(w) + 0.5 * l2 * cp.sum_squares(w))
+    constraints = [cp.norm1(w) <= row_bound]
+    if n_bounded:
+        constraints.append(cp.norm1(w[:n_bounded]) <= bound)
+    problem = cp.Problem(cp.Minimize(objective), constraints)
+    values = []
+    for target in targets:
+        z.value = np.asarray(target, dtype=float)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Solution may be inaccurate")
+            problem.solve(solver=cp.CLARABEL, **CLARABEL_OPTIONS)
+        assert problem.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE), problem.status
+        coef = np.array(w.value, dtype=float)
+        for stop, radius in ((n_bounded, bound), (d, row_bound)):
+            norm = math.fsum(np.abs(coef[:stop]))
+            if stop and norm > radius:
+                coef *= radius / norm * (1 - 1e-15)
+        assert math.fsum(np.abs(coef)) <= row_bound
+        assert math.fsum(np.abs(coef[:n_bounded])) <= bound
+        intercept = np.mean(target - W @ coef) if fit_intercept else 0.0
+        values.append(primal_objective(W, target, coef, l1, l2, intercept))
+    return np.array(values)
+
+
+# (solver case index, l1, l2, row_bound): penalised and pure constrained
+# (alpha = 0) forms, with row bounds that bind on most rows.
+ROW_BOUND_CASES = [
+    (0, 1e-3, 0.0, 1.0), (1, 5e-3, 5e-3, 0.3), (2, 0.0, 0.0, 0.7),
+    (3, 2e-3, 2e-3, 1.0), (5, 0.0, 0.0, 0.5), (6, 5e-3, 0.0, 0.3),
+    (7, 0.0, 0.0, 0.7),
+]
+
+
+@pytest.mark.parametrize("index, l1, l2, row_bound", ROW_BOUND_CASES)
+def test_row_bound_rows_match_cvxpy(index, l1, l2, row_bound):
+    """Both bounds at once: every row converges, matches cvxpy+Clarabel to
+    1e-6 relative, satisfies both L1 bounds exactly (three summation orders),
+    and its reported gap bounds its suboptimality."""
+    seed, m, nb, nf, _, _, bound, degenerate = SOLVER_CASES[index]
+    W, targets = make_row_problem(seed, m, nb, nf, degenerate)
+    solution = solve_rows(*gram_problem(W, targets), n_bounded=nb, bound=bound,
+                          row_bound=row_bound, l1=l1, l2=l2, tol=SOLVER_TOL,
+                          max_iter=100000)
+    assert np.all(solution.status == 0), solution.status
+    reference = cvxpy_optima_two_bounds(W, targets, n_bounded=nb, bound=bound,
+                                        row_bound=row_bound, l1=l1, l2=l2)
+    primal = np.array([primal_objective(W, t, w, l1, l2)
+                       for t, w in zip(targets, solution.coef)])
+    rel = (primal - reference) / reference
+    _record("cvxpy", rel)
+    np.testing.assert_array_less(np.abs(rel), OBJECTIVE_RTOL)
+    assert_l1_bound_exact(solution.coef[:, :nb], bound)
+    assert_l1_bound_exact(solution.coef, row_bound)
+    assert np.all(primal - solution.duality_gap <= reference * (1 + 1e-9))
+    assert np.all(solution.duality_gap <= SOLVER_TOL * solution.objective * 1.01
+                  + 1e-12)
+    # the row bound binds (a positive multiplier) on most rows
+    assert np.mean(solution.row_multiplier > 0) >= 0.5
+
+
+def test_row_bound_estimator_matches_cvxpy_and_bounds_sensitivity():
+    """SIMRegressor(row_bound=R): state rows (free intercept) and output rows
+    match cvxpy with both bounds; every row of [A B] and [C D] has L1 norm
+    <= R exactly, so lipschitz_bound_ <= R^2 / (1 - kappa) + R."""
+    rng, U, Z = make_estimator_data(24, 40, 6, 4)
+    y = np.column_stack([relu(Z) @ rng.normal(size=6) + U[:, 0], rng.normal(size=40)])
+    alpha, kappa, row_bound = 3e-3, 0.6, 0.8
+    est = SIMRegressor(alpha=alpha, kappa=kappa, row_bound=row_bound,
+                       tol=ESTIMATOR_TOL, max_iter=50000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est.fit(U, y, states=Z)
+    W = np.hstack([relu(Z), U])
+    coef = np.hstack([est.A_.toarray(), est.B_.toarray()])
+    reference = cvxpy_optima_two_bounds(W, Z.T, n_bounded=6, bound=kappa,
+                                        row_bound=row_bound, l1=alpha, l2=0.0,
+                                        fit_intercept=True)
+    primal = np.array([primal_objective(W, Z[:, i], coef[i], alpha, 0.0,
+                                        est.state_intercept_[i]) for i in range(6)])
+    rel = (primal - reference) / reference
+    _record("cvxpy", rel)
+    np.testing.assert_array_less(np.abs(rel), OBJECTIVE_RTOL)
+    W_out = np.hstack([est.equilibrium(U), U])
+    out_coef = np.hstack([est.C_.toarray(), est.D_.toarray()])
+    out_reference = cvxpy_optima_two_bounds(W_out, y.T, n_bounded=0, bound=np.inf,
+                                            row_bound=row_bound, l1=alpha, l2=0.0,
+                                            fit_intercept=True)
+    out_primal = np.array([primal_objective(W_out, y[:, k], out_coef[k], alpha, 0.0,
+                                            est.intercept_[k]) for k in range(2)])
+    rel = (out_primal - out_reference) / out_reference
+    np.testing.assert_array_less(np.abs(rel), OBJECTIVE_RTOL)
+    assert_l1_bound_exact(est.A_.toarray(), kappa)
+    assert_l1_bound_exact(coef, row_bound)
+    assert_l1_bound_exact(out_coef, row_bound)
+    assert np.any(est.state_row_bound_multipliers_ > 0)
+    assert est.lipschitz_bound_ <= row_bound**2 / (1 - kappa) + row_bound

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sksim import SIMClassifier, SIMRegressor
@@ -232,11 +232,14 @@ def test_one_sample_classifier():
         ({"kappa": 1.5}, "kappa"),
         ({"kappa": -1e-9}, "kappa"),
         ({"kappa": np.nan}, "kappa"),
-        ({"alpha": 0.0}, "alpha"),
         ({"alpha": -1.0}, "alpha"),
         ({"alpha": np.inf}, "alpha"),
         ({"alpha": np.nan}, "alpha"),
-        ({"output_alpha": 0.0}, "output_alpha"),
+        ({"output_alpha": -1.0}, "output_alpha"),
+        ({"row_bound": 0.0}, "row_bound"),
+        ({"row_bound": -1.0}, "row_bound"),
+        ({"row_bound": np.nan}, "row_bound"),
+        ({"row_bound": "1"}, "row_bound"),
         ({"l1_ratio": -0.1}, "l1_ratio"),
         ({"tol": -1.0}, "tol"),
         ({"max_iter": 0}, "max_iter"),
@@ -251,10 +254,17 @@ def test_parameters_out_of_range(estimator, params, match):
         _fit(estimator, **params)
 
 
-def test_alpha_zero_message_is_clear():
-    """alpha=0 is rejected by design for now (the certificate needs L1 > 0)."""
-    with pytest.raises(ValueError, match=r"'alpha' parameter.*range \(0.0, inf\)"):
-        _fit(alpha=0)
+@pytest.mark.parametrize("name", ["alpha", "output_alpha"])
+def test_alpha_zero_needs_row_bound(name):
+    """alpha=0 alone leaves unpenalised least squares (no certificate, no
+    sparsity): rejected with a message naming the parameter and the fix; with
+    a row_bound it is the pure constrained form and fits."""
+    with pytest.raises(ValueError, match=rf"{name}=0 needs row_bound"):
+        _fit(**{name: 0.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = _fit(**{name: 0.0, "row_bound": 0.5})
+    assert np.all(np.isfinite(model.A_.data))
 
 
 # -------------------------------------------------------------------- overflow

@@ -84,7 +84,11 @@ def problems(draw, classifier=False):
         fit_intercept=draw(st.booleans()),
         refit_outputs=draw(st.booleans()),
         max_iter=draw(st.sampled_from([1, 3, 20000, 20000])),
+        # robust mode: a bound on every row's L1 norm, and then alpha may be 0
+        row_bound=draw(st.one_of(st.none(), st.floats(-3, 2).map(lambda e: 10.0**e))),
     )
+    if params["row_bound"] is not None and draw(st.booleans()):
+        params["alpha"] = 0.0
     dtype = draw(st.sampled_from([np.float64, np.float32]))
     order = draw(st.sampled_from(["C", "F"]))
     readonly = draw(st.booleans())
@@ -133,6 +137,7 @@ def _row_objective(target, design, coef, intercept, l1, l2):
 def _check_guarantees(cls, X, y, Z, params):
     model, messages = _fit(cls, X, y, Z, params, n_jobs=1)
     kappa = params["kappa"]
+    row_bound = params.get("row_bound")
     n_states = Z.shape[1]
 
     # 1. exact well-posedness bound, finite model and predictions.
@@ -140,6 +145,12 @@ def _check_guarantees(cls, X, y, Z, params):
     for row in np.abs(A):
         assert math.fsum(row) <= kappa  # exact sum: any summation order is safe
         assert row.sum() <= kappa
+    if row_bound is not None:  # and the row bound, exactly, on [A B] and [C D]
+        for blocks in (("A_", "B_"), ("C_", "D_")):
+            rows = np.abs(np.hstack([getattr(model, b).toarray() for b in blocks]))
+            for row in rows:
+                assert math.fsum(row) <= row_bound
+                assert row.sum() <= row_bound
     for name in ("A_", "B_", "C_", "D_"):
         assert np.all(np.isfinite(getattr(model, name).data)), name
     assert np.all(np.isfinite(model.state_intercept_))
@@ -189,13 +200,23 @@ def _check_guarantees(cls, X, y, Z, params):
         reported = model.state_objectives_[i]
         gap = model.state_duality_gaps_[i]
         assert abs(objective - reported) <= slack, (objective, reported)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            enet = ElasticNet(alpha=params["alpha"], l1_ratio=params["l1_ratio"],
-                              fit_intercept=params["fit_intercept"], tol=1e-12,
-                              max_iter=100_000).fit(X64, z)
-        b_only = np.concatenate([np.zeros(n_states), enet.coef_])
-        lasso_point = _row_objective(z, design, b_only, enet.intercept_, l1, l2)
+        if params["alpha"] > 0:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                enet = ElasticNet(alpha=params["alpha"], l1_ratio=params["l1_ratio"],
+                                  fit_intercept=params["fit_intercept"], tol=1e-12,
+                                  max_iter=100_000).fit(X64, z)
+            b, b0 = enet.coef_, enet.intercept_
+        else:  # alpha=0 (robust mode): least squares
+            Xc = X64 - X64.mean(axis=0) if params["fit_intercept"] else X64
+            b = np.linalg.lstsq(Xc, z - centre, rcond=None)[0]
+            b0 = centre - X64.mean(axis=0) @ b if params["fit_intercept"] else 0.0
+        if row_bound is not None and math.fsum(np.abs(b)) > row_bound:
+            # shrink b (and refit its intercept) to make the point feasible
+            b = b * (row_bound / math.fsum(np.abs(b)) * (1 - 1e-12))
+            b0 = float(np.mean(z - X64 @ b)) if params["fit_intercept"] else 0.0
+        b_only = np.concatenate([np.zeros(n_states), b])
+        lasso_point = _row_objective(z, design, b_only, b0, l1, l2)
         # honest certificate: objective - gap is a lower bound on the optimum,
         # whatever max_iter (a 3-sample, kappa=1e-6, max_iter=1 case found by
         # the large profile once broke this through rounding in the Gram form
