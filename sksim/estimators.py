@@ -46,38 +46,87 @@ def _numba_threads(n_jobs):
         numba.set_num_threads(previous)
 
 
-def _centred_gram_problem(design, targets, fit_intercept):
+# Sample chunks of ~32 MiB of float64 design: the Gram matrix and the
+# correlations are accumulated chunk by chunk, so fit never holds the full
+# float64 design [states, X] (nor a centred copy of it).
+_CHUNK_BYTES = 32 * 2**20
+
+
+def _sample_chunks(n_samples, n_columns):
+    """``(start, stop)`` row ranges of about ``_CHUNK_BYTES`` of float64."""
+    step = max(1, _CHUNK_BYTES // (8 * max(n_columns, 1)))
+    return [(start, min(start + step, n_samples))
+            for start in range(0, n_samples, step)]
+
+
+def _float64_rows(array, start, stop):
+    """Rows ``start:stop`` as a C-contiguous float64 array. Converting before
+    any arithmetic makes results bitwise independent of the input's dtype
+    (float32 values are exact in float64) and memory layout."""
+    return np.ascontiguousarray(array[start:stop], dtype=np.float64)
+
+
+def _design_rows(blocks, start, stop):
+    return np.hstack([_float64_rows(block, start, stop) for block in blocks])
+
+
+def _centred_gram_problem(blocks, targets, fit_intercept):
     """Gram matrix, correlations and target energies of the row problems.
 
-    Returns ``(gram, correlations, target_sq, design_mean, target_mean)`` with
-    ``gram = W^T W / m``, ``correlations = T^T W / m`` and
+    The design is ``W = [blocks[0], blocks[1], ...]`` (column blocks with
+    the same rows), never formed in full: everything is accumulated over
+    sample chunks, in two passes (means, then centred products) so centring
+    is exact. Returns ``(gram, correlations, target_sq, design_mean,
+    target_mean)`` with ``gram = W^T W / m``, ``correlations = T^T W / m`` and
     ``target_sq = ||t_i||^2 / m`` for the (centred when ``fit_intercept``)
     design ``W`` and targets ``T``.
     """
-    # One memory layout whatever the input's (C/F order), so BLAS rounds the
-    # same way and the fit is bitwise independent of the input layout.
-    design = np.ascontiguousarray(design, dtype=np.float64)
-    targets = np.ascontiguousarray(targets, dtype=np.float64)
-    n_samples = design.shape[0]
+    if isinstance(blocks, np.ndarray):  # one block: the whole design
+        blocks = [blocks]
+    n_samples = targets.shape[0]
+    n_columns = sum(block.shape[1] for block in blocks)
+    n_targets = targets.shape[1]
+    chunks = _sample_chunks(n_samples, n_columns + n_targets)
+    design_mean = np.zeros(n_columns)
+    target_mean = np.zeros(n_targets)
     if fit_intercept:
-        design_mean = design.mean(axis=0)
-        target_mean = targets.mean(axis=0)
-        design = design - design_mean
-        targets = targets - target_mean
-    else:
-        design_mean = np.zeros(design.shape[1])
-        target_mean = np.zeros(targets.shape[1])
-    gram = design.T @ design / n_samples
-    correlations = targets.T @ design / n_samples
-    target_sq = np.einsum("ij,ij->j", targets, targets) / n_samples
+        for start, stop in chunks:
+            design_mean += _design_rows(blocks, start, stop).sum(axis=0)
+            target_mean += _float64_rows(targets, start, stop).sum(axis=0)
+        design_mean /= n_samples
+        target_mean /= n_samples
+    gram = np.zeros((n_columns, n_columns))
+    correlations = np.zeros((n_targets, n_columns))
+    target_sq = np.zeros(n_targets)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start, stop in chunks:
+            design = _design_rows(blocks, start, stop) - design_mean
+            chunk_targets = _float64_rows(targets, start, stop) - target_mean
+            gram += design.T @ design
+            correlations += chunk_targets.T @ design
+            target_sq += np.einsum("ij,ij->j", chunk_targets, chunk_targets)
+    gram /= n_samples
+    correlations /= n_samples
+    target_sq /= n_samples
     if not (np.all(np.isfinite(gram)) and np.all(np.isfinite(correlations))
-            and np.all(np.isfinite(target_sq))):
+            and np.all(np.isfinite(target_sq)) and np.all(np.isfinite(design_mean))
+            and np.all(np.isfinite(target_mean))):
         raise ValueError(
             "The Gram matrix of [states, X] overflows float64: the inputs or "
             "states are too large in magnitude. Rescale X (e.g. StandardScaler) "
             "or the states."
         )
     return gram, correlations, target_sq, design_mean, target_mean
+
+
+def _times_transpose(rows, matrix):
+    """``rows @ matrix.T`` for a sparse ``matrix``: dense BLAS when it is not
+    very sparse (scipy's sparse-dense product is single-threaded and several
+    times slower there), sparse otherwise."""
+    size = matrix.shape[0] * matrix.shape[1]
+    if size and matrix.nnz >= 0.05 * size:
+        return rows @ matrix.toarray().T
+    return np.asarray(matrix @ rows.T).T
 
 
 def _check_numeric(array, name):
@@ -284,7 +333,6 @@ class _BaseSIM(BaseEstimator):
         del teacher_outputs  # outputs are fitted to y unless baseline_outputs given
 
         activation = _ACTIVATIONS[self.activation]
-        X64 = np.ascontiguousarray(X, dtype=np.float64)
         n_states = states.shape[1]
         row_bound = np.inf if self.row_bound is None else float(self.row_bound)
         self.n_states_ = n_states
@@ -292,16 +340,16 @@ class _BaseSIM(BaseEstimator):
         l2 = self.alpha * (1.0 - self.l1_ratio)
 
         with _numba_threads(self.n_jobs):
-            design = np.hstack([activation(states), X64])
+            post_activations = activation(states)
             gram, corr, target_sq, design_mean, state_mean = _centred_gram_problem(
-                design, states, self.fit_intercept
+                [post_activations, X], states, self.fit_intercept
             )
             state_rows = solve_rows(
                 gram, corr, target_sq, n_bounded=n_states, bound=self.kappa,
                 row_bound=row_bound, l1=l1, l2=l2, tol=self.tol,
                 max_iter=self.max_iter,
             )
-            del design, gram
+            del gram
             state_coef = state_rows.coef
             self.A_ = sp.csr_array(state_coef[:, :n_states])
             self.B_ = sp.csr_array(state_coef[:, n_states:])
@@ -310,13 +358,12 @@ class _BaseSIM(BaseEstimator):
             self.state_intercept_ = state_mean - state_coef @ design_mean
 
             if self.refit_outputs:
-                output_states, _ = self._equilibrium(X64, warn=True)
+                output_states, _ = self._equilibrium(X, warn=True)
             else:
-                output_states = activation(states)
-            design = np.hstack([output_states, X64])
+                output_states = post_activations
             output_alpha = self.alpha if self.output_alpha is None else self.output_alpha
             gram, corr, target_sq, design_mean, target_mean = _centred_gram_problem(
-                design, targets, self.fit_intercept
+                [output_states, X], targets, self.fit_intercept
             )
             output_rows = solve_rows(
                 gram, corr, target_sq, row_bound=row_bound,
@@ -389,29 +436,38 @@ class _BaseSIM(BaseEstimator):
             )
 
     # --------------------------------------------------------------- inference
-    def _equilibrium(self, X64, warn=True):
-        drive = np.asarray(self.B_ @ X64.T).T + self.state_intercept_
-        solution = solve_equilibrium(
-            self.A_, drive, tol=self.equilibrium_tol,
-            max_iter=self.equilibrium_max_iter,
-        )
-        if not np.all(np.isfinite(solution.states)):
+    def _equilibrium(self, X, warn=True):
+        """Equilibrium states and residuals of the rows of X (any float dtype
+        and layout), computed over sample chunks."""
+        n_samples = X.shape[0]
+        states = np.empty((n_samples, self.n_states_))
+        residual = np.empty(n_samples)
+        for start, stop in _sample_chunks(n_samples, X.shape[1] + self.n_states_):
+            drive = (_times_transpose(_float64_rows(X, start, stop), self.B_)
+                     + self.state_intercept_)
+            chunk = solve_equilibrium(
+                self.A_, drive, tol=self.equilibrium_tol,
+                max_iter=self.equilibrium_max_iter,
+            )
+            states[start:stop] = chunk.states
+            residual[start:stop] = chunk.residual
+        if not np.all(np.isfinite(states)):
             raise ValueError(
                 "The equilibrium states overflow float64: X is too large in "
                 "magnitude for this model. Rescale X as it was at fit time."
             )
-        scale = np.maximum(1.0, np.abs(solution.states).max(axis=1, initial=0.0))
-        unconverged = solution.residual > self.equilibrium_tol * scale
+        scale = np.maximum(1.0, np.abs(states).max(axis=1, initial=0.0))
+        unconverged = residual > self.equilibrium_tol * scale
         if warn and np.any(unconverged):
             warnings.warn(
                 f"The equilibrium did not reach equilibrium_tol="
                 f"{self.equilibrium_tol:g} for {int(unconverged.sum())} of "
                 f"{unconverged.size} samples within equilibrium_max_iter="
                 f"{self.equilibrium_max_iter} sweeps (largest residual "
-                f"{solution.residual.max():.3e}); increase equilibrium_max_iter.",
+                f"{residual.max():.3e}); increase equilibrium_max_iter.",
                 ConvergenceWarning,
             )
-        return solution.states, solution.residual
+        return states, residual
 
     def equilibrium(self, X, *, return_residual=False):
         """Hidden states ``x*`` solving ``x = relu(A x + B u + b)`` for each row of X.
@@ -434,18 +490,20 @@ class _BaseSIM(BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         with _numba_threads(self.n_jobs):
-            states, residual = self._equilibrium(
-                np.ascontiguousarray(X, dtype=np.float64))
+            states, residual = self._equilibrium(X)
         return (states, residual) if return_residual else states
 
     def _raw_outputs(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        X64 = np.ascontiguousarray(X, dtype=np.float64)
         with _numba_threads(self.n_jobs):
-            states, _ = self._equilibrium(X64)
-        outputs = np.asarray(self.C_ @ states.T).T + np.asarray(self.D_ @ X64.T).T
-        outputs = outputs + self.intercept_
+            states, _ = self._equilibrium(X)
+        outputs = np.empty((X.shape[0], self.C_.shape[0]))
+        for start, stop in _sample_chunks(X.shape[0], X.shape[1]):
+            outputs[start:stop] = (
+                _times_transpose(states[start:stop], self.C_)
+                + _times_transpose(_float64_rows(X, start, stop), self.D_)
+                + self.intercept_)
         if not np.all(np.isfinite(outputs)):
             raise ValueError(
                 "The outputs overflow float64: X is too large in magnitude for "
