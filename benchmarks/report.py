@@ -223,12 +223,17 @@ def targets_table(fits, preds, mems, scal):
                 continue
             ok, detail = check(r)
             oks.append(ok)
-            parts.append(f"m={m:,}: {detail} ({verdict(ok)})")
-        if any(o is False for o in oks):
+            if ok is None and detail == "not run":
+                parts.append(f"m={m:,}: not run (skipped for time)")
+            else:
+                parts.append(f"m={m:,}: {detail} ({verdict(ok)})")
+        # The verdict is over the sizes where the target was measured.
+        measured = [o for o in oks if o is not None]
+        if any(o is False for o in measured):
             overall = False
-        elif all(o is True for o in oks):
+        elif measured and all(o is True for o in measured):
             overall = True
-        elif any(isinstance(o, str) for o in oks):
+        elif any(isinstance(o, str) for o in measured):
             overall = "inconclusive"
         else:
             overall = None
