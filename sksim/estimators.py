@@ -523,7 +523,10 @@ class _BaseSIM(BaseEstimator):
         Parameters
         ----------
         dtype : torch.dtype, default=None
-            Dtype of the weights; ``None`` means ``torch.float64``.
+            Dtype of the weights; ``None`` means ``torch.float64``. The
+            module's fixed-point loops stop at ``equilibrium_tol`` or, when
+            that is below the dtype's rounding floor (float32), once the
+            residual has stopped decreasing for 20 iterations.
         sparse : bool, default=None
             Store A, B, C, D as sparse COO tensors; ``None`` does so for each
             matrix with fewer than half of its entries nonzero.

@@ -21,6 +21,24 @@ def _to_torch_matrix(torch, matrix, dtype, sparse):
     return torch.as_tensor(matrix.toarray(), dtype=dtype)
 
 
+class _Stall:
+    """True once the residual has not improved for ``patience`` iterations:
+    the iteration (a contraction) has reached the rounding floor of its dtype,
+    e.g. float32 with a float64-sized ``equilibrium_tol``."""
+
+    def __init__(self, patience=20):
+        self.best = float("inf")
+        self.since_best = 0
+        self.patience = patience
+
+    def __call__(self, residual):
+        if residual < self.best:
+            self.best, self.since_best = residual, 0
+        else:
+            self.since_best += 1
+        return self.since_best >= self.patience
+
+
 def build_torch_module(estimator, *, dtype=None, sparse=None, tol=None, max_iter=None):
     """Build the torch module of a fitted SIM estimator (see ``to_torch``)."""
     import torch
@@ -71,11 +89,13 @@ def build_torch_module(estimator, *, dtype=None, sparse=None, tol=None, max_iter
             drive = self._right(self.B, u) + self.state_intercept
             with torch.no_grad():
                 x = torch.zeros_like(drive)
+                stall = _Stall()
                 for _ in range(self.max_iter):
                     new = self._step(x, drive)
-                    residual = (new - x).abs().max()
+                    residual = float((new - x).abs().max())
                     x = new
-                    if residual <= self.tol * max(1.0, float(x.abs().max())):
+                    if (residual <= self.tol * max(1.0, float(x.abs().max()))
+                            or stall(residual)):
                         break
             if not (torch.is_grad_enabled() and (u.requires_grad or drive.requires_grad)):
                 return x
@@ -90,12 +110,14 @@ def build_torch_module(estimator, *, dtype=None, sparse=None, tol=None, max_iter
                 if grad is None:
                     return None
                 g = grad
+                stall = _Stall()
                 for _ in range(max_iter):
                     (vjp,) = torch.autograd.grad(f_star, x_star, g, retain_graph=True)
                     new = grad + vjp
-                    done = (new - g).abs().max() <= tol * max(1.0, float(new.abs().max()))
+                    change = float((new - g).abs().max())
+                    done = change <= tol * max(1.0, float(new.abs().max()))
                     g = new
-                    if done:
+                    if done or stall(change):
                         break
                 return g
 
