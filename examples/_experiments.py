@@ -1,0 +1,554 @@
+"""Shared code of the sparsity, robustness and data-use experiments (issue 5).
+
+Not part of the package: ``examples/sparsity.py``, ``examples/robustness.py``
+and ``examples/data_use.py`` import it from their own folder.
+
+Datasets (``load_dataset``):
+
+* ``fashion-mnist``: the official 60,000 / 10,000 split; the teacher is the
+  784-64-32-16-10 ReLU MLP of ``examples/torch_fashion_mnist.py`` (Adam,
+  lr 1e-3, batches of 128, 10 epochs, seed 0), loaded from
+  ``benchmarks/cache/`` or ``examples/output/cache/`` when present.
+* ``mnist``: only MNIST's 10,000-image test split is available offline; it is
+  split 70/30, stratified, seed 0 (7,000 train / 3,000 test). Teacher
+  784-64-32-16-10, 20 epochs, otherwise the same recipe.
+* ``digits``: scikit-learn's 8x8 digits scaled to [0, 1], split 70/30,
+  stratified, seed 0 (1,257 / 540). Teacher 64-64-32-16-10, 200 epochs,
+  batches of 32.
+
+Counting: "nonzeros" are weights only. For the teacher, the entries of its
+weight matrices (biases excluded; they are kept by pruning); for SIM,
+``n_nonzero_`` = nonzeros of A, B, C and D (intercepts excluded).
+"""
+
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+EXAMPLES_DIR = Path(__file__).resolve().parent
+REPO_ROOT = EXAMPLES_DIR.parent
+RESULTS_DIR = EXAMPLES_DIR / "results"
+CACHE_DIR = EXAMPLES_DIR / "output" / "cache"          # git-ignored
+BENCH_CACHE = REPO_ROOT / "benchmarks" / "cache"        # the benchmarks' teacher
+if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(REPO_ROOT))
+
+SEED = 0
+KAPPA = 0.95
+DATASETS = ("fashion-mnist", "mnist", "digits")
+
+# per dataset: hidden widths, epochs, batch size of the teacher; default m
+TEACHER_RECIPES = {
+    "fashion-mnist": {"widths": (64, 32, 16), "epochs": 10, "batch": 128},
+    "mnist": {"widths": (64, 32, 16), "epochs": 20, "batch": 128},
+    "digits": {"widths": (64, 32, 16), "epochs": 200, "batch": 32},
+}
+DEFAULT_M = {"fashion-mnist": 5000, "mnist": 5000, "digits": 1000}
+
+
+def log(*args):
+    print(f"[{time.strftime('%H:%M:%S')}]", *args, flush=True)
+
+
+def default_data_home():
+    """``SKSIM_DATA``, else ``../shared/data`` next to the repository, else None."""
+    env = os.environ.get("SKSIM_DATA")
+    if env:
+        return env
+    shared = REPO_ROOT.parent / "shared" / "data"
+    return str(shared) if shared.is_dir() else None
+
+
+def add_common_arguments(parser):
+    parser.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
+    parser.add_argument("--data-home", default=default_data_home(),
+                        help="folder with fashion-mnist/ and mnist/ .npz files "
+                             "(default: $SKSIM_DATA, else ../shared/data, else OpenML)")
+    parser.add_argument("--output-dir", default=str(RESULTS_DIR))
+    parser.add_argument("--seed", type=int, default=SEED)
+    return parser
+
+
+# ---------------------------------------------------------------------- data
+def load_dataset(name, data_home=None, seed=SEED):
+    """Bunch with X_train, y_train, X_test, y_test (float32 in [0, 1], int64)."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.utils import Bunch
+
+    data_home = default_data_home() if data_home is None else data_home
+    if name == "fashion-mnist":
+        from sksim.datasets import load_fashion_mnist
+
+        data = load_fashion_mnist(data_home)
+        data.description = "Fashion-MNIST, official split: 60,000 train / 10,000 test"
+        return data
+    if name == "mnist":
+        from sksim.datasets import load_mnist
+
+        full = load_mnist(data_home, splits=("test",))
+        X, y = full.X_test, full.y_test
+        description = ("MNIST test split (10,000 images; the only split available "
+                       "offline), split 70/30 stratified, seed %d" % seed)
+    elif name == "digits":
+        from sklearn.datasets import load_digits
+
+        X, y = load_digits(return_X_y=True)
+        X = (X / 16.0).astype(np.float32)
+        y = y.astype(np.int64)
+        description = ("scikit-learn digits (1,797 8x8 images scaled to [0, 1]), "
+                       "split 70/30 stratified, seed %d" % seed)
+    else:
+        raise ValueError(name)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.3, stratify=y, random_state=seed)
+    return Bunch(X_train=np.ascontiguousarray(X_train, dtype=np.float32),
+                 y_train=y_train.astype(np.int64),
+                 X_test=np.ascontiguousarray(X_test, dtype=np.float32),
+                 y_test=y_test.astype(np.int64), description=description)
+
+
+def subset_indices(n_train, m, seed=SEED):
+    """First ``m`` entries of one fixed permutation of the training set
+    (nested in m; the same permutation as ``benchmarks/_common.py``)."""
+    return np.random.default_rng(seed).permutation(n_train)[:m]
+
+
+def split_subset(n_train, m, n_val=5000, seed=SEED):
+    """(SIM subset, validation subset): the first m of the permutation and the
+    next (at most n_val) training samples, disjoint."""
+    order = np.random.default_rng(seed).permutation(n_train)
+    if m >= n_train:
+        raise ValueError(f"m={m} leaves no validation samples (n_train={n_train})")
+    return order[:m], order[m:m + n_val]
+
+
+# ------------------------------------------------------------------- teacher
+def build_mlp(n_in, widths, n_out=10):
+    from torch import nn
+
+    layers, previous = [], n_in
+    for width in widths:
+        layers += [nn.Linear(previous, width), nn.ReLU()]
+        previous = width
+    layers.append(nn.Linear(previous, n_out))
+    return nn.Sequential(*layers)
+
+
+def linear_layers(model):
+    from torch import nn
+
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def train_mlp(model, X, y, *, epochs, seed, lr=1e-3, batch=128, masks=None):
+    """Adam on the cross-entropy; ``masks`` (one 0/1 tensor per Linear weight)
+    are re-applied after every step (fine-tuning a pruned network)."""
+    import torch
+    from torch import nn
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    inputs, targets = torch.as_tensor(X), torch.as_tensor(y)
+    generator = torch.Generator().manual_seed(seed)
+    layers = linear_layers(model)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(inputs), generator=generator)
+        for start in range(0, len(inputs), batch):
+            index = order[start:start + batch]
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(inputs[index]), targets[index])
+            loss.backward()
+            optimizer.step()
+            if masks is not None:
+                with torch.no_grad():
+                    for layer, mask in zip(layers, masks):
+                        layer.weight.mul_(mask)
+    return model.eval()
+
+
+def teacher_key(dataset, widths, epochs, seed):
+    n_in = 64 if dataset == "digits" else 784
+    name = f"mlp{n_in}-{'-'.join(map(str, widths))}-10_seed{seed}_ep{epochs}"
+    return name if dataset == "fashion-mnist" else f"{dataset}_{name}"
+
+
+def get_teacher(dataset, data, seed=SEED):
+    """(torch teacher in eval mode, info dict), cached in examples/output/cache."""
+    import torch
+
+    recipe = TEACHER_RECIPES[dataset]
+    widths, epochs, batch = recipe["widths"], recipe["epochs"], recipe["batch"]
+    key = teacher_key(dataset, widths, epochs, seed)
+    n_in = data.X_train.shape[1]
+    torch.manual_seed(seed)
+    model = build_mlp(n_in, widths)
+    info = {"architecture": f"MLP {n_in}-{'-'.join(map(str, widths))}-10 (ReLU)",
+            "recipe": f"Adam lr 1e-3, batch {batch}, {epochs} epochs on the "
+                      f"{len(data.X_train):,} training images, seed {seed}"}
+    candidates = [CACHE_DIR / f"{key}.npz"]
+    if dataset == "fashion-mnist":
+        candidates.insert(0, BENCH_CACHE / f"{key}.npz")
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is not None:
+        with np.load(path) as archive:
+            state = {k: torch.as_tensor(archive[k]) for k in archive.files
+                     if not k.startswith("_")}
+            info["train_seconds"] = float(archive["_train_seconds"])
+        model.load_state_dict(state)
+        info["loaded_from"] = str(path.relative_to(REPO_ROOT))
+    else:
+        log(f"training teacher {key}")
+        start = time.perf_counter()
+        train_mlp(model, data.X_train, data.y_train, epochs=epochs, seed=seed,
+                  batch=batch)
+        info["train_seconds"] = time.perf_counter() - start
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        arrays = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+        np.savez(candidates[-1], _train_seconds=info["train_seconds"], **arrays)
+        info["trained_now"] = True
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    info["test_accuracy"] = torch_accuracy(model, data.X_test, data.y_test)
+    info["n_weights"] = n_weights(model)
+    info["n_biases"] = int(sum(layer.bias.numel() for layer in linear_layers(model)))
+    return model, info
+
+
+def torch_logits(model, X, batch=4096):
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(X), batch):
+            out.append(model(torch.as_tensor(X[start:start + batch])).double().numpy())
+    return np.concatenate(out)
+
+
+def torch_accuracy(model, X, y):
+    return float(np.mean(torch_logits(model, X).argmax(1) == y))
+
+
+def n_weights(model):
+    """Nonzero weights (biases excluded) of all Linear layers."""
+    return int(sum(int((layer.weight != 0).sum()) for layer in linear_layers(model)))
+
+
+def teacher_weight_count(model):
+    return int(sum(layer.weight.numel() for layer in linear_layers(model)))
+
+
+# ------------------------------------------------------------------- pruning
+def magnitude_prune(model, n_keep):
+    """Global magnitude pruning of all weight matrices (biases kept): keep the
+    ``n_keep`` weights of largest |w| over all layers. Returns (copy, masks)."""
+    import torch
+
+    pruned = copy.deepcopy(model)
+    layers = linear_layers(pruned)
+    magnitudes = torch.cat([layer.weight.detach().abs().flatten() for layer in layers])
+    n_keep = int(min(max(n_keep, 0), magnitudes.numel()))
+    keep = torch.zeros(magnitudes.numel(), dtype=torch.bool)
+    if n_keep:
+        keep[torch.topk(magnitudes, n_keep, sorted=False).indices] = True
+    masks, offset = [], 0
+    with torch.no_grad():
+        for layer in layers:
+            size = layer.weight.numel()
+            mask = keep[offset:offset + size].reshape(layer.weight.shape).float()
+            layer.weight.mul_(mask)
+            masks.append(mask)
+            offset += size
+    return pruned.eval(), masks
+
+
+def fine_tune(pruned, masks, X, y, *, epochs=1, lr=1e-4, batch=128, seed=SEED):
+    """A short fine-tune of a pruned network with its mask fixed."""
+    tuned = copy.deepcopy(pruned)
+    for p in tuned.parameters():
+        p.requires_grad_(True)
+    train_mlp(tuned, X, y, epochs=epochs, seed=seed, lr=lr, batch=batch, masks=masks)
+    for p in tuned.parameters():
+        p.requires_grad_(False)
+    return tuned.eval()
+
+
+# ------------------------------------------------------------------------ SIM
+def record(teacher, X):
+    """(states, logits) of the teacher on X, exactly what ``fit`` would record."""
+    from sksim import TorchBaseline
+
+    return TorchBaseline(teacher).record(X)
+
+
+def layer_scales(teacher, kappa=KAPPA):
+    """Per-state scales that make the teacher itself a well-posed implicit model:
+    layer l+1 is scaled by kappa / ||W_{l+1}||_inf relative to layer l (ReLU is
+    positively homogeneous), the trick sksim applies to scikit-learn teachers."""
+    layers = linear_layers(teacher)
+    scale, scales = 1.0, []
+    for i, layer in enumerate(layers[:-1]):
+        if i > 0:
+            norm = float(layer.weight.abs().sum(1).max())
+            scale *= min(1.0, kappa / norm)
+        scales.append(np.full(layer.out_features, scale))
+    return np.concatenate(scales)
+
+
+def fit_sim(X, y, states, logits, **params):
+    """Fit SIMClassifier on recorded states; returns (estimator, seconds)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from sksim import SIMClassifier
+
+    params.setdefault("kappa", KAPPA)
+    est = SIMClassifier(None, **params)
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        est.fit(X, y, states=states, baseline_outputs=logits)
+    seconds = time.perf_counter() - start
+    est.fit_warnings_ = [str(w.message)[:200] for w in caught]
+    return est, seconds
+
+
+def inf_norm(matrix):
+    if matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        return 0.0
+    return float(np.max(np.asarray(abs(matrix).sum(axis=1))))
+
+
+def abs_path_bound(A, B, C, D):
+    """A certified l_inf Lipschitz bound tighter than ``lipschitz_bound_``:
+    ``|| |C| (I - |A|)^-1 |B| + |D| ||_inf``.
+
+    Where differentiable, the Jacobian of u -> C x*(u) + D u is
+    ``C (I - L A)^-1 L B + D`` with L diagonal in [0, 1] (ReLU slopes);
+    entrywise ``|(I - L A)^-1 L| <= sum_k |A|^k = (I - |A|)^-1`` (the series
+    converges since rho(|A|) <= ||A||_inf < 1), which gives the bound. For a
+    feed-forward net written as an implicit model (A nilpotent) it is
+    ``|| |W_L| ... |W_1| ||_inf``, the usual absolute-product bound.
+    """
+    dense = [np.abs(M.toarray() if hasattr(M, "toarray") else np.asarray(M, float))
+             for M in (A, B, C, D)]
+    absA, absB, absC, absD = dense
+    inner = np.linalg.solve(np.eye(absA.shape[0]) - absA, absB)
+    return float(np.max((absC @ inner + absD).sum(axis=1)))
+
+
+def teacher_as_implicit(teacher):
+    """(A, B, C, D) of a ReLU MLP written as an implicit model (raw scale)."""
+    layers = linear_layers(teacher)
+    weights = [layer.weight.detach().double().numpy() for layer in layers]
+    sizes = [w.shape[0] for w in weights[:-1]]
+    n = sum(sizes)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    A = np.zeros((n, n))
+    for i in range(1, len(sizes)):
+        A[offsets[i]:offsets[i + 1], offsets[i - 1]:offsets[i]] = weights[i]
+    B = np.zeros((n, weights[0].shape[1]))
+    B[:sizes[0]] = weights[0]
+    C = np.zeros((weights[-1].shape[0], n))
+    C[:, offsets[-2]:] = weights[-1]
+    D = np.zeros((weights[-1].shape[0], weights[0].shape[1]))
+    return A, B, C, D
+
+
+def sim_summary(est, data, n_teacher_weights, seconds=None):
+    out = {
+        "test_accuracy": float(est.score(data.X_test, data.y_test)),
+        "n_nonzero": int(est.n_nonzero_),
+        "nonzero_fraction": est.n_nonzero_ / n_teacher_weights,
+        "nnz_A_B_C_D": [int(getattr(est, n).nnz) for n in ("A_", "B_", "C_", "D_")],
+        "norms_inf_A_B_C_D": [inf_norm(getattr(est, n)) for n in ("A_", "B_", "C_", "D_")],
+        "lipschitz_bound": float(est.lipschitz_bound_),
+        "lipschitz_abs_path_bound": abs_path_bound(est.A_, est.B_, est.C_, est.D_),
+    }
+    if seconds is not None:
+        out["fit_seconds"] = round(seconds, 2)
+    if getattr(est, "fit_warnings_", None):
+        out["fit_warnings"] = est.fit_warnings_
+    return out
+
+
+def has_row_bound():
+    import inspect
+
+    import sksim
+
+    return "row_bound" in inspect.signature(sksim.SIMClassifier).parameters
+
+
+# ---------------------------------------------------------- Lipschitz bounds
+def teacher_lipschitz(teacher, kappa=KAPPA):
+    """Certified l_inf -> l_inf Lipschitz bounds of a ReLU MLP teacher.
+
+    * ``product``: the standard feed-forward bound prod_l ||W_l||_inf.
+    * ``implicit_raw``: the SIM formula ||C|| ||B|| / (1 - ||A||) + ||D|| on the
+      teacher written as an implicit model (A = hidden-to-hidden weights,
+      strictly block lower triangular; B = first layer; C = last layer; D = 0);
+      None when ||A||_inf >= 1 (the formula does not apply).
+    * ``implicit_rescaled``: the same formula after the layerwise rescaling
+      that makes every block of A have ||.||_inf = k (same function), for
+      k = kappa and for the best k = h / (h + 1) with h hidden-to-hidden
+      blocks: ||W_last|| ||W_1|| prod ||W_mid|| / (k^h (1 - k)).
+    """
+    norms = [float(layer.weight.abs().sum(1).max()) for layer in linear_layers(teacher)]
+    first, middle, last = norms[0], norms[1:-1], norms[-1]
+    product = float(np.prod(norms))
+    a_norm = max(middle) if middle else 0.0
+    raw = last * first / (1 - a_norm) if a_norm < 1 else None
+    h = len(middle)
+    mid = float(np.prod(middle)) if middle else 1.0
+
+    def rescaled(k):
+        return last * first * mid / (k ** h * (1 - k))
+
+    best_k = h / (h + 1) if h else 0.0
+    return {
+        "abs_path": abs_path_bound(*teacher_as_implicit(teacher)),
+        "layer_norms_inf": norms,
+        "A_norm_inf_raw": a_norm,
+        "product": product,
+        "implicit_raw": raw,
+        "implicit_rescaled_kappa": rescaled(kappa),
+        "kappa": kappa,
+        "implicit_rescaled_best": rescaled(best_k) if h else last * first,
+        "best_kappa": best_k,
+    }
+
+
+# ------------------------------------------------------------------- attacks
+def _batched_correct(forward, X, y, batch):
+    import torch
+
+    correct = []
+    with torch.no_grad():
+        for start in range(0, len(X), batch):
+            logits = forward(torch.as_tensor(X[start:start + batch]))
+            correct.append((logits.argmax(1).numpy() == y[start:start + batch]))
+    return np.concatenate(correct)
+
+
+def noise_accuracy(forward, X, y, eps, *, seed=SEED, batch=1000):
+    rng = np.random.default_rng(seed)
+    noisy = np.clip(X + rng.uniform(-eps, eps, X.shape).astype(np.float32), 0, 1)
+    return float(_batched_correct(forward, noisy, y, batch).mean())
+
+
+def pgd_correct(forward, X, y, eps, *, steps, step_size=None, random_start=True,
+                seed=SEED, batch=500, return_examples=False):
+    """Per-sample correctness under an l_inf PGD attack on the cross-entropy.
+
+    ``steps=1, random_start=False, step_size=eps`` is FGSM. A sample counts as
+    robust only if it is classified correctly at every iterate the attack
+    evaluated (the start and each step), a slightly stronger criterion than
+    looking at the last iterate only.
+    """
+    import torch
+    from torch import nn
+
+    step_size = 2.5 * eps / steps if step_size is None else step_size
+    generator = torch.Generator().manual_seed(seed)
+    robust, examples = [], []
+    for start in range(0, len(X), batch):
+        x0 = torch.as_tensor(X[start:start + batch])
+        target = torch.as_tensor(y[start:start + batch])
+        ok = torch.ones(len(x0), dtype=torch.bool)
+        if random_start:
+            noise = (torch.rand(x0.shape, generator=generator) * 2 - 1) * eps
+            x = (x0 + noise).clamp(0, 1)
+        else:
+            x = x0.clone()
+        for _ in range(steps):
+            x = x.detach().requires_grad_(True)
+            logits = forward(x)
+            ok &= logits.detach().argmax(1) == target
+            loss = nn.functional.cross_entropy(logits.float(), target)
+            (grad,) = torch.autograd.grad(loss, x)
+            with torch.no_grad():
+                x = x + step_size * grad.sign()
+                x = torch.min(torch.max(x, x0 - eps), x0 + eps).clamp(0, 1)
+        with torch.no_grad():
+            ok &= forward(x).argmax(1) == target
+        robust.append(ok.numpy())
+        examples.append(x.detach().numpy())
+    if return_examples:
+        return np.concatenate(robust), np.concatenate(examples)
+    return np.concatenate(robust)
+
+
+def fgsm_accuracy(forward, X, y, eps, **kw):
+    return float(pgd_correct(forward, X, y, eps, steps=1, step_size=eps,
+                             random_start=False, **kw).mean())
+
+
+def pgd_accuracy(forward, X, y, eps, *, steps=20, **kw):
+    return float(pgd_correct(forward, X, y, eps, steps=steps, **kw).mean())
+
+
+def sim_forward(est, tol=1e-6):
+    """The fitted SIM model as a float32 torch module, ``est.to_torch``
+    (gradients by implicit differentiation through the equilibrium).
+
+    Exported from a shallow copy whose ``equilibrium_tol`` is relaxed to
+    ``tol``: the estimator's default 1e-12 is below float32 resolution, so the
+    torch fixed-point loop could run to its iteration cap. Dense weights
+    (``sparse=False``): on CPU, torch's dense products are much faster than
+    its sparse COO ones at these sizes.
+    """
+    import torch
+
+    relaxed = copy.copy(est).set_params(equilibrium_tol=tol)
+    return relaxed.to_torch(dtype=torch.float32, sparse=False).eval()
+
+
+# ---------------------------------------------------------------------- I/O
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(type(value))
+
+
+def write_json(path, payload):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    log(f"wrote {path}")
+    return path
+
+
+def environment():
+    import platform
+
+    import scipy
+    import sklearn
+    import torch
+
+    import sksim
+
+    return {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
+            "torch": torch.__version__, "sksim": sksim.__version__,
+            "cpus_available": len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -1,0 +1,131 @@
+"""Print the markdown tables of the "Results" section from the JSON files that
+``sparsity.py``, ``robustness.py`` and ``data_use.py`` wrote.
+
+    python examples/results_tables.py > examples/output/tables.md
+"""
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATASETS = ("fashion-mnist", "mnist", "digits")
+
+
+def load(name):
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def pct(x):
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def sparsity_tables():
+    out = []
+    stems = [f"sparsity_{ds}" for ds in DATASETS]
+    stems += sorted(p.stem for p in RESULTS.glob("sparsity_*.json") if p.stem not in stems)
+    for stem in stems:
+        d = load(stem)
+        if d is None:
+            continue
+        t, ds = d["teacher"], d["dataset"]
+        extra = ("" if d.get("output_alpha") is None
+                 else f", output_alpha {d['output_alpha']:g}")
+        out.append(f"\n**Sparsity, {ds}{extra}** (`{d['command']}`; teacher "
+                   f"{t['architecture']}, test accuracy "
+                   f"{pct(t['test_accuracy'])}%, {t['n_weights_total']:,} weights; SIM states "
+                   f"on m = {d['m']:,} training images; accuracies in %)\n")
+        rows = []
+        for name, label in (("sim", "SIM"), ("sim_rescaled", "SIM, rescaled states"),
+                            ("sim_row_bound", "SIM, row bound")):
+            comp = {c["n_nonzero"]: c for c in d["comparisons"].get(name, [])}
+            for p in sorted(d["series"][name], key=lambda p: p["nonzero_fraction"]):
+                c = comp.get(p["n_nonzero"], {})
+                setting = (f"alpha {p['alpha']:g}" if "row_bound" not in p else
+                           f"R {p['row_bound']:g}, kappa {p.get('kappa', 0.95):g}, "
+                           f"alpha {p['alpha']:g}")
+                rows.append([label, setting, f"{p['n_nonzero']:,}",
+                             f"{100 * p['nonzero_fraction']:.1f}%", pct(p["test_accuracy"]),
+                             pct(c.get("pruned")), pct(c.get("pruned_finetuned_lr0.0001")),
+                             pct(c.get("pruned_finetuned_lr0.001")),
+                             f"{p['lipschitz_bound']:.3g}"])
+        out.append(table(["model", "setting", "nonzeros", "fraction", "SIM acc",
+                          "pruned", "pruned+FT lr1e-4", "pruned+FT lr1e-3", "SIM L"], rows))
+    return "\n".join(out)
+
+
+def robustness_tables():
+    out = []
+    for ds in DATASETS:
+        d = load(f"robustness_{ds}")
+        if d is None:
+            continue
+        eps = d["attacks"]["eps"]
+        out.append(f"\n**Robustness, {ds}** (accuracy in %; noise on the whole test set, "
+                   f"FGSM/PGD on {d['attacks']['n_attack']} test images; L = certified "
+                   "l_inf Lipschitz bound of the logits)\n")
+        rows = []
+        lip = d["lipschitz"]
+        names = {"teacher": "teacher", "sim_sparse": "SIM sparse", "sim_robust": "SIM robust"}
+        for name, res in d["results"].items():
+            if name == "teacher":
+                L = (f"{lip['teacher_product']:,.0f} (product) / "
+                     f"{lip['teacher_implicit_rescaled_best']:,.0f} (implicit) / "
+                     f"{lip.get('teacher_abs_path', float('nan')):,.0f} (abs-path)")
+                setting = ""
+                frac = "100%"
+            else:
+                info = d["models"][name]
+                L = (f"{lip[name]:,.0f} / "
+                     f"{lip.get(name + '_abs_path', float('nan')):,.0f} (abs-path)")
+                frac = f"{100 * info['nonzero_fraction']:.1f}%"
+                setting = (f"alpha {info['alpha']:g}, kappa {info['kappa']:g}"
+                           + (f", R {info['row_bound']:g}" if info["row_bound"] else ""))
+            rows.append([names[name], setting, frac, pct(res["clean_test_accuracy"]), L]
+                        + [pct(res["noise"][str(e)]) for e in eps]
+                        + [pct(res["fgsm"][str(e)]) for e in eps]
+                        + [pct(res["pgd"][str(e)]) for e in eps])
+        out.append(table(["model", "setting", "nonzeros", "clean", "L"]
+                         + [f"noise {e:g}" for e in eps] + [f"FGSM {e:g}" for e in eps]
+                         + [f"PGD {e:g}" for e in eps], rows))
+        cand = d["models"]["robust_candidates"]
+        out.append("\nRobust candidates (selection on validation: "
+                   f"{d['models']['robust_selection_rule']}):\n")
+        out.append(table(["kappa", "R", "validation acc", "test acc", "nonzeros", "L",
+                          "R^2/(1-kappa)+R", "fit s"],
+                         [[c["kappa"], c["row_bound"], pct(c["validation_accuracy"]),
+                           pct(c["test_accuracy"]), f"{c['n_nonzero']:,}",
+                           f"{c['lipschitz_bound']:.3g}", f"{c['formula_bound']:.3g}",
+                           c.get("fit_seconds")] for c in cand]))
+    return "\n".join(out)
+
+
+def data_use_tables():
+    out = []
+    for ds in DATASETS:
+        d = load(f"data_use_{ds}")
+        if d is None:
+            continue
+        alphas = sorted({p["alpha"] for p in d["points"]})
+        ms = sorted({p["m"] for p in d["points"]})
+        by = {(p["m"], p["alpha"]): p for p in d["points"]}
+        out.append(f"\n**Data use, {ds}** (teacher {pct(d['teacher']['test_accuracy'])}%; "
+                   "SIM test accuracy in %, nonzeros in parentheses)\n")
+        out.append(table(["m", "fraction"] + [f"alpha {a:g}" for a in alphas],
+                         [[f"{m:,}",
+                           f"{100 * by[(m, alphas[0])]['fraction_of_training_data']:.1f}%"]
+                          + [f"{pct(by[(m, a)]['test_accuracy'])} ({by[(m, a)]['n_nonzero']:,})"
+                             for a in alphas] for m in ms]))
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(sparsity_tables())
+    print(robustness_tables())
+    print(data_use_tables())
