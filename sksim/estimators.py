@@ -548,6 +548,27 @@ class _BaseSIM(BaseEstimator):
         check_is_fitted(self)
         return int(sum(getattr(self, n).nnz for n in ("A_", "B_", "C_", "D_")))
 
+    @property
+    def lipschitz_path_bound_(self):
+        """Tighter certified sensitivity: ``|| |C| (I - |A|)^-1 |B| + |D| ||_inf``.
+
+        Almost everywhere the Jacobian of the outputs is
+        ``C (I - S A)^-1 S B + D`` with ``S`` the diagonal of ReLU slopes in
+        [0, 1], and entrywise ``|(I - S A)^-1 S| <= (I - |A|)^-1`` (Neumann
+        series, ``||A||_inf < 1``), so this bounds the l_inf Lipschitz
+        constant of the model; it is never larger than ``lipschitz_bound_``
+        and often several times smaller. Computed on access with one dense
+        solve of size n_states.
+        """
+        check_is_fitted(self)
+        n_states = self.n_states_
+        abs_b = abs(self.B_).toarray()
+        path = np.linalg.solve(np.eye(n_states) - abs(self.A_).toarray(), abs_b)
+        # Nonnegative in exact arithmetic; clip solver rounding.
+        path = np.maximum(path, 0.0)
+        total = abs(self.C_).toarray() @ path + abs(self.D_).toarray()
+        return float(total.sum(axis=1).max(initial=0.0))
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False
@@ -661,6 +682,9 @@ _ATTRIBUTES_DOC = """
     output_duality_gaps_, output_objectives_ : ndarray of shape (n_outputs,)
     n_iter_ : int
         Largest number of coordinate-descent epochs over all rows (>= 1).
+    lipschitz_path_bound_ : float
+        ``|| |C| (I - |A|)^-1 |B| + |D| ||_inf``, also a certified l_inf
+        Lipschitz bound, never above ``lipschitz_bound_`` (property).
     lipschitz_bound_ : float
         ``||C||_inf ||B||_inf / (1 - ||A||_inf) + ||D||_inf``: for any inputs
         ``u, u'``, ``||y(u) - y(u')||_inf <= lipschitz_bound_ * ||u - u'||_inf``.

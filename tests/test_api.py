@@ -236,3 +236,36 @@ def test_n_jobs_does_not_change_the_result(small_teacher_problem):
     two = SIMClassifier(n_jobs=2).fit(X, y, states=states)
     for name in ("A_", "B_", "C_", "D_"):
         np.testing.assert_array_equal(getattr(one, name).toarray(), getattr(two, name).toarray())
+
+
+@pytest.mark.parametrize("row_bound", [None, 1.0])
+def test_lipschitz_bounds_hold_along_worst_local_directions(small_teacher_problem,
+                                                              row_bound):
+    """Both certified bounds hold where they are tightest: at each input, the
+    worst l_inf direction for the worst output is the sign of that output's
+    Jacobian row (computed here in numpy from the active ReLU pattern); a
+    small step along it must not beat the bounds. The path bound is never
+    above the norm-product bound."""
+    X, y, states, _, _ = small_teacher_problem
+    model = SIMRegressor(alpha=1e-3, kappa=0.9, row_bound=row_bound).fit(
+        X, X[:, :2] @ np.array([[1.0, -2.0], [0.5, 1.0]]), states=states)
+    path, product = model.lipschitz_path_bound_, model.lipschitz_bound_
+    assert 0 < path <= product * (1 + 1e-12)
+    A, B = model.A_.toarray(), model.B_.toarray()
+    C, D = model.C_.toarray(), model.D_.toarray()
+    n = model.n_states_
+    worst_ratio = 0.0
+    for u in X[:40]:
+        x = model.equilibrium(u[None, :])[0]
+        active = (x @ A.T + u @ B.T + model.state_intercept_ > 0).astype(float)
+        S = np.diag(active)
+        jacobian = C @ np.linalg.solve(np.eye(n) - S @ A, S @ B) + D
+        k = np.argmax(np.abs(jacobian).sum(axis=1))
+        step = 1e-7 * np.sign(jacobian[k])
+        moved = model.predict(np.vstack([u, u + step]))
+        ratio = np.abs(moved[1] - moved[0]).max() / 1e-7
+        worst_ratio = max(worst_ratio, ratio)
+        assert ratio <= path * (1 + 1e-6) + 1e-6
+    assert worst_ratio > 0
+    if row_bound is not None:
+        assert product <= row_bound**2 / (1 - 0.9) + row_bound
