@@ -693,20 +693,24 @@ def _certify_feasible(gram, correlation, target_sq, coef, n_bounded, bound, l1,
 
 
 @njit(cache=True)
-def _certify_row_bounded(gram, correlation, target_sq, point, row_bound, l1, l2,
-                         candidate, candidate_gram_coef):
-    """Objective and roundoff of ``point`` projected onto the row ball
-    ``||w||_1 <= row_bound`` (into ``candidate``); ``point`` must already
-    satisfy the first bound, which the projection keeps (it only shrinks
-    entries). Returns (primal, roundoff)."""
-    candidate[:] = point
-    n_columns = candidate.shape[0]
-    enforce_l1_bound_inplace(candidate, 0, n_columns, row_bound)
-    _recompute_gram_coef(gram, candidate, candidate_gram_coef)
+def _keep_best_row_bounded(gram, correlation, target_sq, point, row_bound, l1,
+                           l2, work, work_gram_coef, solution, best_primal,
+                           best_roundoff):
+    """Certify ``point`` projected onto the row ball ``||w||_1 <= row_bound``
+    (into ``work``) and keep it in ``solution`` if its objective is the best
+    so far. ``point`` must already satisfy the first bound, which the
+    projection keeps (it only shrinks entries). Returns the updated
+    (best_primal, best_roundoff)."""
+    work[:] = point
+    enforce_l1_bound_inplace(work, 0, work.shape[0], row_bound)
+    _recompute_gram_coef(gram, work, work_gram_coef)
     residual_sq, _, roundoff = _quadratic_terms(
-        correlation, candidate, candidate_gram_coef, target_sq)
-    primal = _primal(candidate, residual_sq, 0, l1, l1, l2)
-    return primal, roundoff
+        correlation, work, work_gram_coef, target_sq)
+    primal = _primal(work, residual_sq, 0, l1, l1, l2)
+    if primal < best_primal:
+        solution[:] = work
+        return primal, roundoff
+    return best_primal, best_roundoff
 
 
 @njit(cache=True)
@@ -731,10 +735,9 @@ def _solve_row_bounded(gram, correlation, target_sq, coef, n_bounded, bound,
     point[:] = coef
     if n_bounded > 0 and np.isfinite(bound):
         enforce_l1_bound_inplace(point, 0, n_bounded, bound)
-    best_primal, best_roundoff = _certify_row_bounded(
+    best_primal, best_roundoff = _keep_best_row_bounded(
         gram, correlation, target_sq, point, row_bound, l1, l2, candidate,
-        candidate_gram_coef)
-    solution[:] = candidate
+        candidate_gram_coef, solution, np.inf, 0.0)
     best_dual, best_multiplier, best_row_multiplier = -np.inf, 0.0, 0.0
     # Start where the row is sparse (half the largest gradient), as a path
     # would: a tight row bound then needs few, cheap inner solves.
@@ -765,13 +768,9 @@ def _solve_row_bounded(gram, correlation, target_sq, coef, n_bounded, bound,
             best_dual = dual
             best_multiplier = inner_multiplier
             best_row_multiplier = t
-        primal, roundoff = _certify_row_bounded(
+        best_primal, best_roundoff = _keep_best_row_bounded(
             gram, correlation, target_sq, coef, row_bound, l1, l2, point,
-            point_gram_coef)
-        if primal < best_primal:
-            best_primal = primal
-            best_roundoff = roundoff
-            solution[:] = point
+            point_gram_coef, solution, best_primal, best_roundoff)
         if best_primal - best_dual <= tol * best_primal + 2.0 * best_roundoff:
             status = CONVERGED
             break
@@ -817,16 +816,12 @@ def _solve_row_bounded(gram, correlation, target_sq, coef, n_bounded, bound,
         theta = (phi_low - row_bound) / (phi_low - phi_high)
         for j in range(n_columns):
             candidate[j] = theta * high_point[j] + (1.0 - theta) * low_point[j]
-        primal, roundoff = _certify_row_bounded(
+        best_primal, best_roundoff = _keep_best_row_bounded(
             gram, correlation, target_sq, candidate, row_bound, l1, l2, point,
-            point_gram_coef)
-        if primal < best_primal:
-            best_primal = primal
-            best_roundoff = roundoff
-            solution[:] = point
-            if best_primal - best_dual <= tol * best_primal + 2.0 * best_roundoff:
-                status = CONVERGED
-                break
+            point_gram_coef, solution, best_primal, best_roundoff)
+        if best_primal - best_dual <= tol * best_primal + 2.0 * best_roundoff:
+            status = CONVERGED
+            break
         t = low + (phi_low - row_bound) * (high - low) / (phi_low - phi_high)
         if not (low < t < high):
             t = 0.5 * (low + high)
