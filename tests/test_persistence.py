@@ -3,7 +3,6 @@
 import io
 import json
 import warnings
-import zipfile
 
 import numpy as np
 import pytest
