@@ -80,6 +80,44 @@ def load_fashion_mnist(data_home=None, *, splits=("train", "test")):
     return _load("fashion-mnist", data_home, tuple(splits))
 
 
+def load_cifar100(data_home=None, *, splits=("train", "test")):
+    """CIFAR-100 (fine labels) as flat float32 pixels in [0, 1], channels first.
+
+    Reads ``cifar-100/cifar-100-{train,test}.npz`` (``images`` uint8 of shape
+    (N, 32, 32, 3) in HWC/RGB layout, ``fine_labels``) from ``data_home`` or
+    ``SKSIM_DATA``. There is no download fallback.
+
+    Parameters
+    ----------
+    data_home : str or path-like, default=None
+    splits : tuple of {"train", "test"}, default=("train", "test")
+
+    Returns
+    -------
+    Bunch
+        ``X_<split>`` of shape (n, 3072) float32, each row an image in
+        (channel, row, column) order (what ``TorchBaseline(...,
+        input_shape=(3, 32, 32))`` expects), and ``y_<split>`` (n,) int64.
+    """
+    folder = _data_home(data_home)
+    bunch = Bunch()
+    for split in tuple(splits):
+        path = None if folder is None else folder / "cifar-100" / f"cifar-100-{split}.npz"
+        if path is None or not path.is_file():
+            raise FileNotFoundError(
+                f"CIFAR-100 {split} split not found: expected "
+                f"<data_home>/cifar-100/cifar-100-{split}.npz (data_home="
+                f"{folder}); pass data_home or set SKSIM_DATA."
+            )
+        with np.load(path, allow_pickle=False) as archive:
+            images = archive["images"]
+            labels = archive["fine_labels"]
+        chw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        bunch[f"X_{split}"] = chw.reshape(chw.shape[0], -1).astype(np.float32) / 255.0
+        bunch[f"y_{split}"] = labels.astype(np.int64)
+    return bunch
+
+
 def load_mnist(data_home=None, *, splits=("test",)):
     """MNIST as flat float32 pixels in [0, 1] (same conventions as
     :func:`load_fashion_mnist`)."""

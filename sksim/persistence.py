@@ -12,7 +12,7 @@ estimator's parameters.
 What is saved is the fitted SIM model itself, which is all ``predict``,
 ``decision_function``, ``predict_proba`` and ``equilibrium`` need: ``A_``,
 ``B_``, ``C_``, ``D_`` (CSR data/indices/indptr/shape), both intercepts, the
-per-row certificates, ``n_iter_``, ``lipschitz_bound_``, ``state_scales_``,
+per-row certificates and row-bound multipliers, ``n_iter_``, ``lipschitz_bound_``, ``state_scales_``,
 ``classes_``, ``n_features_in_`` and ``feature_names_in_``. The teacher
 (``baseline`` / ``baseline_``, e.g. an MLP or a ``TorchBaseline``) is **not**
 saved: only its type name is recorded, and the loaded estimator has
@@ -24,6 +24,7 @@ A ``random_state`` that is not an int or None is saved as None.
 import json
 import math
 import zipfile
+import zlib
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,7 +32,11 @@ import scipy.sparse as sp
 from .estimators import SIMClassifier, SIMRegressor, _row_infinity_norm
 
 FORMAT_NAME = "sksim-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 files lack the row-bound multipliers; they are read when those are
+# known to be zero (no row_bound).
+_READABLE_VERSIONS = (1, 2)
+_ADDED_IN_2 = ("state_row_bound_multipliers_", "output_row_bound_multipliers_")
 
 _CLASSES = {"SIMRegressor": SIMRegressor, "SIMClassifier": SIMClassifier}
 _META_KEY = "__sksim_meta__"
@@ -44,6 +49,8 @@ _FLOAT_VECTORS = (
     "state_multipliers_",
     "output_duality_gaps_",
     "output_objectives_",
+    "state_row_bound_multipliers_",
+    "output_row_bound_multipliers_",
 )
 _SCALARS = ("n_iter_", "n_states_", "n_features_in_", "lipschitz_bound_")
 _PRIVATE = ("_y_ndim", "_n_targets")  # SIMRegressor: output shape, target count
@@ -187,7 +194,7 @@ def load_model(path):
         with np.load(path, allow_pickle=False) as archive:
             files = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
-            zipfile.LargeZipFile, NotImplementedError) as exc:
+            zipfile.LargeZipFile, NotImplementedError, zlib.error) as exc:
         raise _corrupt(path, f"it cannot be read as an .npz archive ({exc})") from exc
     if not isinstance(files, dict) or _META_KEY not in files:
         raise _corrupt(path, "it has no sksim metadata (a foreign .npz file?)")
@@ -198,10 +205,10 @@ def load_model(path):
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise _corrupt(path, "its metadata does not describe an sksim model")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version not in _READABLE_VERSIONS:
         raise ValueError(
             f"{path!r} has sksim model format version {version!r}; this sksim "
-            f"reads version {FORMAT_VERSION} only."
+            f"reads versions {', '.join(map(str, _READABLE_VERSIONS))}."
         )
     cls_name = meta.get("estimator")
     if not isinstance(cls_name, str) or cls_name not in _CLASSES:
@@ -260,8 +267,17 @@ def _rebuild(cls, meta, files):
     lengths = {"state_intercept_": n_states, "intercept_": n_outputs,
                "state_duality_gaps_": n_states, "state_objectives_": n_states,
                "state_multipliers_": n_states, "output_duality_gaps_": n_outputs,
-               "output_objectives_": n_outputs}
+               "output_objectives_": n_outputs,
+               "state_row_bound_multipliers_": n_states,
+               "output_row_bound_multipliers_": n_outputs}
     for name in _FLOAT_VECTORS:
+        if meta["format_version"] == 1 and name in _ADDED_IN_2:
+            if estimator.row_bound is not None:
+                raise ValueError(
+                    "a version 1 file of a model fitted with row_bound lacks its "
+                    f"{name}; refit and save it with this sksim")
+            setattr(estimator, name, np.zeros(lengths[name]))
+            continue
         setattr(estimator, name, _float_array(files, name, lengths[name]))
     for name in ("state_intercept_", "intercept_"):
         if not np.all(np.isfinite(getattr(estimator, name))):

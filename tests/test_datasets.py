@@ -1,11 +1,12 @@
 """Dataset loaders read local .npz files (the layout of ../shared/data)."""
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sksim.datasets import load_fashion_mnist, load_mnist
+from sksim.datasets import load_cifar100, load_fashion_mnist, load_mnist
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -31,10 +32,44 @@ def test_local_npz_layout(tmp_path, monkeypatch):
     np.testing.assert_array_equal(from_env.X_test, data.X_test)
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared data not available")
+def _require_shared_data():
+    """Skip without the shared data folder, except in CI, which has it: there
+    a missing folder is a failure, not a silent skip."""
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but the shared data folder {SHARED_DATA} is missing")
+        pytest.skip("shared data not available")
+
+
 def test_shared_data():
+    _require_shared_data()
     fashion = load_fashion_mnist(SHARED_DATA)
     assert fashion.X_train.shape == (60000, 784) and fashion.X_test.shape == (10000, 784)
     assert set(np.unique(fashion.y_test)) == set(range(10))
     mnist = load_mnist(SHARED_DATA)
     assert mnist.X_test.shape == (10000, 784)
+
+
+def test_cifar100_local_layout_is_channels_first(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+    (tmp_path / "cifar-100").mkdir()
+    for split in ("train", "test"):
+        np.savez_compressed(tmp_path / "cifar-100" / f"cifar-100-{split}.npz",
+                            images=images, fine_labels=np.arange(4, dtype=np.uint8),
+                            coarse_labels=np.zeros(4, dtype=np.uint8))
+    data = load_cifar100(tmp_path)
+    assert data.X_train.shape == (4, 3072) and data.X_train.dtype == np.float32
+    # row = image in (channel, row, column) order, pixels / 255
+    np.testing.assert_array_equal(data.X_test[1].reshape(3, 32, 32),
+                                  images[1].transpose(2, 0, 1) / np.float32(255))
+    np.testing.assert_array_equal(data.y_train, np.arange(4))
+    with pytest.raises(FileNotFoundError, match="cifar-100-train.npz"):
+        load_cifar100(tmp_path / "nowhere")
+
+
+def test_shared_cifar100():
+    _require_shared_data()
+    data = load_cifar100(SHARED_DATA, splits=("test",))
+    assert data.X_test.shape == (10000, 3072)
+    assert np.bincount(data.y_test).tolist() == [100] * 100

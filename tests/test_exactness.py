@@ -580,10 +580,16 @@ def test_singular_teacher_design_is_certified_or_flagged():
                              fit_intercept=True)
     np.testing.assert_array_less(primal - reference - 1e-11 * primal,
                                  est.state_duality_gaps_ + 1e-15)
-    certified = est.state_duality_gaps_ <= ESTIMATOR_TOL * primal + 1e-15
+    # The solver accepts gap <= tol * P plus its roundoff floor (the Gram form
+    # of ||r||^2 / m loses ~1e-13 of the target energy); these near-perfect
+    # fits (P ~ 1e-8 of an energy ~ 1) sit on that floor.
+    centred = Z - Z.mean(axis=0)
+    floor = 1e-12 * (centred**2).mean(axis=0)
+    certified = est.state_duality_gaps_ <= ESTIMATOR_TOL * primal + floor
     rel = (primal - reference) / reference
     _record("cvxpy", rel[certified])
-    np.testing.assert_array_less(np.abs(rel[certified]), OBJECTIVE_RTOL)
+    np.testing.assert_array_less(np.abs(primal - reference)[certified],
+                                 OBJECTIVE_RTOL * reference[certified] + floor[certified])
     if not certified.all():
         assert warned
 

@@ -6,6 +6,7 @@ inf. The case "a TorchBaseline whose module returns NaN" is covered in
 ``tests/test_torch.py``.
 """
 
+import math
 import warnings
 
 import numpy as np
@@ -35,11 +36,21 @@ def _fit(estimator="reg", X=X, y=None, states=Z, baseline_outputs=None, **params
 
 
 def _assert_finite_model(model):
+    """A model returned despite a fault is finite and keeps its invariants
+    exactly: ||A||_inf <= kappa and, with row_bound, every row of [A B] and
+    [C D] within it (exact sums, so any summation order is safe)."""
     for name in ("A_", "B_", "C_", "D_"):
         assert np.all(np.isfinite(getattr(model, name).data)), name
     assert np.all(np.isfinite(model.state_intercept_))
     assert np.all(np.isfinite(model.intercept_))
-    assert np.abs(model.A_).sum(axis=1).max(initial=0.0) <= model.kappa
+    assert np.isfinite(model.lipschitz_bound_)
+    for row in np.abs(model.A_.toarray()):
+        assert math.fsum(row) <= model.kappa
+    if model.row_bound is not None:
+        for blocks in (("A_", "B_"), ("C_", "D_")):
+            rows = np.abs(np.hstack([getattr(model, b).toarray() for b in blocks]))
+            for row in rows:
+                assert math.fsum(row) <= model.row_bound, blocks
 
 
 # ----------------------------------------------------------- non-finite values
@@ -264,7 +275,10 @@ def test_alpha_zero_needs_row_bound(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = _fit(**{name: 0.0, "row_bound": 0.5})
-    assert np.all(np.isfinite(model.A_.data))
+    _assert_finite_model(model)
+    # the bound binds (least squares would exceed it), so it is tight
+    assert np.any(getattr(model, "state_row_bound_multipliers_" if name == "alpha"
+                          else "output_row_bound_multipliers_") > 0)
 
 
 # -------------------------------------------------------------------- overflow

@@ -12,10 +12,28 @@ from sklearn.neural_network import MLPRegressor
 from sksim import SIMClassifier, SIMRegressor, load_model, save_model
 from sksim.persistence import FORMAT_VERSION
 
-FITTED = ("A_", "B_", "C_", "D_")
-VECTORS = ("state_intercept_", "intercept_", "state_duality_gaps_",
-           "state_objectives_", "state_multipliers_", "output_duality_gaps_",
-           "output_objectives_")
+NOT_SAVED = ("baseline_",)  # the teacher is not saved (documented); None after loading
+
+
+def _public_fitted_attributes(model):
+    """Every public fitted attribute: instance attributes ending in ``_`` and
+    the fitted properties, found on the model itself so that a new attribute
+    is covered without editing this list."""
+    names = {n for n in vars(model) if n.endswith("_") and not n.startswith("_")}
+    names |= {n for n in dir(type(model)) if n.endswith("_") and not n.startswith("_")
+              and isinstance(getattr(type(model), n), property)}
+    return sorted(names)
+
+
+def _assert_same_value(name, a, b):
+    if hasattr(a, "toarray"):
+        assert type(a) is type(b) and a.shape == b.shape, name
+        np.testing.assert_array_equal(a.toarray(), b.toarray(), err_msg=name)
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    else:
+        assert type(a) is type(b) and a == b, (name, a, b)
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +46,15 @@ def problem():
 
 
 def _assert_same_model(a, b, X):
-    for name in FITTED:
-        ma, mb = getattr(a, name), getattr(b, name)
-        assert ma.shape == mb.shape
-        np.testing.assert_array_equal(ma.toarray(), mb.toarray())
-    for name in VECTORS:
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-    assert a.n_iter_ == b.n_iter_ and a.lipschitz_bound_ == b.lipschitz_bound_
-    assert a.n_features_in_ == b.n_features_in_ and a.n_states_ == b.n_states_
+    names = _public_fitted_attributes(a)
+    assert {"A_", "state_row_bound_multipliers_", "output_row_bound_multipliers_",
+            "lipschitz_path_bound_", "n_nonzero_"} <= set(names)
+    assert names == _public_fitted_attributes(b)
+    for name in names:
+        if name in NOT_SAVED:
+            assert getattr(b, name) is None
+        else:
+            _assert_same_value(name, getattr(a, name), getattr(b, name))
     assert b.baseline is None and b.baseline_ is None
     params = a.get_params(deep=False)
     params.pop("baseline")
@@ -83,6 +102,72 @@ def test_classifier_round_trip_is_exact(problem, tmp_path, labels):
                                   loaded.decision_function(X))
 
 
+def _teacher(kind, estimator):
+    from sklearn.neural_network import MLPClassifier
+
+    if kind == "states":
+        return None
+    if kind == "mlp":
+        cls = MLPRegressor if estimator == "reg" else MLPClassifier
+        return cls(hidden_layer_sizes=(5,), max_iter=300, random_state=0)
+    torch = pytest.importorskip("torch")
+    from sksim import TorchBaseline
+
+    torch.manual_seed(0)
+    width = 1 if estimator == "reg" else 3
+    module = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(),
+                                 torch.nn.Linear(6, width))
+    return TorchBaseline(module)
+
+
+@pytest.mark.parametrize("teacher", ["states", "mlp", "torch"])
+@pytest.mark.parametrize("row_bound", [None, 0.8])
+@pytest.mark.parametrize("estimator", ["reg", "clf-str"])
+def test_every_fitted_attribute_round_trips(problem, tmp_path, estimator, row_bound,
+                                            teacher):
+    """Every public attribute a fit sets survives save/load (the teacher,
+    documented as not saved, comes back as None), for each estimator, with
+    and without row_bound (which sets the row-bound multipliers) and for each
+    kind of teacher (which decides state_scales_)."""
+    X, y, states = problem
+    if estimator == "reg":
+        model = SIMRegressor(_teacher(teacher, estimator), row_bound=row_bound)
+        target = y
+    else:
+        model = SIMClassifier(_teacher(teacher, estimator), row_bound=row_bound)
+        target = np.array(["ant", "bee", "cat"])[np.arange(60) % 3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, target, states=states if teacher == "states" else None)
+    if row_bound is not None:
+        assert np.any(model.state_row_bound_multipliers_ > 0)
+    assert (model.state_scales_ is None) == (teacher != "mlp")
+    save_model(model, tmp_path / "m.npz")
+    _assert_same_model(model, load_model(tmp_path / "m.npz"), X)
+
+
+def test_version_1_files_are_read_when_multipliers_are_known(problem, tmp_path):
+    """Version 1 did not store the row-bound multipliers: such a file loads
+    (multipliers 0, which they are without row_bound) unless the model had a
+    row_bound, whose multipliers are then unknown."""
+    X, y, states = problem
+    for row_bound in (None, 0.8):
+        path = tmp_path / f"v1-{row_bound}.npz"
+        model = SIMRegressor(row_bound=row_bound).fit(X, y, states=states)
+        save_model(model, path)
+        meta = _meta(path)
+        meta["format_version"] = 1
+        _rewrite(path, __sksim_meta__=np.asarray(json.dumps(meta)),
+                 state_row_bound_multipliers_=None, output_row_bound_multipliers_=None)
+        if row_bound is None:
+            loaded = load_model(path)
+            assert not np.any(model.state_row_bound_multipliers_)
+            _assert_same_model(model, loaded, X)
+        else:
+            with pytest.raises(ValueError, match="version 1 file.*row_bound"):
+                load_model(path)
+
+
 def test_binary_logit_classifier_round_trip(problem, tmp_path):
     X, _, states = problem
     y = (X[:, 0] > 0).astype(int)
@@ -128,7 +213,8 @@ def test_file_is_written_exactly_at_path(problem, tmp_path):
     save_model(model, tmp_path / "model.sim")
     assert (tmp_path / "model.sim").exists()
     assert not (tmp_path / "model.sim.npz").exists()
-    load_model(str(tmp_path / "model.sim"))
+    loaded = load_model(str(tmp_path / "model.sim"))
+    _assert_same_model(model, loaded, X)
 
 
 def test_unfitted_or_foreign_estimator_is_refused(tmp_path):
@@ -210,7 +296,7 @@ def test_pickled_npz_is_not_unpickled(tmp_path):
         load_model(path)
 
 
-@pytest.mark.parametrize("version", [0, 2, "1", None])
+@pytest.mark.parametrize("version", [0, FORMAT_VERSION + 1, "1", None, True, 1.0])
 def test_unknown_format_version_raises(problem, tmp_path, version):
     path = _saved(problem, tmp_path)
     meta = _meta(path)

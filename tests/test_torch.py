@@ -166,6 +166,43 @@ def test_clear_errors():
         TorchBaseline(NaNModule()).record(np.ones((2, 3)))
 
 
+def test_recording_runs_the_module_in_eval_mode():
+    """Dropout and BatchNorm behave as at inference: two recordings are
+    identical and equal the module's eval-mode forward; the module's
+    training flag and running statistics are left as they were."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5),
+                           nn.Linear(8, 5), nn.ReLU(), nn.Dropout(0.5), nn.Linear(5, 3))
+    with torch.no_grad():  # non-trivial running statistics
+        module[1].running_mean.uniform_(-1, 1)
+        module[1].running_var.uniform_(0.5, 2)
+    module.train()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    baseline = TorchBaseline(module, batch_size=16)
+    states_1, outputs_1 = baseline.record(X)
+    states_2, outputs_2 = baseline.record(X)
+    np.testing.assert_array_equal(states_1, states_2)
+    np.testing.assert_array_equal(outputs_1, outputs_2)
+    assert module.training
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    module.eval()
+    with torch.no_grad():
+        expected = module(torch.as_tensor(X)).numpy()
+    np.testing.assert_allclose(outputs_1, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_state_scales_are_none_for_torch_and_user_states(digits_teacher):
+    module, X_train, _, y_train, _ = digits_teacher
+    baseline = TorchBaseline(module)
+    model = SIMClassifier(baseline, alpha=1e-2).fit(X_train, y_train)
+    assert model.state_scales_ is None
+    states, _ = baseline.record(X_train)
+    model = SIMClassifier(alpha=1e-2).fit(X_train, y_train, states=states)
+    assert model.state_scales_ is None and model.baseline_ is None
+
+
 def _well_posed_teacher(kappa_teacher, seed=0):
     """A ReLU MLP rescaled (ReLU is positively homogeneous) so that its own
     hidden-to-hidden weights have row L1 norms <= kappa_teacher; the scale is
@@ -266,6 +303,18 @@ def test_to_torch_matches_numpy(digits_teacher, sparse):
     expected = model._raw_outputs(X_test)
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
         module = model.to_torch(dtype=dtype, sparse=sparse)
+        buffers = dict(module.named_buffers())
+        for name in ("A", "B", "C", "D"):
+            matrix = getattr(model, name + "_")
+            # sparse=None: sparse storage exactly for matrices under half dense
+            expect_sparse = (matrix.nnz < 0.5 * matrix.shape[0] * matrix.shape[1]
+                             if sparse is None else sparse)
+            assert buffers[name].is_sparse == expect_sparse, name
+            assert buffers[name].dtype == dtype
+            np.testing.assert_array_equal(buffers[name].to_dense().double().numpy(),
+                                          matrix.toarray().astype(
+                                              np.float32 if dtype == torch.float32
+                                              else np.float64))
         with torch.no_grad():
             got = module(torch.as_tensor(X_test, dtype=dtype)).numpy()
         assert np.abs(got - expected).max() <= tol
