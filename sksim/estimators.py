@@ -26,8 +26,11 @@ from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from . import weight_sharing as shared
 from .baselines import mlp_forward, well_posed_layer_scales
-from .solvers import resolve_n_threads, solve_equilibrium, solve_rows
+from .blocks import unroll
+from .design import GramAccumulator
+from .solvers import RowSolution, resolve_n_threads, solve_equilibrium, solve_rows
 
 _ACTIVATIONS = {"relu": lambda z: np.maximum(z, 0.0)}
 
@@ -174,6 +177,10 @@ class _BaseSIM(BaseEstimator):
         "n_jobs": [None, Integral],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "weight_sharing": ["boolean", StrOptions({"auto"})],
+        "lateral_kernel": [None, Interval(Integral, 1, None, closed="left")],
+        "positions_per_image": [None, Interval(Integral, 1, None, closed="left")],
+        "block_alpha": [StrOptions({"relative", "absolute"})],
     }
 
     def __init__(
@@ -195,6 +202,10 @@ class _BaseSIM(BaseEstimator):
         n_jobs=None,
         random_state=None,
         verbose=0,
+        weight_sharing="auto",
+        lateral_kernel=None,
+        positions_per_image=None,
+        block_alpha="relative",
     ):
         self.baseline = baseline
         self.alpha = alpha
@@ -212,6 +223,10 @@ class _BaseSIM(BaseEstimator):
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
+        self.weight_sharing = weight_sharing
+        self.lateral_kernel = lateral_kernel
+        self.positions_per_image = positions_per_image
+        self.block_alpha = block_alpha
 
     # ------------------------------------------------------------------ teacher
     def _default_teacher(self):
@@ -300,6 +315,116 @@ class _BaseSIM(BaseEstimator):
             )
         return array
 
+    # ------------------------------------------------------- weight sharing
+    def _weight_shared_teacher(self, X, states):
+        """The teacher's TeacherMaps when the weight-shared model is fitted
+        (``weight_sharing=True``, or ``"auto"`` and a teacher with
+        convolutional blocks), else None."""
+        if self.weight_sharing is False:
+            return None
+        traceable = states is None and hasattr(self.baseline, "trace")
+        if self.weight_sharing is True and not traceable:
+            raise ValueError(
+                "weight_sharing=True needs a TorchBaseline teacher and no "
+                "precomputed states (the blocks and their links are read off the "
+                "teacher's layers).")
+        if not traceable:
+            return None
+        from .baselines.torch_structure import NotAChainError
+
+        try:
+            maps = self.baseline.trace(X)
+        except NotAChainError as exc:
+            if self.weight_sharing is True:
+                raise
+            warnings.warn(
+                f"The teacher cannot be fitted with weight sharing ({exc}); the "
+                "flat (unshared) SIM model is fitted instead. Set "
+                "weight_sharing=False to silence this warning.", UserWarning)
+            return None
+        has_conv = any(link.kind == "conv" for links in maps.structure.links
+                       for link in links)
+        return maps if (has_conv or self.weight_sharing is True) else None
+
+    def _fit_weight_shared(self, X, targets, maps):
+        """Fit the weight-shared model: one row per channel of each block."""
+        if self.activation != "relu":  # pragma: no cover - only relu exists
+            raise ValueError("weight sharing supports activation='relu' only.")
+        structure = shared.fitting_structure(maps.structure, self.lateral_kernel)
+        scales = shared.block_scales(structure, maps.kernels, self.kappa)
+        row_bound = np.inf if self.row_bound is None else float(self.row_bound)
+        common = dict(l1_ratio=self.l1_ratio, kappa=self.kappa, row_bound=row_bound,
+                      tol=self.tol, max_iter=self.max_iter)
+        with _numba_threads(self.n_jobs):
+            batches = ((X[rows], pre) for rows, pre, _ in self.baseline.iter_batches(X))
+            problems = shared.accumulate_block_problems(
+                structure, batches, scales, fit_intercept=self.fit_intercept,
+                positions_per_image=self.positions_per_image,
+                random_state=self.random_state)
+            kernels, intercepts, state_rows = [], [], []
+            for links, problem in zip(structure.links, problems):
+                alpha = self.alpha * (shared.penalty_scale(problem)
+                                      if self.block_alpha == "relative" else 1.0)
+                block_kernels, intercept, rows = shared.solve_block_rows(
+                    structure, links, problem, alpha=alpha, **common)
+                kernels.append(block_kernels)
+                intercepts.append(intercept)
+                state_rows.append(rows)
+            del problems
+            model = shared.SharedModel(structure, kernels, intercepts, [], np.zeros(0))
+            output_problem = self._shared_output_problem(X, targets, model, scales)
+            output_alpha = self.alpha if self.output_alpha is None else self.output_alpha
+            if self.block_alpha == "relative":
+                output_alpha *= shared.penalty_scale(output_problem)
+            head_kernels, head_intercept, output_rows = shared.solve_block_rows(
+                structure, structure.head, output_problem, alpha=output_alpha,
+                bounded=False, **common)
+        self._shared_model = shared.SharedModel(structure, kernels, intercepts,
+                                                head_kernels, head_intercept)
+        for name in ("A_", "B_", "C_", "D_"):
+            self.__dict__.pop(name, None)  # unrolled on access
+        self.structure_ = structure
+        self.kernels_ = kernels
+        self.block_intercepts_ = intercepts
+        self.output_kernels_ = head_kernels
+        self.intercept_ = head_intercept
+        self.block_scales_ = scales
+        sizes = structure.block_sizes()
+        self.state_scales_ = np.repeat(scales, sizes)
+        self.state_intercept_ = np.concatenate([
+            np.repeat(b, size // shape[0])
+            for b, size, shape in zip(intercepts, sizes, structure.block_shapes)])
+        self.n_states_ = int(sum(sizes))
+        self.baseline_ = self.baseline
+        state_rows = RowSolution(*[None if field == "coef" else
+                                   np.concatenate([getattr(r, field) for r in state_rows])
+                                   for field in RowSolution._fields])
+        return self._set_certificates(state_rows, output_rows,
+                                      shared.unrolled_norms(self._shared_model))
+
+    def _shared_output_problem(self, X, targets, model, scales):
+        """Gram problem of the output rows on the model's own states
+        (``refit_outputs``) or on the teacher's (scaled) states."""
+        structure = model.structure
+        width = sum(shared.link_width(structure, link) for link in structure.head)
+        accumulator = GramAccumulator(width, targets.shape[1], self.fit_intercept)
+        if self.refit_outputs:
+            for start, stop in _sample_chunks(X.shape[0],
+                                              X.shape[1] + structure.n_states()):
+                chunk = _float64_rows(X, start, stop)
+                states, _, _ = shared.block_equilibrium(
+                    model, chunk, tol=self.equilibrium_tol,
+                    max_iter=self.equilibrium_max_iter)
+                post = shared.split_blocks(structure, states)
+                accumulator.add(shared.head_design(structure, chunk, post),
+                                targets[start:stop])
+        else:
+            for rows, pre, _ in self.baseline.iter_batches(X):
+                post = [np.maximum(z * s, 0.0) for z, s in zip(pre, scales)]
+                chunk = _float64_rows(X, rows.start, rows.stop)
+                accumulator.add(shared.head_design(structure, chunk, post), targets[rows])
+        return accumulator.finish()
+
     def _fit_sim(self, X, targets, states, baseline_outputs, y_for_teacher):
         """Fit all rows. ``targets`` are the output-row targets from y."""
         if self.row_bound is None:
@@ -315,6 +440,18 @@ class _BaseSIM(BaseEstimator):
         n_samples = X.shape[0]
         if states is not None:
             states = self._check_sample_aligned(states, "states", n_samples)
+        if baseline_outputs is not None:
+            targets = self._check_sample_aligned(
+                baseline_outputs, "baseline_outputs", n_samples,
+                self._n_output_columns(baseline_outputs),
+            )
+        self._shared_model = None
+        for name in ("A_", "B_", "C_", "D_"):  # a refit replaces any unrolled cache
+            self.__dict__.pop(name, None)
+        teacher_maps = self._weight_shared_teacher(X, states)
+        if teacher_maps is not None:
+            return self._fit_weight_shared(X, targets, teacher_maps)
+        if states is not None:
             self.baseline_ = None
             self.state_scales_ = None
             teacher_outputs = None
@@ -325,11 +462,6 @@ class _BaseSIM(BaseEstimator):
             states = np.asarray(states, dtype=np.float64)
             if not np.all(np.isfinite(states)):
                 raise ValueError("baseline produced non-finite states.")
-        if baseline_outputs is not None:
-            targets = self._check_sample_aligned(
-                baseline_outputs, "baseline_outputs", n_samples,
-                self._n_output_columns(baseline_outputs),
-            )
         del teacher_outputs  # outputs are fitted to y unless baseline_outputs given
 
         activation = _ACTIVATIONS[self.activation]
@@ -378,6 +510,12 @@ class _BaseSIM(BaseEstimator):
         self.D_.eliminate_zeros()
         self.intercept_ = target_mean - output_coef @ design_mean
 
+        return self._set_certificates(state_rows, output_rows, tuple(
+            _row_infinity_norm(getattr(self, name)) for name in ("A_", "B_", "C_", "D_")))
+
+    def _set_certificates(self, state_rows, output_rows, norms):
+        """Row certificates, warnings and the Lipschitz bound from the
+        ``(||A||_inf, ||B||_inf, ||C||_inf, ||D||_inf)`` of the fitted model."""
         self.state_duality_gaps_ = state_rows.duality_gap
         self.state_objectives_ = state_rows.objective
         self.state_multipliers_ = state_rows.multiplier
@@ -389,20 +527,18 @@ class _BaseSIM(BaseEstimator):
                                output_rows.n_iter.max(initial=0)))
         for name, rows in (("state", state_rows), ("output", output_rows)):
             self._warn_rows(name, rows)
-
-        a_norm = _row_infinity_norm(self.A_)
-        self.lipschitz_bound_ = (
-            _row_infinity_norm(self.C_) * _row_infinity_norm(self.B_) / (1.0 - a_norm)
-            + _row_infinity_norm(self.D_)
-        )
-        for name in ("A_", "B_", "C_", "D_"):
-            if not np.all(np.isfinite(getattr(self, name).data)):
-                raise ValueError(f"fit produced a non-finite {name}; rescale X.")
+        a_norm, b_norm, c_norm, d_norm = norms
+        self.lipschitz_bound_ = c_norm * b_norm / (1.0 - a_norm) + d_norm
+        kernels = ([k for block in self.kernels_ for k in block] + self.output_kernels_
+                   if self._is_weight_shared() else
+                   [getattr(self, name).data for name in ("A_", "B_", "C_", "D_")])
+        if not all(np.all(np.isfinite(k)) for k in kernels):
+            raise ValueError("fit produced a non-finite model; rescale X.")
         if self.verbose:
             print(
-                f"[{type(self).__name__}] {n_states} state rows, "
-                f"{output_coef.shape[0]} output rows, max epochs {self.n_iter_}, "
-                f"max relative gap "
+                f"[{type(self).__name__}] {state_rows.duality_gap.size} state rows, "
+                f"{output_rows.duality_gap.size} output rows, max epochs "
+                f"{self.n_iter_}, max relative gap "
                 f"{self._max_relative_gap(state_rows):.2e} (states), "
                 f"{self._max_relative_gap(output_rows):.2e} (outputs)"
             )
@@ -443,8 +579,15 @@ class _BaseSIM(BaseEstimator):
         states = np.empty((n_samples, self.n_states_))
         residual = np.empty(n_samples)
         for start, stop in _sample_chunks(n_samples, X.shape[1] + self.n_states_):
-            drive = (_times_transpose(_float64_rows(X, start, stop), self.B_)
-                     + self.state_intercept_)
+            rows = _float64_rows(X, start, stop)
+            if self._is_weight_shared():
+                with np.errstate(over="ignore", invalid="ignore"):
+                    states[start:stop], residual[start:stop], _ = \
+                        shared.block_equilibrium(self._shared_model, rows,
+                                                 tol=self.equilibrium_tol,
+                                                 max_iter=self.equilibrium_max_iter)
+                continue
+            drive = _times_transpose(rows, self.B_) + self.state_intercept_
             chunk = solve_equilibrium(
                 self.A_, drive, tol=self.equilibrium_tol,
                 max_iter=self.equilibrium_max_iter,
@@ -498,18 +641,34 @@ class _BaseSIM(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         with _numba_threads(self.n_jobs):
             states, _ = self._equilibrium(X)
+        if self._is_weight_shared():
+            model = self._shared_model
+            post = shared.split_blocks(model.structure, states)
+            with np.errstate(over="ignore", invalid="ignore"):
+                outputs = (shared.head_design(model.structure, np.asarray(X, np.float64),
+                                              post)
+                           @ np.hstack(model.head_kernels).T + model.head_intercept)
+            self._check_finite_outputs(outputs)
+            return outputs
         outputs = np.empty((X.shape[0], self.C_.shape[0]))
         for start, stop in _sample_chunks(X.shape[0], X.shape[1]):
             outputs[start:stop] = (
                 _times_transpose(states[start:stop], self.C_)
                 + _times_transpose(_float64_rows(X, start, stop), self.D_)
                 + self.intercept_)
+        self._check_finite_outputs(outputs)
+        return outputs
+
+    @staticmethod
+    def _check_finite_outputs(outputs):
         if not np.all(np.isfinite(outputs)):
             raise ValueError(
                 "The outputs overflow float64: X is too large in magnitude for "
                 "this model. Rescale X as it was at fit time."
             )
-        return outputs
+
+    def _is_weight_shared(self):
+        return getattr(self, "_shared_model", None) is not None
 
     def to_torch(self, *, dtype=None, sparse=None):
         """The fitted model as a torch ``nn.Module`` (needs torch).
@@ -544,8 +703,13 @@ class _BaseSIM(BaseEstimator):
 
     @property
     def n_nonzero_(self):
-        """Number of nonzero parameters in A, B, C and D."""
+        """Number of nonzero fitted parameters, intercepts excluded: entries of
+        A, B, C and D, or for a weight-shared model the nonzero kernel entries
+        (each shared weight counted once, not its unrolled copies), which is
+        what compares with the teacher's parameter count."""
         check_is_fitted(self)
+        if self._is_weight_shared():
+            return shared.count_parameters(self._shared_model)
         return int(sum(getattr(self, n).nnz for n in ("A_", "B_", "C_", "D_")))
 
     @property
@@ -561,6 +725,8 @@ class _BaseSIM(BaseEstimator):
         solve of size n_states.
         """
         check_is_fitted(self)
+        if self._is_weight_shared():
+            return shared.path_bound(self._shared_model)
         n_states = self.n_states_
         abs_b = abs(self.B_).toarray()
         path = np.linalg.solve(np.eye(n_states) - abs(self.A_).toarray(), abs_b)
@@ -573,6 +739,35 @@ class _BaseSIM(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False
         return tags
+
+
+def _unrolled_matrix(name, doc):
+    """``A_``..``D_``: set by the flat fit; for a weight-shared model the
+    unrolled operator, built from the kernels on first access and kept."""
+
+    def getter(self):
+        if name in self.__dict__:
+            return self.__dict__[name]
+        if not self._is_weight_shared():
+            raise AttributeError(name)
+        model = self._shared_model
+        for key, matrix in zip(("A_", "B_", "C_", "D_"),
+                               unroll(model.structure, model.kernels, model.head_kernels)):
+            self.__dict__[key] = matrix
+        return self.__dict__[name]
+
+    def setter(self, value):
+        self.__dict__[name] = value
+
+    return property(getter, setter, doc=doc)
+
+
+for _name, _doc in [
+        ("A_", "State-to-state matrix (n_states, n_states), CSR."),
+        ("B_", "Input-to-state matrix (n_states, n_features_in_), CSR."),
+        ("C_", "State-to-output matrix (n_outputs, n_states), CSR."),
+        ("D_", "Input-to-output matrix (n_outputs, n_features_in_), CSR.")]:
+    setattr(_BaseSIM, _name, _unrolled_matrix(_name, _doc))
 
 
 _OBJECTIVE_DOC = r"""

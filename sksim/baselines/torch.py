@@ -77,19 +77,7 @@ class TorchBaseline:
             )
         return X.reshape((X.shape[0],) + tuple(self.input_shape))
 
-    def record(self, X):
-        """Run the module on X and record hidden pre-activations and outputs.
-
-        Parameters
-        ----------
-        X : ndarray of shape (n_samples, n_features)
-
-        Returns
-        -------
-        pre_activations : ndarray of shape (n_samples, n_states)
-        outputs : ndarray of shape (n_samples, n_outputs)
-        """
-        torch = _import_torch()
+    def _checked(self, torch):
         if not isinstance(self.module, torch.nn.Module):
             raise ValueError(
                 f"module must be a torch.nn.Module; got {type(self.module).__name__}."
@@ -104,6 +92,43 @@ class TorchBaseline:
                 f"{[t.__name__ for t in types]}: use nn.ReLU modules instead of "
                 "torch.nn.functional.relu so their inputs can be recorded."
             )
+        return hooked
+
+    def record(self, X):
+        """Run the module on X and record hidden pre-activations and outputs.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+
+        Returns
+        -------
+        pre_activations : ndarray of shape (n_samples, n_states)
+        outputs : ndarray of shape (n_samples, n_outputs)
+        """
+        blocks, outputs = [], []
+        for _, pre_activations, out in self.iter_batches(X):
+            blocks.append(np.hstack(pre_activations))
+            outputs.append(out)
+        return np.concatenate(blocks, axis=0), np.concatenate(outputs, axis=0)
+
+    def iter_batches(self, X):
+        """Run the module batch by batch, yielding what each batch recorded.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+
+        Yields
+        ------
+        batch : slice
+            The rows of X in this batch.
+        pre_activations : list of ndarray of shape (batch size, block size)
+            Each activation module's input (flattened), in forward order, float64.
+        outputs : ndarray of shape (batch size, n_outputs)
+        """
+        torch = _import_torch()
+        hooked = self._checked(torch)
         dtype = {"float32": torch.float32, "float64": torch.float64}[self.dtype]
         inputs = self._reshape(np.asarray(X))
         records = []
@@ -122,39 +147,67 @@ class TorchBaseline:
         handles = [m.register_forward_hook(hook) for m in hooked]
         was_training = self.module.training
         self.module.eval()
-        blocks, outputs = [], []
         try:
-            with torch.no_grad():
-                for start in range(0, inputs.shape[0], self.batch_size):
-                    batch = inputs[start:start + self.batch_size]
-                    records.clear()
-                    tensor = torch.as_tensor(np.ascontiguousarray(batch), dtype=dtype,
-                                             device=self.device)
-                    try:
+            for start in range(0, inputs.shape[0], self.batch_size):
+                batch = inputs[start:start + self.batch_size]
+                records.clear()
+                tensor = torch.as_tensor(np.ascontiguousarray(batch), dtype=dtype,
+                                         device=self.device)
+                try:
+                    with torch.no_grad():
                         out = self.module(tensor)
-                    except ValueError:
-                        raise
-                    except Exception as exc:
-                        raise ValueError(
-                            f"module failed on batch {start // self.batch_size} "
-                            f"(samples {start}..{start + len(batch) - 1}, input shape "
-                            f"{tuple(tensor.shape)}): {exc}"
-                        ) from exc
-                    if len(records) != len(hooked):
-                        raise ValueError(
-                            f"{len(hooked)} activation modules were found but "
-                            f"{len(records)} ran in the forward pass; every hooked "
-                            "module must run exactly once per forward."
-                        )
-                    blocks.append(torch.cat(records, dim=1).cpu().double().numpy())
-                    outputs.append(out.detach().reshape(out.shape[0], -1)
-                                   .cpu().double().numpy())
+                except ValueError:
+                    raise
+                except Exception as exc:
+                    raise ValueError(
+                        f"module failed on batch {start // self.batch_size} "
+                        f"(samples {start}..{start + len(batch) - 1}, input shape "
+                        f"{tuple(tensor.shape)}): {exc}"
+                    ) from exc
+                if len(records) != len(hooked):
+                    raise ValueError(
+                        f"{len(hooked)} activation modules were found but "
+                        f"{len(records)} ran in the forward pass; every hooked "
+                        "module must run exactly once per forward."
+                    )
+                pre_activations = [r.cpu().double().numpy() for r in records]
+                output = out.detach().reshape(out.shape[0], -1).cpu().double().numpy()
+                if not (all(np.all(np.isfinite(z)) for z in pre_activations)
+                        and np.all(np.isfinite(output))):
+                    raise ValueError(
+                        "the torch module produced non-finite states or outputs.")
+                yield slice(start, start + len(batch)), pre_activations, output
         finally:
             for handle in handles:
                 handle.remove()
             self.module.train(was_training)
-        pre_activations = np.concatenate(blocks, axis=0)
-        output_array = np.concatenate(outputs, axis=0)
-        if not (np.all(np.isfinite(pre_activations)) and np.all(np.isfinite(output_array))):
-            raise ValueError("the torch module produced non-finite states or outputs.")
-        return pre_activations, output_array
+
+    def trace(self, X):
+        """The teacher as a chain of weight-shared links (needs conv or
+        linear layers between its ReLU modules; see
+        :mod:`sksim.baselines.torch_structure`).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            A few samples (the first 8 are used) to run the module on.
+
+        Returns
+        -------
+        TeacherMaps
+        """
+        from .torch_structure import trace_teacher
+
+        torch = _import_torch()
+        self._checked(torch)
+        dtype = {"float32": torch.float32, "float64": torch.float64}[self.dtype]
+        inputs = torch.as_tensor(np.ascontiguousarray(self._reshape(np.asarray(X[:8]))),
+                                 dtype=dtype, device=self.device)
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            return trace_teacher(torch, self.module, inputs,
+                                 self._activation_types(torch),
+                                 rtol=1e-4 if dtype == torch.float32 else 1e-10)
+        finally:
+            self.module.train(was_training)

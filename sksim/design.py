@@ -1,0 +1,90 @@
+"""Streamed reduction of row designs to Gram matrices ("reduce" stage).
+
+Batches of design rows and targets arrive one at a time (from a teacher run
+batch by batch, or patches of its state blocks); only the Gram matrix, the
+correlations and the means are kept, so memory does not grow with the number
+of samples. Centring is exact in one pass: each batch is centred on its own
+mean and merged with the running scatter by the pairwise update of Chan,
+Golub and LeVeque (1979), ``S = S_a + S_b + n_a n_b / n * delta delta^T``,
+which avoids the cancellation of ``sum(w w^T) - n mean mean^T``.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class GramProblem(NamedTuple):
+    """Gram-form row problems: ``gram = W^T W / m``, ``correlations = T^T W / m``,
+    ``target_sq = ||t_i||^2 / m`` of the (centred when ``fit_intercept``)
+    design ``W`` and targets ``T``, with the means removed."""
+
+    gram: np.ndarray
+    correlations: np.ndarray
+    target_sq: np.ndarray
+    design_mean: np.ndarray
+    target_mean: np.ndarray
+    n_rows: int
+
+
+class GramAccumulator:
+    """Accumulate :class:`GramProblem` over batches of rows.
+
+    Parameters
+    ----------
+    n_columns, n_targets : int
+    fit_intercept : bool
+        Centre the columns and targets (exactly, over all rows added).
+    """
+
+    def __init__(self, n_columns, n_targets, fit_intercept):
+        self.fit_intercept = fit_intercept
+        self.count = 0
+        self.design_mean = np.zeros(n_columns)
+        self.target_mean = np.zeros(n_targets)
+        self.scatter = np.zeros((n_columns, n_columns))
+        self.cross = np.zeros((n_targets, n_columns))
+        self.target_sq = np.zeros(n_targets)
+
+    def add(self, design, targets):
+        """Add rows: ``design`` (n, n_columns) and ``targets`` (n, n_targets)."""
+        n = design.shape[0]
+        if n == 0:
+            return
+        design = np.asarray(design, dtype=np.float64)
+        targets = np.asarray(targets, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not self.fit_intercept:
+                self.scatter += design.T @ design
+                self.cross += targets.T @ design
+                self.target_sq += np.einsum("ij,ij->j", targets, targets)
+                self.count += n
+                return
+            batch_design_mean = design.mean(axis=0)
+            batch_target_mean = targets.mean(axis=0)
+            design = design - batch_design_mean
+            targets = targets - batch_target_mean
+            total = self.count + n
+            weight = self.count * n / total
+            delta_design = batch_design_mean - self.design_mean
+            delta_target = batch_target_mean - self.target_mean
+            self.scatter += design.T @ design + weight * np.outer(delta_design, delta_design)
+            self.cross += targets.T @ design + weight * np.outer(delta_target, delta_design)
+            self.target_sq += (np.einsum("ij,ij->j", targets, targets)
+                               + weight * delta_target**2)
+            self.design_mean += delta_design * (n / total)
+            self.target_mean += delta_target * (n / total)
+            self.count = total
+
+    def finish(self):
+        """The accumulated :class:`GramProblem` (divided by the row count)."""
+        if self.count == 0:
+            raise ValueError("no rows were accumulated")
+        problem = GramProblem(self.scatter / self.count, self.cross / self.count,
+                              self.target_sq / self.count, self.design_mean.copy(),
+                              self.target_mean.copy(), self.count)
+        if not all(np.all(np.isfinite(a)) for a in problem[:5]):
+            raise ValueError(
+                "The Gram matrix of the design overflows float64: the inputs or "
+                "states are too large in magnitude. Rescale X or the states.")
+        return problem

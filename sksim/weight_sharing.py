@@ -1,0 +1,306 @@
+"""Fitting and evaluating weight-shared (convolutional) SIM models.
+
+The stages, each a plain function over arrays (the estimator orchestrates):
+
+* :func:`fitting_structure` adds the optional lateral links to the
+  teacher's chain and orders each block's links (state sources first: those
+  columns carry the ``kappa`` bound);
+* :func:`block_scales` gives the per-block state scales that make the
+  teacher's own kernels satisfy the bound (ReLU is positively homogeneous);
+* :func:`accumulate_block_problems` reduces batches of teacher states to one
+  :class:`~sksim.design.GramProblem` per block (patches of the sources,
+  optionally a random subset of positions per image);
+* :func:`solve_block_rows` solves every block's rows with
+  :func:`~sksim.solvers.solve_rows` and splits them into kernels;
+* :func:`block_equilibrium` computes the model's states block by block
+  (convolutions as im2col + GEMM), iterating within a block that has a
+  lateral link, with the residual certificate of the flat model.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .blocks import INPUT, Link, Structure, link_output, link_patches, link_width
+from .design import GramAccumulator
+from .solvers import solve_rows
+
+# Rows of design per block and sub-batch: ~32 MiB of float64, as the flat fit.
+_DESIGN_BYTES = 32 * 2**20
+
+
+class SharedModel(NamedTuple):
+    """A fitted weight-shared model: ``kernels[b][l]`` (n_out_b, width_l) is the
+    kernel of link ``l`` of block ``b``, ``intercepts[b]`` its per-channel
+    intercept; ``head_kernels``/``head_intercept`` the same for the outputs."""
+
+    structure: Structure
+    kernels: list
+    intercepts: list
+    head_kernels: list
+    head_intercept: np.ndarray
+
+
+def _is_spatial(shape):
+    return len(shape) == 3
+
+
+def _positions(shape):
+    return shape[1] * shape[2] if _is_spatial(shape) else 1
+
+
+def fitting_structure(teacher, lateral_kernel=None):
+    """The structure to fit: the teacher's links, plus a same-resolution
+    ``lateral_kernel`` x ``lateral_kernel`` convolution of each spatial block
+    on itself when given; state links first in every block."""
+    links = []
+    for index, (shape, block_links) in enumerate(zip(teacher.block_shapes,
+                                                     teacher.links)):
+        block_links = list(block_links)
+        if lateral_kernel and _is_spatial(shape):
+            block_links.append(Link(index, "conv", lateral_kernel, 1,
+                                    (lateral_kernel - 1) // 2))
+        block_links.sort(key=lambda link: link.source == INPUT)
+        links.append(tuple(block_links))
+    return teacher._replace(links=tuple(links))
+
+
+def block_scales(structure, teacher_kernels, kappa):
+    """Per-block state scales: block ``b`` reading block ``b - 1`` through a
+    teacher kernel of largest row L1 norm ``r`` gets ``s_b = s_{b-1} *
+    min(1, kappa / r)`` (``s = 1`` for blocks reading the input), so that
+    the teacher's own kernels, rescaled, satisfy the bound."""
+    scales = np.ones(len(structure.block_shapes))
+    for index, (links, kernel) in enumerate(zip(structure.links, teacher_kernels)):
+        source = links[0].source
+        if source == INPUT:
+            continue
+        row_norm = np.abs(kernel).sum(axis=1).max(initial=0.0)
+        ratio = 1.0 if row_norm <= kappa else kappa / row_norm
+        scales[index] = scales[source] * ratio
+    return scales
+
+
+def _sources(X, post_activations, link):
+    return X if link.source == INPUT else post_activations[link.source]
+
+
+def _block_rows(structure, index, X, post_activations, positions):
+    """Design rows of block ``index`` (state links first, as in its links)."""
+    return np.hstack([link_patches(structure, link, _sources(X, post_activations, link),
+                                   positions)
+                      for link in structure.links[index]])
+
+
+def _block_targets(shape, values, positions):
+    """Per-position targets (n * k, channels) of a block's flattened values."""
+    n = values.shape[0]
+    if not _is_spatial(shape):
+        return values
+    per_position = values.reshape(n, shape[0], -1).transpose(0, 2, 1)
+    if positions is not None:
+        per_position = per_position[np.arange(n)[:, None], positions]
+    return per_position.reshape(-1, shape[0])
+
+
+def _sub_batches(n_samples, rows_per_sample, width):
+    step = max(1, _DESIGN_BYTES // (8 * max(1, rows_per_sample * width)))
+    return [slice(start, min(start + step, n_samples))
+            for start in range(0, n_samples, step)]
+
+
+def _choose_positions(rng, n_samples, shape, positions_per_image):
+    if positions_per_image is None or not _is_spatial(shape):
+        return None
+    total = _positions(shape)
+    if positions_per_image >= total:
+        return None
+    keys = rng.random((n_samples, total))
+    return np.sort(np.argpartition(keys, positions_per_image, axis=1)
+                   [:, :positions_per_image], axis=1)
+
+
+def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
+                              positions_per_image=None, random_state=None):
+    """One :class:`~sksim.design.GramProblem` per block from teacher batches.
+
+    Parameters
+    ----------
+    batches : iterable of (X_batch, pre_activations)
+        ``X_batch`` (n, n_features) and the list of each block's recorded
+        pre-activations (n, block size), unscaled.
+    scales : ndarray of shape (n_blocks,)
+    positions_per_image : int or None
+        Output positions of each spatial block kept per image (drawn at
+        random per image); ``None`` keeps all.
+    """
+    rng = np.random.default_rng(random_state)
+    widths = [sum(link_width(structure, link) for link in links)
+              for links in structure.links]
+    accumulators = [GramAccumulator(width, shape[0], fit_intercept)
+                    for width, shape in zip(widths, structure.block_shapes)]
+    for X_batch, pre_activations in batches:
+        scaled = [z * s for z, s in zip(pre_activations, scales)]
+        post = [np.maximum(z, 0.0) for z in scaled]
+        for index, shape in enumerate(structure.block_shapes):
+            kept = _positions(shape) if positions_per_image is None else \
+                min(_positions(shape), positions_per_image)
+            for part in _sub_batches(X_batch.shape[0], kept, widths[index]):
+                sources = [p[part] for p in post]
+                positions = _choose_positions(rng, part.stop - part.start, shape,
+                                              positions_per_image)
+                design = _block_rows(structure, index, X_batch[part], sources,
+                                     positions)
+                targets = _block_targets(shape, scaled[index][part], positions)
+                accumulators[index].add(design, targets)
+    return [accumulator.finish() for accumulator in accumulators]
+
+
+def penalty_scale(problem):
+    """RMS of a block's targets times RMS of its design columns: a block
+    whose states and sources are rescaled by ``t`` and ``a`` has its
+    solution rescaled by ``t / a`` when its penalty scales by this factor,
+    so ``alpha`` means the same for every block whatever its state scale."""
+    target = np.sqrt(np.mean(problem.target_sq)) if problem.target_sq.size else 0.0
+    design = np.sqrt(np.mean(np.diag(problem.gram))) if problem.gram.size else 0.0
+    return float(target * design) if target * design > 0 else 1.0
+
+
+def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kappa,
+                     row_bound, tol, max_iter, bounded=True):
+    """Solve one block's rows; returns (kernels per link, intercept, RowSolution)."""
+    widths = [link_width(structure, link) for link in links_of_rows]
+    n_bounded = sum(w for w, link in zip(widths, links_of_rows)
+                    if link.source != INPUT) if bounded else 0
+    rows = solve_rows(problem.gram, problem.correlations, problem.target_sq,
+                      n_bounded=n_bounded, bound=kappa if n_bounded else np.inf,
+                      row_bound=row_bound, l1=alpha * l1_ratio,
+                      l2=alpha * (1.0 - l1_ratio), tol=tol, max_iter=max_iter)
+    edges = np.concatenate([[0], np.cumsum(widths)])
+    kernels = [np.ascontiguousarray(rows.coef[:, a:b]) for a, b in zip(edges[:-1],
+                                                                       edges[1:])]
+    intercept = problem.target_mean - rows.coef @ problem.design_mean
+    return kernels, intercept, rows
+
+
+def _expand(values, shape):
+    return np.repeat(values, _positions(shape))
+
+
+def block_equilibrium(model, X, *, tol, max_iter):
+    """States, residuals and iterations of ``x = relu(A x + B u + b)``.
+
+    Blocks are solved in order (every link reads the input, an earlier block
+    or the block itself). A block without a lateral link is exact in one
+    pass; one with a lateral link iterates ``x_b <- relu(drive + K x_b)``, a
+    contraction (the state part of each kernel row has L1 norm ``<= kappa``),
+    until its fixed-point residual is at most ``tol * max(1, ||x||_inf)``.
+
+    Returns
+    -------
+    states : ndarray of shape (n_samples, n_states)
+    residual : ndarray of shape (n_samples,)
+        ``||x - relu(A x + B u + b)||_inf`` per sample.
+    n_iter : int
+        Largest number of passes over a block.
+    """
+    structure = model.structure
+    n = X.shape[0]
+    post = []
+    residual = np.zeros(n)
+    n_iter = 1
+    for index, (shape, links) in enumerate(zip(structure.block_shapes, structure.links)):
+        drive = np.broadcast_to(_expand(model.intercepts[index], shape),
+                                (n, int(np.prod(shape)))).copy()
+        lateral = []
+        for link, kernel in zip(links, model.kernels[index]):
+            if link.source == index:
+                lateral.append((link, kernel))
+            else:
+                drive += link_output(structure, link, kernel, _sources(X, post, link))
+        states = np.maximum(drive, 0.0)
+        if lateral:
+            for sweep in range(1, max_iter + 1):
+                update = drive.copy()
+                for link, kernel in lateral:
+                    update += link_output(structure, link, kernel, states)
+                update = np.maximum(update, 0.0)
+                change = np.abs(update - states).max(axis=1)
+                scale = np.maximum(1.0, np.abs(update).max(axis=1))
+                states = update
+                n_iter = max(n_iter, sweep)
+                if np.all(change <= tol * scale):
+                    break
+            # the certificate of the returned states: one more evaluation
+            check = drive.copy()
+            for link, kernel in lateral:
+                check += link_output(structure, link, kernel, states)
+            residual = np.maximum(residual, np.abs(np.maximum(check, 0.0)
+                                                   - states).max(axis=1))
+        post.append(states)
+    return np.hstack(post) if post else np.zeros((n, 0)), residual, n_iter
+
+
+def head_design(structure, X, post):
+    return np.hstack([link_patches(structure, link, _sources(X, post, link))
+                      for link in structure.head])
+
+
+def split_blocks(structure, states):
+    """The flattened states (n, n_states) as a list of per-block arrays."""
+    edges = np.concatenate([[0], np.cumsum(structure.block_sizes())])
+    return [states[:, a:b] for a, b in zip(edges[:-1], edges[1:])]
+
+
+def count_parameters(model):
+    """Nonzero kernel entries (shared parameters, not unrolled copies)."""
+    kernels = [k for block in model.kernels for k in block] + list(model.head_kernels)
+    return int(sum(np.count_nonzero(k) for k in kernels))
+
+
+def _abs_model(model):
+    return SharedModel(model.structure,
+                       [[np.abs(k) for k in block] for block in model.kernels],
+                       [np.zeros_like(b) for b in model.intercepts],
+                       [np.abs(k) for k in model.head_kernels],
+                       np.zeros_like(model.head_intercept))
+
+
+def _abs_row_sums(structure, links, kernels):
+    """Row L1 sums of the unrolled state and input parts of ``links``: each
+    |kernel| applied to an all-ones source sums exactly the in-bound taps."""
+    state = inputs = 0.0
+    for link, kernel in zip(links, kernels):
+        ones = np.ones((1, int(np.prod(structure.source_shape(link.source)))))
+        sums = link_output(structure, link, np.abs(kernel), ones)[0]
+        if link.source == INPUT:
+            inputs = inputs + sums
+        else:
+            state = state + sums
+    return np.max(state, initial=0.0), np.max(inputs, initial=0.0)
+
+
+def unrolled_norms(model):
+    """``(||A||_inf, ||B||_inf, ||C||_inf, ||D||_inf)`` of the unrolled model,
+    computed from the kernels without unrolling."""
+    structure = model.structure
+    a_norm = b_norm = 0.0
+    for links, kernels in zip(structure.links, model.kernels):
+        state, inputs = _abs_row_sums(structure, links, kernels)
+        a_norm, b_norm = max(a_norm, state), max(b_norm, inputs)
+    c_norm, d_norm = _abs_row_sums(structure, structure.head, model.head_kernels)
+    return float(a_norm), float(b_norm), float(c_norm), float(d_norm)
+
+
+def path_bound(model):
+    """``|| |C| (I - |A|)^-1 |B| + |D| ||_inf`` without unrolling: the row
+    sums are the outputs of the model with absolute kernels and no
+    intercepts at the all-ones input (every quantity is nonnegative, so the
+    ReLUs are the identity and the equilibrium is ``(I - |A|)^-1 |B| 1``)."""
+    absolute = _abs_model(model)
+    ones = np.ones((1, int(np.prod(model.structure.input_shape))))
+    states, _, _ = block_equilibrium(absolute, ones, tol=1e-14, max_iter=100_000)
+    post = split_blocks(model.structure, states)
+    outputs = head_design(model.structure, ones, post) @ np.hstack(
+        absolute.head_kernels).T
+    return float(outputs.max(initial=0.0))

@@ -1,0 +1,315 @@
+"""Weight-shared (convolutional) SIM: equivalence with the unrolled flat
+model, exact well-posedness, exact row problems, distillation of a trained CNN,
+clear errors for teachers that are not chains of affine maps."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV, train_test_split
+
+from sksim import SIMClassifier, SIMRegressor
+from sksim.blocks import Link, Structure, link_patches, unroll
+from sksim.design import GramAccumulator
+from sksim.solvers import solve_equilibrium
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+from sksim import TorchBaseline  # noqa: E402
+
+
+def _tiny_cnn(seed=0, batch_norm=True, head_pool=True):
+    torch.manual_seed(seed)
+    layers = [nn.Conv2d(2, 4, 3, padding=1)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(4))
+    layers += [nn.ReLU(), nn.Conv2d(4, 5, 3, stride=2, padding=1), nn.ReLU()]
+    if head_pool:
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 6), nn.ReLU(),
+                   nn.Linear(6, 3)]
+    else:
+        layers += [nn.Flatten(), nn.Linear(5 * 4 * 4, 3)]
+    module = nn.Sequential(*layers).double()
+    if batch_norm:
+        with torch.no_grad():
+            module[1].running_mean.uniform_(-0.5, 0.5)
+            module[1].running_var.uniform_(0.5, 2.0)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_problem():
+    module = _tiny_cnn()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2 * 7 * 7))
+    baseline = TorchBaseline(module, input_shape=(2, 7, 7), dtype="float64")
+    _, logits = baseline.record(X)
+    return module, baseline, X, logits
+
+
+def _exact_inf_norm(matrix):
+    return max((math.fsum(np.abs(row)) for row in matrix.toarray()), default=0.0)
+
+
+@pytest.mark.parametrize("lateral_kernel", [None, 3])
+@pytest.mark.parametrize("row_bound", [None, 1.0])
+def test_weight_shared_model_equals_its_unrolled_flat_model(tiny_problem, lateral_kernel,
+                                                            row_bound):
+    """Predictions and equilibrium of the weight-shared model equal those of
+    the flat implicit model built from the unrolled A, B, C, D (solved by the
+    flat Gauss-Seidel kernel), and ||A_unrolled||_inf <= kappa exactly."""
+    _, baseline, X, logits = tiny_problem
+    model = SIMRegressor(baseline, alpha=1e-4, kappa=0.6, lateral_kernel=lateral_kernel,
+                         row_bound=row_bound).fit(X, logits, baseline_outputs=logits)
+    assert model.structure_.block_shapes == ((4, 7, 7), (5, 4, 4), (6,))
+    A, B, C, D = model.A_, model.B_, model.C_, model.D_
+    assert A.shape == (model.n_states_, model.n_states_) == (4 * 49 + 5 * 16 + 6,) * 2
+    assert _exact_inf_norm(A) <= 0.6
+    if row_bound is not None:
+        for blocks in ((A, B), (C, D)):
+            assert _exact_inf_norm(sp.hstack(blocks)) <= row_bound
+    X_new = np.random.default_rng(1).normal(size=(25, X.shape[1]))
+    states, residual = model.equilibrium(X_new, return_residual=True)
+    flat = solve_equilibrium(A, X_new @ B.T + model.state_intercept_, tol=1e-15,
+                             max_iter=10_000)
+    np.testing.assert_allclose(states, flat.states, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(model.predict(X_new),
+                               flat.states @ C.T + X_new @ D.T + model.intercept_,
+                               rtol=0, atol=1e-10)
+    # the residual certificate is the flat model's
+    recomputed = np.abs(states - np.maximum(states @ A.T + X_new @ B.T
+                                            + model.state_intercept_, 0.0)).max(axis=1)
+    assert np.all(recomputed <= residual + 1e-12)
+    # certificates from the kernels equal those of the unrolled matrices
+    norm = _exact_inf_norm
+    assert model.lipschitz_bound_ == pytest.approx(
+        norm(C) * norm(B) / (1 - norm(A)) + norm(D), rel=1e-12)
+    path = np.abs(C.toarray()) @ np.linalg.solve(
+        np.eye(A.shape[0]) - np.abs(A.toarray()), np.abs(B.toarray())) + np.abs(D.toarray())
+    assert model.lipschitz_path_bound_ == pytest.approx(path.sum(axis=1).max(), rel=1e-9)
+    # parameters: kernel entries, not unrolled copies
+    kernels = [k for block in model.kernels_ for k in block] + model.output_kernels_
+    assert model.n_nonzero_ == sum(np.count_nonzero(k) for k in kernels)
+    assert model.n_nonzero_ < A.nnz + B.nnz + C.nnz + D.nnz
+    if lateral_kernel:
+        assert any(link.source == 0 for link in model.structure_.links[0])
+
+
+def test_teacher_unrolls_to_its_own_states(tiny_problem):
+    """The traced teacher (BatchNorm folded), unrolled, reproduces the states
+    and outputs recorded by the hooks; its rescaled kernels meet kappa."""
+    _, baseline, X, _ = tiny_problem
+    maps = baseline.trace(X)
+    kernels = [[k] for k in maps.kernels]
+    A, B, C, D = unroll(maps.structure, kernels, [maps.head_kernel])
+    states, outputs = baseline.record(X)
+    bias = np.concatenate([np.repeat(b, int(np.prod(s)) // s[0])
+                           for b, s in zip(maps.biases, maps.structure.block_shapes)])
+    post = np.maximum(states, 0.0)
+    np.testing.assert_allclose(states, post @ A.T + X @ B.T + bias, atol=1e-12)
+    np.testing.assert_allclose(outputs, post @ C.T + X @ D.T + maps.head_bias, atol=1e-12)
+    from sksim.weight_sharing import block_scales
+
+    scales = block_scales(maps.structure, maps.kernels, 0.9)
+    scaled = [np.repeat(s, int(np.prod(shape)))
+              for s, shape in zip(scales, maps.structure.block_shapes)]
+    scale = np.concatenate(scaled)
+    A_scaled = sp.diags(scale) @ A @ sp.diags(1 / scale)
+    assert _exact_inf_norm(sp.csr_array(A_scaled)) <= 0.9 * (1 + 1e-12)
+
+
+def test_streamed_gram_equals_the_explicit_patch_design():
+    """GramAccumulator over uneven batches (one-pass merged centring) equals the
+    Gram of the full, explicitly centred design."""
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(203, 6)) * [1, 10, 1e-3, 1, 5, 1] + [0, 100, 0, -3, 0, 1e3]
+    T = W @ rng.normal(size=(6, 2)) + rng.normal(size=(203, 2))
+    for fit_intercept in (True, False):
+        accumulator = GramAccumulator(6, 2, fit_intercept)
+        for a, b in ((0, 1), (1, 50), (50, 51), (51, 203)):
+            accumulator.add(W[a:b], T[a:b])
+        problem = accumulator.finish()
+        Wc = W - W.mean(axis=0) if fit_intercept else W
+        Tc = T - T.mean(axis=0) if fit_intercept else T
+        np.testing.assert_allclose(problem.gram, Wc.T @ Wc / 203, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(problem.correlations, Tc.T @ Wc / 203, rtol=1e-10,
+                                   atol=1e-9)
+        np.testing.assert_allclose(problem.target_sq, (Tc**2).mean(axis=0), rtol=1e-10)
+
+
+def test_patches_are_the_unrolled_rows():
+    """A conv link's design rows are the rows of its unrolled matrix applied
+    to the source: patch @ kernel equals unrolled @ source at every position."""
+    rng = np.random.default_rng(4)
+    structure = Structure((3, 6, 5), ((4, 3, 3),), ((Link(-1, "conv", 3, 2, 1),),),
+                          (Link(0, "pool"),), 2)
+    kernel = rng.normal(size=(4, 27))
+    source = rng.normal(size=(7, 90))
+    patches = link_patches(structure, structure.links[0][0], source)
+    by_patches = (patches @ kernel.T).reshape(7, 9, 4).transpose(0, 2, 1).reshape(7, -1)
+    _, B, _, _ = unroll(structure, [[kernel]], [rng.normal(size=(2, 4))])
+    np.testing.assert_allclose(by_patches, source @ B.T.toarray(), atol=1e-12)
+
+
+def _cvxpy_objective(W, z, n_bounded, kappa, alpha):
+    cp = pytest.importorskip("cvxpy")
+    w = cp.Variable(W.shape[1])
+    b = cp.Variable()
+    m = W.shape[0]
+    objective = cp.sum_squares(z - W @ w - b) / (2 * m) + alpha * cp.norm1(w)
+    constraints = [cp.norm1(w[:n_bounded]) <= kappa] if n_bounded else []
+    problem = cp.Problem(cp.Minimize(objective), constraints)
+    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12,
+                  tol_feas=1e-12)
+    return problem.value
+
+
+@pytest.mark.parametrize("kappa", [0.95, 0.05])
+def test_block_rows_match_cvxpy_on_the_patch_design(tiny_problem, kappa):
+    """The rows of the second conv block solved on the streamed patch Gram
+    reach the optimum of each row's problem on the explicit patch design
+    (cvxpy + Clarabel), also when the kappa bound is active."""
+    from sksim import weight_sharing as ws
+
+    _, baseline, X, _ = tiny_problem
+    maps = baseline.trace(X)
+    structure = ws.fitting_structure(maps.structure)
+    scales = ws.block_scales(structure, maps.kernels, 0.95)  # kappa=0.05 then binds
+    problems = ws.accumulate_block_problems(
+        structure, ((X[rows], pre) for rows, pre, _ in baseline.iter_batches(X)),
+        scales, fit_intercept=True)
+    alpha = 1e-3
+    kernels, intercept, rows = ws.solve_block_rows(
+        structure, structure.links[1], problems[1], alpha=alpha, l1_ratio=1.0,
+        kappa=kappa, row_bound=np.inf, tol=1e-10, max_iter=100_000)
+    states, _ = baseline.record(X)
+    blocks = ws.split_blocks(structure, states)
+    post0 = np.maximum(blocks[0] * scales[0], 0.0)
+    W = link_patches(structure, structure.links[1][0], post0)
+    Z = (blocks[1] * scales[1]).reshape(len(X), 5, 16).transpose(0, 2, 1).reshape(-1, 5)
+    active = 0
+    for c in range(5):
+        reference = _cvxpy_objective(W, Z[:, c], W.shape[1], kappa, alpha)
+        residual = Z[:, c] - W @ kernels[0][c] - intercept[c]
+        ours = residual @ residual / (2 * len(Z)) + alpha * np.abs(kernels[0][c]).sum()
+        assert ours == pytest.approx(rows.objective[c], rel=1e-8)
+        assert abs(ours - reference) <= 1e-6 * reference, (c, ours, reference)
+        assert math.fsum(np.abs(kernels[0][c])) <= kappa
+        active += rows.multiplier[c] > 0
+    if kappa == 0.05:
+        assert active > 0  # the bound binds
+
+
+@pytest.fixture(scope="module")
+def digits_cnn():
+    """A two-conv CNN trained on digits (8x8) in the test."""
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X / 16.0, y, test_size=0.3, random_state=0, stratify=y)
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(16 * 16, 32), nn.ReLU(), nn.Linear(32, 10))
+    optimizer = torch.optim.Adam(cnn.parameters(), lr=3e-3)
+    inputs = torch.as_tensor(X_train, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    targets = torch.as_tensor(y_train)
+    for _ in range(150):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(cnn(inputs), targets).backward()
+        optimizer.step()
+    return cnn, X_train, X_test, y_train, y_test
+
+
+def _logits(cnn, X):
+    with torch.no_grad():
+        return cnn(torch.as_tensor(X, dtype=torch.float32).reshape(-1, 1, 8, 8)).double().numpy()
+
+
+def test_distilled_cnn_agrees_with_its_teacher(digits_cnn):
+    cnn, X_train, X_test, y_train, y_test = digits_cnn
+    n_teacher = sum(p.numel() for p in cnn.parameters() if p.dim() > 1)
+    model = SIMClassifier(TorchBaseline(cnn, input_shape=(1, 8, 8)), alpha=1e-3).fit(
+        X_train, y_train, baseline_outputs=_logits(cnn, X_train))
+    assert model.structure_ is not None and len(model.kernels_) == 3
+    agreement = np.mean(model.predict(X_test) == _logits(cnn, X_test).argmax(axis=1))
+    assert agreement >= 0.97, agreement
+    assert model.n_nonzero_ < n_teacher
+    assert _exact_inf_norm(model.A_) <= model.kappa
+    assert model.state_scales_.shape == (model.n_states_,)
+    assert model.block_scales_[0] == 1.0 and np.all(np.diff(model.block_scales_) <= 0)
+
+
+def test_weight_sharing_in_gridsearch_and_subsampled_positions(digits_cnn):
+    cnn, X_train, _, y_train, _ = digits_cnn
+    baseline = TorchBaseline(cnn, input_shape=(1, 8, 8))
+    search = GridSearchCV(SIMClassifier(baseline, positions_per_image=20),
+                          {"alpha": [1e-3, 1e-2]}, cv=2).fit(X_train, y_train)
+    best = search.best_estimator_
+    assert best.structure_.block_shapes[0] == (8, 8, 8)
+    assert np.all(best.state_duality_gaps_ <= best.tol * best.state_objectives_ + 1e-12)
+
+
+def test_flat_model_on_request_and_for_mlp_teachers(digits_cnn):
+    cnn, X_train, _, y_train, _ = digits_cnn
+    flat = SIMClassifier(TorchBaseline(cnn, input_shape=(1, 8, 8)), alpha=1e-2,
+                         weight_sharing=False).fit(X_train[:300], y_train[:300])
+    assert not hasattr(flat, "structure_")
+    assert flat.n_nonzero_ == sum(getattr(flat, n).nnz for n in ("A_", "B_", "C_", "D_"))
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
+    model = SIMClassifier(TorchBaseline(mlp), alpha=1e-2).fit(X_train[:300],
+                                                              y_train[:300])
+    assert not hasattr(model, "structure_")  # "auto": no conv block, flat model
+
+
+def test_teachers_that_are_not_affine_chains():
+
+    class FunctionalReLU(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 2, 3)
+            self.act = nn.ReLU()
+            self.conv2 = nn.Conv2d(2, 2, 3)
+            self.fc = nn.Linear(2 * 4 * 4, 3)
+
+        def forward(self, x):
+            h = self.act(self.conv1(x))
+            h = torch.relu(self.conv2(h))  # not a module: invisible to hooks
+            return self.fc(h.flatten(1))
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 2, 3, padding=1)
+            self.act1 = nn.ReLU()
+            self.conv2 = nn.Conv2d(2, 2, 3, padding=1)
+            self.act2 = nn.ReLU()
+            self.fc = nn.Linear(2 * 8 * 8, 3)
+
+        def forward(self, x):
+            h = self.act1(self.conv1(x))
+            h = self.act2(self.conv2(h) + h)  # a skip connection outside modules
+            return self.fc(h.flatten(1))
+
+    X = np.random.default_rng(0).normal(size=(4, 64))
+    with pytest.raises(ValueError, match="unsupported modules .*called as a function"):
+        SIMClassifier(TorchBaseline(FunctionalReLU(), input_shape=(1, 8, 8)),
+                      weight_sharing=True).fit(X, [0, 1, 2, 0])
+    with pytest.raises(ValueError, match="block 1 of the teacher is not the affine map"):
+        SIMClassifier(TorchBaseline(Residual(), input_shape=(1, 8, 8)),
+                      weight_sharing=True).fit(X, [0, 1, 2, 0])
+    pooled = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2),
+                           nn.Conv2d(2, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3))
+    with pytest.raises(ValueError, match="max-pooling between ReLUs .* not affine"):
+        SIMClassifier(TorchBaseline(pooled, input_shape=(1, 8, 8)),
+                      weight_sharing=True).fit(X, [0, 1, 2, 0])
+    # "auto" falls back to the flat model, saying why
+    with pytest.warns(UserWarning, match="flat .* model is fitted instead"):
+        SIMClassifier(TorchBaseline(pooled, input_shape=(1, 8, 8)),
+                      alpha=1e-1).fit(X, [0, 1, 2, 0])
+    with pytest.raises(ValueError, match="input_shape"):
+        SIMClassifier(TorchBaseline(pooled, input_shape=(1, 7, 7))).fit(X, [0, 1, 2, 0])
+    with pytest.raises(ValueError, match="weight_sharing=True needs a TorchBaseline"):
+        SIMClassifier(weight_sharing=True).fit(X, [0, 1, 2, 0], states=X[:, :5])
