@@ -350,7 +350,8 @@ class _BaseSIM(BaseEstimator):
         """Fit the weight-shared model: one row per channel of each block."""
         if self.activation != "relu":  # pragma: no cover - only relu exists
             raise ValueError("weight sharing supports activation='relu' only.")
-        structure = shared.fitting_structure(maps.structure, self.lateral_kernel)
+        structure = shared.fitting_structure(maps.structure, self.lateral_kernel,
+                                             n_outputs=targets.shape[1])
         scales = shared.block_scales(structure, maps.kernels, self.kappa)
         row_bound = np.inf if self.row_bound is None else float(self.row_bound)
         common = dict(l1_ratio=self.l1_ratio, kappa=self.kappa, row_bound=row_bound,
@@ -849,6 +850,23 @@ _PARAMETERS_DOC = """
         Seeds the embedded teacher. The row solver is deterministic.
     verbose : int, default=0
         Print a one-line summary of the fit.
+    weight_sharing : {"auto"} or bool, default="auto"
+        Fit the weight-shared model (one kernel per link of each state block,
+        see :mod:`sksim.weight_sharing`) for a ``TorchBaseline`` teacher:
+        ``"auto"`` when the teacher has convolutional blocks, ``True`` always
+        (an error if the teacher is not a chain of affine layers between its
+        ReLUs), ``False`` never (the flat model).
+    lateral_kernel : int, default=None
+        Weight-shared model: add a same-resolution ``k x k`` convolution of
+        each spatial block on itself (the equilibrium then iterates).
+    positions_per_image : int, default=None
+        Weight-shared model: output positions kept per image and block (at
+        random, seeded by ``random_state``) in the row designs; ``None`` all.
+    block_alpha : {"relative", "absolute"}, default="relative"
+        Weight-shared model: the penalty of block ``b`` is ``alpha`` times the
+        RMS of its targets times the RMS of its design columns
+        (``"relative"``: independent of the block's state scale), or
+        ``alpha`` itself (``"absolute"``); the output rows likewise.
 """
 
 _ATTRIBUTES_DOC = """
@@ -865,6 +883,8 @@ _ATTRIBUTES_DOC = """
         Scale applied to each teacher state (None for user states).
     state_duality_gaps_ : ndarray of shape (n_states,)
         Duality gap of each constrained state row (optimality certificate).
+        For a weight-shared model this and the other per-row state arrays
+        have one entry per row, that is per channel of each block.
     state_objectives_ : ndarray of shape (n_states,)
         Objective of each state row at the returned solution.
     state_multipliers_ : ndarray of shape (n_states,)
@@ -884,7 +904,20 @@ _ATTRIBUTES_DOC = """
         ``||C||_inf ||B||_inf / (1 - ||A||_inf) + ||D||_inf``: for any inputs
         ``u, u'``, ``||y(u) - y(u')||_inf <= lipschitz_bound_ * ||u - u'||_inf``.
     n_nonzero_ : int
-        Nonzero parameters in A, B, C, D.
+        Nonzero parameters in A, B, C, D; for a weight-shared model the
+        nonzero kernel entries (each shared weight once), comparable with the
+        teacher's parameter count.
+    structure_ : Structure
+        Weight-shared model only: the state blocks and their links.
+    kernels_ : list of list of ndarray
+        Weight-shared model only: ``kernels_[b][l]`` of shape
+        (out channels, link width) is the kernel of link ``l`` of block ``b``.
+    block_intercepts_ : list of ndarray
+        Weight-shared model only: per-channel intercepts of each block.
+    output_kernels_ : list of ndarray
+        Weight-shared model only: kernels of the output links.
+    block_scales_ : ndarray of shape (n_blocks,)
+        Weight-shared model only: the scale of each block's states.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
 """

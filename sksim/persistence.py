@@ -29,7 +29,9 @@ import zlib
 import numpy as np
 import scipy.sparse as sp
 
+from .blocks import Link, Structure, check_structure, link_width
 from .estimators import SIMClassifier, SIMRegressor, _row_infinity_norm
+from .weight_sharing import SharedModel, unrolled_norms
 
 FORMAT_NAME = "sksim-model"
 FORMAT_VERSION = 2
@@ -132,7 +134,17 @@ def save_model(estimator, path):
 
     meta["sksim_version"] = __version__
     arrays = {}
-    for name in _MATRICES:
+    model = getattr(estimator, "_shared_model", None)
+    if model is not None:  # weight-shared: the kernels, not the unrolled matrices
+        meta["weight_shared"] = _structure_to_json(model.structure)
+        for b, kernels in enumerate(model.kernels):
+            for link, kernel in enumerate(kernels):
+                arrays[f"kernel_{b}_{link}"] = np.asarray(kernel, dtype=np.float64)
+            arrays[f"block_intercept_{b}"] = np.asarray(model.intercepts[b], np.float64)
+        for link, kernel in enumerate(model.head_kernels):
+            arrays[f"output_kernel_{link}"] = np.asarray(kernel, dtype=np.float64)
+        arrays["block_scales_"] = np.asarray(estimator.block_scales_, dtype=np.float64)
+    for name in _MATRICES if model is None else ():
         matrix = sp.csr_array(getattr(estimator, name))
         arrays[f"{name}data"] = np.asarray(matrix.data, dtype=np.float64)
         arrays[f"{name}indices"] = np.asarray(matrix.indices, dtype=np.int64)
@@ -241,34 +253,17 @@ def _rebuild(cls, meta, files):
     if not (isinstance(n_states, int) and isinstance(n_features, int)
             and n_states >= 1 and n_features >= 1):
         raise ValueError("n_states_ and n_features_in_ must be positive ints")
-    matrices = {}
-    for name in _MATRICES:
-        data = files[f"{name}data"]
-        indices = files[f"{name}indices"]
-        indptr = files[f"{name}indptr"]
-        shape = tuple(int(v) for v in files[f"{name}shape"])
-        if data.dtype != np.float64 or indices.dtype.kind != "i" or indptr.dtype.kind != "i":
-            raise ValueError(f"{name} has wrong dtypes")
-        if not np.all(np.isfinite(data)):
-            raise ValueError(f"{name} holds non-finite values")
-        matrix = sp.csr_array((data, indices, indptr), shape=shape)
-        matrix.check_format(full_check=True)
-        matrices[name] = matrix
-    n_outputs = matrices["C_"].shape[0]
-    expected = {"A_": (n_states, n_states), "B_": (n_states, n_features),
-                "C_": (n_outputs, n_states), "D_": (n_outputs, n_features)}
-    for name, shape in expected.items():
-        if matrices[name].shape != shape:
-            raise ValueError(f"{name} has shape {matrices[name].shape}; expected {shape}")
-    if _row_infinity_norm(matrices["A_"]) > estimator.kappa:
-        raise ValueError("||A||_inf exceeds kappa: the model is not well posed")
-    for name, matrix in matrices.items():
-        setattr(estimator, name, matrix)
+    if "weight_shared" in meta:
+        n_rows, n_outputs = _rebuild_weight_shared(estimator, meta, files, n_states,
+                                                   n_features)
+    else:
+        n_outputs = _rebuild_matrices(estimator, files, n_states, n_features)
+        n_rows = n_states
     lengths = {"state_intercept_": n_states, "intercept_": n_outputs,
-               "state_duality_gaps_": n_states, "state_objectives_": n_states,
-               "state_multipliers_": n_states, "output_duality_gaps_": n_outputs,
+               "state_duality_gaps_": n_rows, "state_objectives_": n_rows,
+               "state_multipliers_": n_rows, "output_duality_gaps_": n_outputs,
                "output_objectives_": n_outputs,
-               "state_row_bound_multipliers_": n_states,
+               "state_row_bound_multipliers_": n_rows,
                "output_row_bound_multipliers_": n_outputs}
     for name in _FLOAT_VECTORS:
         if meta["format_version"] == 1 and name in _ADDED_IN_2:
@@ -297,6 +292,9 @@ def _rebuild(cls, meta, files):
         if meta["has_state_scales"] else None
     )
     estimator.baseline_ = None
+    pending = estimator.__dict__.pop("_pending_shared_model", None)
+    estimator._shared_model = (None if pending is None else
+                               pending._replace(head_intercept=estimator.intercept_))
     for name, value in meta["private"].items():
         if name not in _PRIVATE or not isinstance(value, int):
             raise ValueError(f"unexpected private attribute {name!r}")
@@ -324,3 +322,88 @@ def _rebuild(cls, meta, files):
                              f"{classes.shape[0]} classes")
         estimator.classes_ = classes
     return estimator
+
+
+def _rebuild_matrices(estimator, files, n_states, n_features):
+    """Set A_, B_, C_, D_ of a flat model; returns n_outputs."""
+    matrices = {}
+    for name in _MATRICES:
+        data = files[f"{name}data"]
+        indices = files[f"{name}indices"]
+        indptr = files[f"{name}indptr"]
+        shape = tuple(int(v) for v in files[f"{name}shape"])
+        if data.dtype != np.float64 or indices.dtype.kind != "i" or indptr.dtype.kind != "i":
+            raise ValueError(f"{name} has wrong dtypes")
+        if not np.all(np.isfinite(data)):
+            raise ValueError(f"{name} holds non-finite values")
+        matrix = sp.csr_array((data, indices, indptr), shape=shape)
+        matrix.check_format(full_check=True)
+        matrices[name] = matrix
+    n_outputs = matrices["C_"].shape[0]
+    expected = {"A_": (n_states, n_states), "B_": (n_states, n_features),
+                "C_": (n_outputs, n_states), "D_": (n_outputs, n_features)}
+    for name, shape in expected.items():
+        if matrices[name].shape != shape:
+            raise ValueError(f"{name} has shape {matrices[name].shape}; expected {shape}")
+    if _row_infinity_norm(matrices["A_"]) > estimator.kappa:
+        raise ValueError("||A||_inf exceeds kappa: the model is not well posed")
+    for name, matrix in matrices.items():
+        setattr(estimator, name, matrix)
+    return n_outputs
+
+
+def _structure_to_json(structure):
+    return {"input_shape": list(structure.input_shape),
+            "block_shapes": [list(shape) for shape in structure.block_shapes],
+            "links": [[list(link) for link in links] for links in structure.links],
+            "head": [list(link) for link in structure.head],
+            "n_outputs": structure.n_outputs}
+
+
+def _link_from_json(values):
+    source, kind, size, stride, padding = values
+    if not (all(type(v) is int for v in (source, size, stride, padding))
+            and isinstance(kind, str)):
+        raise ValueError(f"bad link {values!r}")
+    return Link(source, kind, size, stride, padding)
+
+
+def _rebuild_weight_shared(estimator, meta, files, n_states, n_features):
+    """Set the kernels of a weight-shared model; returns (n_rows, n_outputs)."""
+    spec = meta["weight_shared"]
+    shapes = [tuple(int(v) for v in shape) for shape in spec["block_shapes"]]
+    structure = Structure(tuple(int(v) for v in spec["input_shape"]), tuple(shapes),
+                          tuple(tuple(_link_from_json(v) for v in links)
+                                for links in spec["links"]),
+                          tuple(_link_from_json(v) for v in spec["head"]),
+                          int(spec["n_outputs"]))
+    check_structure(structure)
+    if structure.n_states() != n_states or np.prod(structure.input_shape) != n_features:
+        raise ValueError("the structure does not match n_states_ / n_features_in_")
+
+    def kernel(name, n_out, link):
+        array = files[name]
+        shape = (n_out, link_width(structure, link))
+        if array.dtype != np.float64 or array.shape != shape:
+            raise ValueError(f"{name} has shape {array.shape}; expected {shape}")
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} holds non-finite values")
+        return array
+
+    kernels = [[kernel(f"kernel_{b}_{i}", shape[0], link) for i, link in enumerate(links)]
+               for b, (shape, links) in enumerate(zip(shapes, structure.links))]
+    intercepts = [_float_array(files, f"block_intercept_{b}", shape[0])
+                  for b, shape in enumerate(shapes)]
+    n_outputs = structure.n_outputs
+    head = [kernel(f"output_kernel_{i}", n_outputs, link)
+            for i, link in enumerate(structure.head)]
+    model = SharedModel(structure, kernels, intercepts, head, np.zeros(n_outputs))
+    if unrolled_norms(model)[0] > estimator.kappa:
+        raise ValueError("||A||_inf exceeds kappa: the model is not well posed")
+    estimator.structure_ = structure
+    estimator.kernels_ = kernels
+    estimator.block_intercepts_ = intercepts
+    estimator.output_kernels_ = head
+    estimator.block_scales_ = _float_array(files, "block_scales_", len(shapes))
+    estimator._pending_shared_model = model
+    return sum(shape[0] for shape in shapes), n_outputs

@@ -49,10 +49,11 @@ def _positions(shape):
     return shape[1] * shape[2] if _is_spatial(shape) else 1
 
 
-def fitting_structure(teacher, lateral_kernel=None):
+def fitting_structure(teacher, lateral_kernel=None, n_outputs=None):
     """The structure to fit: the teacher's links, plus a same-resolution
     ``lateral_kernel`` x ``lateral_kernel`` convolution of each spatial block
-    on itself when given; state links first in every block."""
+    on itself when given; state links first in every block; ``n_outputs``
+    output rows (the width of the targets; default the teacher's)."""
     links = []
     for index, (shape, block_links) in enumerate(zip(teacher.block_shapes,
                                                      teacher.links)):
@@ -62,7 +63,8 @@ def fitting_structure(teacher, lateral_kernel=None):
                                     (lateral_kernel - 1) // 2))
         block_links.sort(key=lambda link: link.source == INPUT)
         links.append(tuple(block_links))
-    return teacher._replace(links=tuple(links))
+    return teacher._replace(links=tuple(links),
+                            n_outputs=teacher.n_outputs if n_outputs is None else n_outputs)
 
 
 def block_scales(structure, teacher_kernels, kappa):

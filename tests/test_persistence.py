@@ -29,6 +29,10 @@ def _assert_same_value(name, a, b):
     if hasattr(a, "toarray"):
         assert type(a) is type(b) and a.shape == b.shape, name
         np.testing.assert_array_equal(a.toarray(), b.toarray(), err_msg=name)
+    elif isinstance(a, list):  # kernels of a weight-shared model
+        assert isinstance(b, list) and len(a) == len(b), name
+        for x, y in zip(a, b):
+            _assert_same_value(name, x, y)
     elif isinstance(a, np.ndarray):
         assert isinstance(b, np.ndarray) and a.dtype == b.dtype, name
         np.testing.assert_array_equal(a, b, err_msg=name)

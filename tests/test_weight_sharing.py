@@ -313,3 +313,19 @@ def test_teachers_that_are_not_affine_chains():
         SIMClassifier(TorchBaseline(pooled, input_shape=(1, 7, 7))).fit(X, [0, 1, 2, 0])
     with pytest.raises(ValueError, match="weight_sharing=True needs a TorchBaseline"):
         SIMClassifier(weight_sharing=True).fit(X, [0, 1, 2, 0], states=X[:, :5])
+
+
+@pytest.mark.parametrize("lateral_kernel", [None, 3])
+def test_weight_shared_model_round_trips_without_pickle(tiny_problem, tmp_path,
+                                                        lateral_kernel):
+    from test_persistence import _assert_same_model
+
+    from sksim import load_model, save_model
+
+    _, baseline, X, logits = tiny_problem
+    model = SIMRegressor(baseline, alpha=1e-3, kappa=0.7,
+                         lateral_kernel=lateral_kernel).fit(X, logits[:, 0])
+    save_model(model, tmp_path / "cnn.npz")
+    loaded = load_model(tmp_path / "cnn.npz")
+    assert loaded.structure_ == model.structure_
+    _assert_same_model(model, loaded, X)
