@@ -79,3 +79,79 @@ def alpha_sweep(baseline, alphas, params, train, test, teacher):
         }
         log(json.dumps(fit))
         yield fit
+
+
+def _prunable(module):
+    import torch
+
+    return [m.weight for m in module.modules()
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+
+
+def magnitude_pruned(module, keep):
+    """A copy of ``module`` keeping its ``keep`` largest conv/linear weights
+    (global magnitude pruning; biases and BatchNorm kept) and the masks."""
+    import copy
+
+    import torch
+
+    pruned = copy.deepcopy(module).eval()
+    weights = _prunable(pruned)
+    magnitudes = torch.cat([w.detach().abs().flatten() for w in weights])
+    keep = int(min(max(keep, 0), magnitudes.numel()))
+    threshold = (torch.topk(magnitudes, keep).values.min() if keep
+                 else magnitudes.max() + 1)
+    masks = []
+    with torch.no_grad():
+        for w in weights:
+            mask = w.abs() >= threshold
+            w.mul_(mask)
+            masks.append(mask)
+    return pruned, masks
+
+
+def fine_tune(module, masks, X, y, input_shape, epochs=1, lr=1e-3, seed=0):
+    """A short fine-tune of a pruned module with its masks kept (Adam, batches
+    of 128, BatchNorm statistics frozen)."""
+    import torch
+
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    images = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).reshape(
+        -1, *input_shape)
+    labels = torch.from_numpy(np.asarray(y))
+    module.eval()  # frozen BatchNorm statistics
+    for _ in range(epochs):
+        order = torch.randperm(len(labels))
+        for start in range(0, len(labels), 128):
+            index = order[start:start + 128]
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(module(images[index]), labels[index]).backward()
+            optimizer.step()
+            with torch.no_grad():
+                for w, mask in zip(_prunable(module), masks):
+                    w.mul_(mask)
+    return module
+
+
+def pruning_baseline(teacher, counts, train, test, input_shape, fine_tune_epochs=1):
+    """Test accuracy of the globally magnitude-pruned teacher at each count of
+    kept weights, without and with a short fine-tune on ``train``."""
+    X_train, y_train = train
+    X_test, y_test = test
+    total = teacher_weight_count(teacher)
+    rows = []
+    for keep in counts:
+        pruned, masks = magnitude_pruned(teacher, keep)
+        accuracy = float(np.mean(teacher_logits(pruned, X_test, input_shape).argmax(1)
+                                 == y_test))
+        start = time.perf_counter()
+        fine_tune(pruned, masks, X_train, y_train, input_shape, epochs=fine_tune_epochs)
+        tuned = float(np.mean(teacher_logits(pruned, X_test, input_shape).argmax(1)
+                              == y_test))
+        row = {"kept": int(keep), "fraction": keep / total, "test_accuracy": accuracy,
+               "fine_tuned_accuracy": tuned, "fine_tune_epochs": fine_tune_epochs,
+               "fine_tune_seconds": time.perf_counter() - start}
+        log(json.dumps(row))
+        rows.append(row)
+    return rows

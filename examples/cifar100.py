@@ -9,7 +9,9 @@ accuracy, agreement with the teacher, nonzero parameters (kernel entries,
 against the teacher's weights: conv and linear weights, BatchNorm folded,
 biases excluded), fit time, the process's peak memory, predict time on the
 10,000 test images next to the teacher's forward pass in the same run, and
-the certified Lipschitz bounds. Results go to ``<output-dir>/cifar100.json``
+the certified Lipschitz bounds; then global magnitude pruning of the teacher
+at the same counts (and at ``--prune-fractions``), without and with a one-epoch
+fine-tune on the same ``m`` images. Results go to ``<output-dir>/cifar100.json``
 (a fresh folder by default)::
 
     python examples/cifar100.py --m 10000 --alphas 1e-3 1e-2 --output-dir examples/results
@@ -42,6 +44,9 @@ def main(argv=None):
     parser.add_argument("--positions-per-image", type=int, default=None)
     parser.add_argument("--row-bound", type=float, default=None)
     parser.add_argument("--n-test", type=int, default=10000)
+    parser.add_argument("--prune-fractions", type=float, nargs="*", default=[0.1, 0.2, 0.3],
+                        help="fractions of the teacher's weights kept by global magnitude "
+                             "pruning (plus the SIM fits' own counts)")
     parser.add_argument("--weights", default=None)
     parser.add_argument("--data-home", default=os.environ.get("SKSIM_DATA")
                         or str(REPO_ROOT.parent / "shared" / "data"))
@@ -50,7 +55,8 @@ def main(argv=None):
 
     import torch
 
-    from _conv_experiments import alpha_sweep, log, teacher_logits, teacher_weight_count
+    from _conv_experiments import (alpha_sweep, log, pruning_baseline, teacher_logits,
+                                   teacher_weight_count)
     from cifar100_teacher import INPUT_SHAPE, WEIGHTS, load_teacher
     from sksim import TorchBaseline
     from sksim.datasets import load_cifar100
@@ -89,6 +95,12 @@ def main(argv=None):
                            (X_test, y_test, test_logits), record["teacher"]):
         record["fits"].append(fit)
         (out_dir / "cifar100.json").write_text(json.dumps(record, indent=1))
+    total = record["teacher"]["weights"]
+    counts = sorted({int(f * total) for f in args.prune_fractions}
+                    | {fit["nonzero"] for fit in record["fits"]})
+    record["pruning"] = pruning_baseline(teacher, counts, (X_train, y_train),
+                                         (X_test, y_test), INPUT_SHAPE)
+    (out_dir / "cifar100.json").write_text(json.dumps(record, indent=1))
     return record
 
 

@@ -23,7 +23,7 @@ horizontal flips, seed 0. Weights and running statistics are saved to a plain
 ``.npz`` (no pickle) after every epoch, with a JSON record of the test
 accuracy per epoch, so an interrupted run loses at most one epoch::
 
-    python examples/cifar100_teacher.py --epochs 18 --output-dir examples/weights
+    python examples/cifar100_teacher.py --epochs 10 --output-dir examples/weights
 
 :func:`load_teacher` rebuilds the trained module in eval mode.
 """
@@ -160,7 +160,7 @@ def train(data, epochs, output_path, seed=0, batch=128, max_lr=0.1, log=print):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=18)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data-home", default=os.environ.get("SKSIM_DATA")
                         or str(REPO_ROOT.parent / "shared" / "data"))

@@ -689,7 +689,10 @@ class _BaseSIM(BaseEstimator):
             residual has stopped decreasing for 20 iterations.
         sparse : bool, default=None
             Store A, B, C, D as sparse COO tensors; ``None`` does so for each
-            matrix with fewer than half of its entries nonzero.
+            matrix with fewer than half of its entries nonzero. A feed-forward
+            weight-shared model (no ``lateral_kernel``) is exported as its
+            blocks instead: ``conv2d`` and linear layers holding the kernels,
+            differentiated by autograd; ``sparse`` does not apply to it.
 
         Returns
         -------
@@ -698,8 +701,12 @@ class _BaseSIM(BaseEstimator):
             ``module.equilibrium(u)`` has shape (batch, n_states).
         """
         check_is_fitted(self)
-        from .torch_export import build_torch_module
+        from .torch_export import build_shared_torch_module, build_torch_module
 
+        if self._is_weight_shared() and not any(
+                link.source == b for b, links in enumerate(self.structure_.links)
+                for link in links):
+            return build_shared_torch_module(self, dtype=dtype)
         return build_torch_module(self, dtype=dtype, sparse=sparse)
 
     @property

@@ -132,3 +132,75 @@ def build_torch_module(estimator, *, dtype=None, sparse=None, tol=None, max_iter
                     + self.output_intercept)
 
     return SIMModule()
+
+
+def build_shared_torch_module(estimator, *, dtype=None):
+    """Torch module of a feed-forward weight-shared model: its blocks as
+    ``conv2d`` / linear layers with the fitted kernels (no unrolling), so it
+    runs at the speed of a CNN; autograd differentiates it directly."""
+    import torch
+    from torch import nn
+
+    model = estimator._shared_model
+    structure = model.structure
+    dtype = torch.float64 if dtype is None else dtype
+
+    def weight(link, kernel):
+        tensor = torch.as_tensor(kernel, dtype=dtype)
+        if link.kind == "conv":
+            channels = structure.source_shape(link.source)[0]
+            tensor = tensor.reshape(kernel.shape[0], channels, link.kernel_size,
+                                    link.kernel_size)
+        return tensor
+
+    class SharedSIMModule(nn.Module):
+        """Blocks of a weight-shared SIM model on torch tensors: ``forward(u)``
+        (batch, n_outputs), ``equilibrium(u)`` (batch, n_states)."""
+
+        def __init__(self):
+            super().__init__()
+            for b, (links, kernels) in enumerate(zip(structure.links, model.kernels)):
+                for i, (link, kernel) in enumerate(zip(links, kernels)):
+                    self.register_buffer(f"kernel_{b}_{i}", weight(link, kernel))
+                self.register_buffer(f"intercept_{b}", torch.as_tensor(
+                    model.intercepts[b], dtype=dtype))
+            for i, (link, kernel) in enumerate(zip(structure.head, model.head_kernels)):
+                self.register_buffer(f"output_kernel_{i}", weight(link, kernel))
+            self.register_buffer("output_intercept", torch.as_tensor(
+                model.head_intercept, dtype=dtype))
+
+        @staticmethod
+        def _apply(link, kernel, source):
+            if link.kind == "conv":
+                return nn.functional.conv2d(source, kernel, stride=link.stride,
+                                            padding=link.padding)
+            if link.kind == "pool":
+                return source.mean(dim=(2, 3)) @ kernel.T
+            return source.flatten(1) @ kernel.T
+
+        def _sum(self, links, prefix, sources, intercept):
+            total = intercept.reshape((-1, 1, 1) if links[0].kind == "conv" else (-1,))
+            for i, link in enumerate(links):
+                total = total + self._apply(link, getattr(self, f"{prefix}_{i}"),
+                                            sources[link.source])
+            return total
+
+        def _blocks(self, u):
+            u = u.to(self.output_intercept.dtype)
+            sources = {-1: u.reshape((u.shape[0],) + tuple(structure.input_shape))}
+            for b, links in enumerate(structure.links):
+                sources[b] = torch.relu(self._sum(links, f"kernel_{b}", sources,
+                                                  getattr(self, f"intercept_{b}")))
+            return sources
+
+        def equilibrium(self, u):
+            sources = self._blocks(u)
+            return torch.cat([sources[b].flatten(1)
+                              for b in range(len(structure.links))], dim=1)
+
+        def forward(self, u):
+            sources = self._blocks(u)
+            return self._sum(structure.head, "output_kernel", sources,
+                             self.output_intercept)
+
+    return SharedSIMModule()

@@ -329,3 +329,26 @@ def test_weight_shared_model_round_trips_without_pickle(tiny_problem, tmp_path,
     loaded = load_model(tmp_path / "cnn.npz")
     assert loaded.structure_ == model.structure_
     _assert_same_model(model, loaded, X)
+
+
+@pytest.mark.parametrize("lateral_kernel", [None, 3])
+def test_to_torch_matches_numpy_and_differentiates(tiny_problem, lateral_kernel):
+    """Feed-forward models export as conv layers (no unrolled buffers), lateral
+    ones through the unrolled operator; both match numpy and give gradients."""
+    _, baseline, X, logits = tiny_problem
+    model = SIMRegressor(baseline, alpha=1e-3, lateral_kernel=lateral_kernel).fit(
+        X, logits, baseline_outputs=logits)
+    module = model.to_torch()
+    names = dict(module.named_buffers())
+    assert ("A" in names) == (lateral_kernel is not None)
+    u = torch.as_tensor(X[:9])
+    with torch.no_grad():
+        np.testing.assert_allclose(module(u).numpy(), model.predict(X[:9]), atol=1e-10)
+        np.testing.assert_allclose(module.equilibrium(u).numpy(), model.equilibrium(X[:9]),
+                                   atol=1e-10)
+    v = u.clone().requires_grad_()
+    module(v).sum().backward()
+    assert v.grad is not None and torch.isfinite(v.grad).all()
+    if lateral_kernel is None:
+        assert torch.autograd.gradcheck(module, (u[:2].clone().requires_grad_(),),
+                                        eps=1e-6, atol=1e-6)

@@ -96,14 +96,7 @@ def _parse_segment(torch, segment, source, source_shape, where):
                 f"{where}: only square Conv2d with groups=1, dilation=1, equal "
                 f"strides and numeric zero padding are supported; got {conv!r}.")
         link = Link(source, "conv", conv.kernel_size[0], conv.stride[0], padding[0])
-        kernel = _numpy(conv.weight)
-        bias = _numpy(conv.bias) if conv.bias is not None else np.zeros(kernel.shape[0])
-        if rest and isinstance(rest[0], nn.BatchNorm2d):
-            kernel, bias = _fold_batch_norm(kernel, bias, rest[0])
-            rest = rest[1:]
-        if rest:
-            raise ValueError(f"{where}: unsupported modules after the convolution: "
-                             f"{[type(m).__name__ for m in rest]}.")
+        kernel, bias = _folded(conv, rest, nn.BatchNorm2d, where)
         return link, kernel.reshape(kernel.shape[0], -1), bias
     kind = "dense"
     rest = modules
@@ -124,16 +117,22 @@ def _parse_segment(torch, segment, source, source_shape, where):
         raise ValueError(f"{where}: unsupported modules {names}; a segment between "
                          "activations must be Conv2d [BatchNorm2d], [Flatten] Linear "
                          "[BatchNorm1d] or global average pooling, Flatten, Linear.")
-    linear, rest = rest[0], rest[1:]
-    kernel = _numpy(linear.weight)
-    bias = _numpy(linear.bias) if linear.bias is not None else np.zeros(kernel.shape[0])
-    if rest and isinstance(rest[0], nn.BatchNorm1d):
+    kernel, bias = _folded(rest[0], rest[1:], nn.BatchNorm1d, where)
+    return Link(source, kind), kernel, bias
+
+
+def _folded(layer, rest, norm_type, where):
+    """Weight and bias of ``layer`` with a following ``norm_type`` folded in;
+    nothing else may follow it in the segment."""
+    kernel = _numpy(layer.weight)
+    bias = _numpy(layer.bias) if layer.bias is not None else np.zeros(kernel.shape[0])
+    if rest and isinstance(rest[0], norm_type):
         kernel, bias = _fold_batch_norm(kernel, bias, rest[0])
         rest = rest[1:]
     if rest:
-        raise ValueError(f"{where}: unsupported modules after the Linear layer: "
+        raise ValueError(f"{where}: unsupported modules after {type(layer).__name__}: "
                          f"{[type(m).__name__ for m in rest]}.")
-    return Link(source, kind), kernel, bias
+    return kernel, bias
 
 
 def trace_teacher(torch, module, inputs, activation_types, rtol=1e-10):
