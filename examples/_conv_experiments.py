@@ -43,8 +43,8 @@ def teacher_weight_count(module):
 def alpha_sweep(baseline, alphas, params, train, test, teacher):
     """Fit SIMClassifier(baseline, alpha, **params) for each alpha on
     ``train = (X, y, teacher logits)`` (outputs matched to the logits) and
-    yield one record per fit measured on ``test``; ``teacher`` holds the
-    teacher's ``weights`` count and ``forward_seconds`` on the test set."""
+    yield ``(record, model)`` per fit, measured on ``test``; ``teacher`` holds
+    the teacher's ``weights`` count and ``forward_seconds`` on the test set."""
     from sksim import SIMClassifier
 
     X_train, y_train, train_logits = train
@@ -78,7 +78,7 @@ def alpha_sweep(baseline, alphas, params, train, test, teacher):
                                           for block in model.kernels_],
         }
         log(json.dumps(fit))
-        yield fit
+        yield fit, model
 
 
 def _prunable(module):
@@ -155,3 +155,54 @@ def pruning_baseline(teacher, counts, train, test, input_shape, fine_tune_epochs
         log(json.dumps(row))
         rows.append(row)
     return rows
+
+
+def attack_accuracies(predict_logits, X, y, eps_list, *, steps=10, seed=0, batch=250):
+    """Accuracy of a differentiable model under l_inf attacks on inputs in
+    [0, 1]: uniform noise, FGSM and PGD (``steps`` steps of 2.5 eps / steps from a
+    random start), for each eps. ``predict_logits`` maps a float64 tensor of
+    flat inputs (n, n_features) to logits."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    labels_all = torch.from_numpy(np.asarray(y))
+    result = {"eps": list(eps_list), "noise": [], "fgsm": [], "pgd": []}
+
+    def accuracy(adversary):
+        correct = 0
+        for start in range(0, X.shape[0], batch):
+            u = torch.from_numpy(np.ascontiguousarray(X[start:start + batch],
+                                                      dtype=np.float64))
+            labels = labels_all[start:start + batch]
+            attacked = adversary(u, labels).detach()
+            with torch.no_grad():
+                logits = predict_logits(attacked)
+            correct += int((logits.argmax(1) == labels).sum())
+        return correct / X.shape[0]
+
+    def gradient_sign(u, labels):
+        u = u.clone().requires_grad_()
+        loss = torch.nn.functional.cross_entropy(predict_logits(u), labels)
+        (grad,) = torch.autograd.grad(loss, u)
+        return grad.sign()
+
+    for eps in eps_list:
+        def noise(u, labels, eps=eps):
+            step = (torch.rand(u.shape, generator=generator, dtype=u.dtype) * 2 - 1) * eps
+            return (u + step).clamp(0, 1)
+
+        def fgsm(u, labels, eps=eps):
+            return (u + eps * gradient_sign(u, labels)).clamp(0, 1)
+
+        def pgd(u, labels, eps=eps):
+            x = noise(u, labels, eps)
+            for _ in range(steps):
+                x = x + 2.5 * eps / steps * gradient_sign(x, labels)
+                x = torch.min(torch.max(x, u - eps), u + eps).clamp(0, 1)
+            return x
+
+        for name, adversary in (("noise", noise), ("fgsm", fgsm), ("pgd", pgd)):
+            result[name].append(accuracy(adversary))
+        log(f"eps {eps:.4f}: noise {result['noise'][-1]:.3f} fgsm {result['fgsm'][-1]:.3f} "
+            f"pgd {result['pgd'][-1]:.3f}")
+    return result

@@ -11,7 +11,9 @@ biases excluded), fit time, the process's peak memory, predict time on the
 10,000 test images next to the teacher's forward pass in the same run, and
 the certified Lipschitz bounds; then global magnitude pruning of the teacher
 at the same counts (and at ``--prune-fractions``), without and with a one-epoch
-fine-tune on the same ``m`` images. Results go to ``<output-dir>/cifar100.json``
+fine-tune on the same ``m`` images; robustness (uniform noise, FGSM, PGD in
+l_inf) of the teacher and of each SIM model (through ``to_torch``) on the
+first ``--n-attack`` test images. Results go to ``<output-dir>/cifar100.json``
 (a fresh folder by default)::
 
     python examples/cifar100.py --m 10000 --alphas 1e-3 1e-2 --output-dir examples/results
@@ -44,6 +46,10 @@ def main(argv=None):
     parser.add_argument("--positions-per-image", type=int, default=None)
     parser.add_argument("--row-bound", type=float, default=None)
     parser.add_argument("--n-test", type=int, default=10000)
+    parser.add_argument("--n-attack", type=int, default=500,
+                        help="test images attacked (0: no robustness run)")
+    parser.add_argument("--eps", type=float, nargs="+",
+                        default=[1 / 255, 2 / 255, 4 / 255, 8 / 255])
     parser.add_argument("--prune-fractions", type=float, nargs="*", default=[0.1, 0.2, 0.3],
                         help="fractions of the teacher's weights kept by global magnitude "
                              "pruning (plus the SIM fits' own counts)")
@@ -55,8 +61,8 @@ def main(argv=None):
 
     import torch
 
-    from _conv_experiments import (alpha_sweep, log, pruning_baseline, teacher_logits,
-                                   teacher_weight_count)
+    from _conv_experiments import (alpha_sweep, attack_accuracies, log, pruning_baseline,
+                                   teacher_logits, teacher_weight_count)
     from cifar100_teacher import INPUT_SHAPE, WEIGHTS, load_teacher
     from sksim import TorchBaseline
     from sksim.datasets import load_cifar100
@@ -91,9 +97,18 @@ def main(argv=None):
     baseline = TorchBaseline(teacher, input_shape=INPUT_SHAPE, batch_size=250)
     params = dict(kappa=args.kappa, lateral_kernel=args.lateral_kernel,
                   positions_per_image=args.positions_per_image, row_bound=args.row_bound)
-    for fit in alpha_sweep(baseline, args.alphas, params, (X_train, y_train, train_logits),
+    for fit, model in alpha_sweep(baseline, args.alphas, params, (X_train, y_train, train_logits),
                            (X_test, y_test, test_logits), record["teacher"]):
         record["fits"].append(fit)
+        if args.n_attack:
+            fit["attacks"] = attack_accuracies(
+                model.to_torch(), X_test[:args.n_attack], y_test[:args.n_attack], args.eps)
+        (out_dir / "cifar100.json").write_text(json.dumps(record, indent=1))
+    if args.n_attack:
+        teacher64 = load_teacher(weights).double()
+        record["teacher"]["attacks"] = attack_accuracies(
+            lambda u: teacher64(u.reshape(-1, *INPUT_SHAPE)), X_test[:args.n_attack],
+            y_test[:args.n_attack], args.eps)
         (out_dir / "cifar100.json").write_text(json.dumps(record, indent=1))
     total = record["teacher"]["weights"]
     counts = sorted({int(f * total) for f in args.prune_fractions}

@@ -108,7 +108,7 @@ def main(argv=None):
     log("teacher", record["teacher"])
     baseline = TorchBaseline(teacher, input_shape=INPUT_SHAPE)
     params = dict(kappa=args.kappa, lateral_kernel=args.lateral_kernel)
-    for fit in alpha_sweep(baseline, args.alphas, params, (X_train, y_train, train_logits),
+    for fit, model in alpha_sweep(baseline, args.alphas, params, (X_train, y_train, train_logits),
                            (data.X_test, data.y_test, test_logits), record["teacher"]):
         record["fits"].append(fit)
         (out_dir / "fashion_mnist_cnn.json").write_text(json.dumps(record, indent=1))
