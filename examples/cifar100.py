@@ -13,7 +13,7 @@ the certified Lipschitz bounds; then global magnitude pruning of the teacher
 at the same counts (and at ``--prune-fractions``), without and with a one-epoch
 fine-tune on the same ``m`` images; robustness (uniform noise, FGSM, PGD in
 l_inf) of the teacher and of each SIM model (through ``to_torch``) on the
-first ``--n-attack`` test images. Results go to ``<output-dir>/cifar100.json``
+first ``--n-attack`` test images. Results go to ``<output-dir>/cifar100[_lateral<k>].json``
 (a fresh folder by default)::
 
     python examples/cifar100.py --m 10000 --alphas 1e-3 1e-2 --output-dir examples/results
@@ -69,6 +69,8 @@ def main(argv=None):
 
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = f"_lateral{args.lateral_kernel}" if args.lateral_kernel else ""
+    out_path = out_dir / f"cifar100{suffix}.json"
     weights = Path(args.weights) if args.weights else WEIGHTS
     data = load_cifar100(args.data_home)
     X_train, y_train = data.X_train[:args.m], data.y_train[:args.m]
@@ -103,19 +105,19 @@ def main(argv=None):
         if args.n_attack:
             fit["attacks"] = attack_accuracies(
                 model.to_torch(), X_test[:args.n_attack], y_test[:args.n_attack], args.eps)
-        (out_dir / "cifar100.json").write_text(json.dumps(record, indent=1))
+        out_path.write_text(json.dumps(record, indent=1))
     if args.n_attack:
         teacher64 = load_teacher(weights).double()
         record["teacher"]["attacks"] = attack_accuracies(
             lambda u: teacher64(u.reshape(-1, *INPUT_SHAPE)), X_test[:args.n_attack],
             y_test[:args.n_attack], args.eps)
-        (out_dir / "cifar100.json").write_text(json.dumps(record, indent=1))
+        out_path.write_text(json.dumps(record, indent=1))
     total = record["teacher"]["weights"]
     counts = sorted({int(f * total) for f in args.prune_fractions}
                     | {fit["nonzero"] for fit in record["fits"]})
     record["pruning"] = pruning_baseline(teacher, counts, (X_train, y_train),
                                          (X_test, y_test), INPUT_SHAPE)
-    (out_dir / "cifar100.json").write_text(json.dumps(record, indent=1))
+    out_path.write_text(json.dumps(record, indent=1))
     return record
 
 

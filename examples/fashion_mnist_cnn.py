@@ -6,7 +6,9 @@ flatten, linear 1568-64, ReLU, linear 64-10; Adam (lr 1e-3), batches of 128,
 3 epochs, seed 0. SIM is fitted on the first ``--m`` training images with
 every ReLU state of the teacher, outputs matched to its logits, over an alpha
 sweep; the records (accuracy, agreement, nonzero kernel entries, fit and
-predict times) go to ``<output-dir>/fashion_mnist_cnn.json``::
+predict times), then global magnitude pruning of the teacher at the same
+counts and at 10/20/30% of its weights, without and with a one-epoch
+fine-tune on the same m images, go to ``<output-dir>/fashion_mnist_cnn[_lateral<k>].json``::
 
     python examples/fashion_mnist_cnn.py --m 5000 --output-dir examples/results
 """
@@ -85,12 +87,15 @@ def main(argv=None):
     parser.add_argument("--output-dir", default=str(EXAMPLES_DIR / "output" / "fashion_cnn"))
     args = parser.parse_args(argv)
 
-    from _conv_experiments import alpha_sweep, log, teacher_logits, teacher_weight_count
+    from _conv_experiments import (alpha_sweep, log, pruning_baseline, teacher_logits,
+                                   teacher_weight_count)
     from sksim import TorchBaseline
     from sksim.datasets import load_fashion_mnist
 
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = f"_lateral{args.lateral_kernel}" if args.lateral_kernel else ""
+    out_path = out_dir / f"fashion_mnist_cnn{suffix}.json"
     data = load_fashion_mnist(args.data_home)
     teacher = load_or_train_teacher(data, args.weights)
     start = time.perf_counter()
@@ -111,7 +116,13 @@ def main(argv=None):
     for fit, model in alpha_sweep(baseline, args.alphas, params, (X_train, y_train, train_logits),
                            (data.X_test, data.y_test, test_logits), record["teacher"]):
         record["fits"].append(fit)
-        (out_dir / "fashion_mnist_cnn.json").write_text(json.dumps(record, indent=1))
+        out_path.write_text(json.dumps(record, indent=1))
+    total = record["teacher"]["weights"]
+    counts = sorted({int(f * total) for f in (0.1, 0.2, 0.3)}
+                    | {fit["nonzero"] for fit in record["fits"]})
+    record["pruning"] = pruning_baseline(teacher, counts, (X_train, y_train),
+                                         (data.X_test, data.y_test), INPUT_SHAPE)
+    out_path.write_text(json.dumps(record, indent=1))
     return record
 
 

@@ -1,5 +1,6 @@
 """Print the markdown tables of the "Results" section from the JSON files that
-``sparsity.py``, ``robustness.py`` and ``data_use.py`` wrote.
+``sparsity.py``, ``robustness.py``, ``data_use.py``, ``fashion_mnist_cnn.py``
+and ``cifar100.py`` wrote.
 
     python examples/results_tables.py > examples/output/tables.md
 """
@@ -125,7 +126,50 @@ def data_use_tables():
     return "\n".join(out)
 
 
+def conv_tables():
+    """Weight-shared SIM of CNN teachers (fashion_mnist_cnn*.json, cifar100*.json)."""
+    out = []
+    stems = sorted(p.stem for p in RESULTS.glob("fashion_mnist_cnn*.json"))
+    stems += sorted(p.stem for p in RESULTS.glob("cifar100*.json"))
+    for stem in stems:
+        d = load(stem)
+        t = d["teacher"]
+        lateral = d.get("lateral_kernel")
+        out.append(f"\n**{stem}** (`{d['command']}`; teacher test accuracy "
+                   f"{pct(t['test_accuracy'])}%, {t['weights']:,} weights; SIM on m = "
+                   f"{d['m']:,} training images, kappa {d['kappa']:g}, "
+                   f"{'lateral ' + str(lateral) + 'x' + str(lateral) if lateral else 'feed-forward'}"
+                   "; accuracies in %)\n")
+        rows = [[f"{f['alpha']:g}", f"{f['nonzero']:,}", f"{100 * f['fraction_of_teacher']:.1f}%",
+                 pct(f["test_accuracy"]), pct(f["agreement"]), f"{f['fit_seconds']:.0f}",
+                 f"{f['predict_over_teacher']:.1f}x", f"{f['peak_rss_gb']:.2f}",
+                 f"{f['lipschitz_bound']:.3g}", f"{f['lipschitz_path_bound']:.3g}"]
+                for f in d["fits"]]
+        out.append(table(["alpha", "nonzeros", "of teacher", "SIM acc", "agreement",
+                          "fit s", "predict / teacher", "peak GB", "L", "path L"], rows))
+        if d.get("pruning"):
+            out.append("\nGlobal magnitude pruning of the teacher (same m images for "
+                       "the fine-tune):\n")
+            out.append(table(["kept", "of teacher", "pruned acc", "pruned + fine-tune acc"],
+                             [[f"{r['kept']:,}", f"{100 * r['fraction']:.1f}%",
+                               pct(r["test_accuracy"]), pct(r["fine_tuned_accuracy"])]
+                              for r in d["pruning"]]))
+        attacked = [("teacher", t.get("attacks"))] + [
+            (f"SIM alpha {f['alpha']:g}", f.get("attacks")) for f in d["fits"]]
+        attacked = [(name, a) for name, a in attacked if a]
+        if attacked:
+            eps = attacked[0][1]["eps"]
+            out.append("\nUnder attack (accuracy in %, l_inf, eps in 1/255):\n")
+            out.append(table(
+                ["model"] + [f"{kind} {255 * e:.0f}" for kind in ("noise", "FGSM", "PGD")
+                             for e in eps],
+                [[name] + [pct(v) for kind in ("noise", "fgsm", "pgd") for v in a[kind]]
+                 for name, a in attacked]))
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
+    print(conv_tables())
     print(sparsity_tables())
     print(robustness_tables())
     print(data_use_tables())
