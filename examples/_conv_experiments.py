@@ -55,6 +55,7 @@ def alpha_sweep(baseline, alphas, params, train, test, teacher):
         start = time.perf_counter()
         model.fit(X_train, y_train, baseline_outputs=train_logits)
         fit_seconds = time.perf_counter() - start
+        peak_after_fit = peak_rss_gb()
         start = time.perf_counter()
         scores = model.decision_function(X_test)
         predict_seconds = time.perf_counter() - start
@@ -68,6 +69,9 @@ def alpha_sweep(baseline, alphas, params, train, test, teacher):
             "fit_seconds": fit_seconds,
             "predict_seconds": predict_seconds,
             "predict_over_teacher": predict_seconds / teacher["forward_seconds"],
+            # process peaks so far (monotone): only the first fit's
+            # after-fit value is the fit's own
+            "peak_rss_gb_after_fit": peak_after_fit,
             "peak_rss_gb": peak_rss_gb(),
             "lipschitz_bound": model.lipschitz_bound_,
             "lipschitz_path_bound": model.lipschitz_path_bound_,

@@ -573,36 +573,35 @@ class _BaseSIM(BaseEstimator):
             )
 
     # --------------------------------------------------------------- inference
-    def _equilibrium(self, X, warn=True):
-        """Equilibrium states and residuals of the rows of X (any float dtype
-        and layout), computed over sample chunks."""
-        n_samples = X.shape[0]
-        states = np.empty((n_samples, self.n_states_))
-        residual = np.empty(n_samples)
-        for start, stop in _sample_chunks(n_samples, X.shape[1] + self.n_states_):
+    def _equilibrium_chunks(self, X):
+        """Yield ``(start, stop, rows, states, residual)`` over sample chunks
+        of X (any float dtype and layout): the float64 rows and their
+        equilibrium states and residuals."""
+        for start, stop in _sample_chunks(X.shape[0], X.shape[1] + self.n_states_):
             rows = _float64_rows(X, start, stop)
             if self._is_weight_shared():
                 with np.errstate(over="ignore", invalid="ignore"):
-                    states[start:stop], residual[start:stop], _ = \
-                        shared.block_equilibrium(self._shared_model, rows,
-                                                 tol=self.equilibrium_tol,
-                                                 max_iter=self.equilibrium_max_iter)
-                continue
-            drive = _times_transpose(rows, self.B_) + self.state_intercept_
-            chunk = solve_equilibrium(
-                self.A_, drive, tol=self.equilibrium_tol,
-                max_iter=self.equilibrium_max_iter,
-            )
-            states[start:stop] = chunk.states
-            residual[start:stop] = chunk.residual
-        if not np.all(np.isfinite(states)):
-            raise ValueError(
-                "The equilibrium states overflow float64: X is too large in "
-                "magnitude for this model. Rescale X as it was at fit time."
-            )
+                    states, residual, _ = shared.block_equilibrium(
+                        self._shared_model, rows, tol=self.equilibrium_tol,
+                        max_iter=self.equilibrium_max_iter)
+            else:
+                drive = _times_transpose(rows, self.B_) + self.state_intercept_
+                chunk = solve_equilibrium(self.A_, drive, tol=self.equilibrium_tol,
+                                          max_iter=self.equilibrium_max_iter)
+                states, residual = chunk.states, chunk.residual
+            if not np.all(np.isfinite(states)):
+                raise ValueError(
+                    "The equilibrium states overflow float64: X is too large in "
+                    "magnitude for this model. Rescale X as it was at fit time."
+                )
+            yield start, stop, rows, states, residual
+
+    def _unconverged(self, states, residual):
         scale = np.maximum(1.0, np.abs(states).max(axis=1, initial=0.0))
-        unconverged = residual > self.equilibrium_tol * scale
-        if warn and np.any(unconverged):
+        return residual > self.equilibrium_tol * scale
+
+    def _warn_equilibrium(self, unconverged, residual):
+        if np.any(unconverged):
             warnings.warn(
                 f"The equilibrium did not reach equilibrium_tol="
                 f"{self.equilibrium_tol:g} for {int(unconverged.sum())} of "
@@ -611,6 +610,16 @@ class _BaseSIM(BaseEstimator):
                 f"{residual.max():.3e}); increase equilibrium_max_iter.",
                 ConvergenceWarning,
             )
+
+    def _equilibrium(self, X, warn=True):
+        """Equilibrium states and residuals of the rows of X, over sample chunks."""
+        states = np.empty((X.shape[0], self.n_states_))
+        residual = np.empty(X.shape[0])
+        for start, stop, _, chunk_states, chunk_residual in self._equilibrium_chunks(X):
+            states[start:stop] = chunk_states
+            residual[start:stop] = chunk_residual
+        if warn:
+            self._warn_equilibrium(self._unconverged(states, residual), residual)
         return states, residual
 
     def equilibrium(self, X, *, return_residual=False):
@@ -640,23 +649,35 @@ class _BaseSIM(BaseEstimator):
     def _raw_outputs(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        if self._is_weight_shared():
+            return self._weight_shared_outputs(X)
         with _numba_threads(self.n_jobs):
             states, _ = self._equilibrium(X)
-        if self._is_weight_shared():
-            model = self._shared_model
-            post = shared.split_blocks(model.structure, states)
-            with np.errstate(over="ignore", invalid="ignore"):
-                outputs = (shared.head_design(model.structure, np.asarray(X, np.float64),
-                                              post)
-                           @ np.hstack(model.head_kernels).T + model.head_intercept)
-            self._check_finite_outputs(outputs)
-            return outputs
         outputs = np.empty((X.shape[0], self.C_.shape[0]))
         for start, stop in _sample_chunks(X.shape[0], X.shape[1]):
             outputs[start:stop] = (
                 _times_transpose(states[start:stop], self.C_)
                 + _times_transpose(_float64_rows(X, start, stop), self.D_)
                 + self.intercept_)
+        self._check_finite_outputs(outputs)
+        return outputs
+
+    def _weight_shared_outputs(self, X):
+        """Outputs chunk by chunk: the states of all samples (71,680 per image
+        for the CIFAR-100 teacher) are never held at once."""
+        model = self._shared_model
+        head = np.hstack(model.head_kernels).T
+        outputs = np.empty((X.shape[0], head.shape[1]))
+        unconverged = np.zeros(X.shape[0], dtype=bool)
+        residual = np.zeros(X.shape[0])
+        for start, stop, rows, states, chunk_residual in self._equilibrium_chunks(X):
+            post = shared.split_blocks(model.structure, states)
+            with np.errstate(over="ignore", invalid="ignore"):
+                outputs[start:stop] = (shared.head_design(model.structure, rows, post)
+                                       @ head + model.head_intercept)
+            unconverged[start:stop] = self._unconverged(states, chunk_residual)
+            residual[start:stop] = chunk_residual
+        self._warn_equilibrium(unconverged, residual)
         self._check_finite_outputs(outputs)
         return outputs
 
