@@ -114,28 +114,38 @@ def magnitude_pruned(module, keep):
     return pruned, masks
 
 
-def fine_tune(module, masks, X, y, input_shape, epochs=1, lr=1e-3, seed=0):
-    """A short fine-tune of a pruned module with its masks kept (Adam, batches
-    of 128, BatchNorm statistics frozen)."""
+def train_classifier(module, X, y, input_shape, *, epochs, lr=1e-3, generator=None,
+                     masks=None):
+    """Adam on the cross-entropy, batches of 128 in a random order per epoch
+    (``generator`` seeds it); with ``masks`` the pruned weights stay zero and
+    BatchNorm statistics are frozen (a fine-tune)."""
     import torch
 
-    torch.manual_seed(seed)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     images = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).reshape(
         -1, *input_shape)
     labels = torch.from_numpy(np.asarray(y))
-    module.eval()  # frozen BatchNorm statistics
+    module.train(masks is None)
     for _ in range(epochs):
-        order = torch.randperm(len(labels))
+        order = torch.randperm(len(labels), generator=generator)
         for start in range(0, len(labels), 128):
             index = order[start:start + 128]
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(module(images[index]), labels[index]).backward()
             optimizer.step()
-            with torch.no_grad():
-                for w, mask in zip(_prunable(module), masks):
-                    w.mul_(mask)
-    return module
+            if masks is not None:
+                with torch.no_grad():
+                    for w, mask in zip(_prunable(module), masks):
+                        w.mul_(mask)
+    return module.eval()
+
+
+def fine_tune(module, masks, X, y, input_shape, epochs=1, lr=1e-3, seed=0):
+    """A short fine-tune of a pruned module with its masks kept."""
+    import torch
+
+    torch.manual_seed(seed)
+    return train_classifier(module, X, y, input_shape, epochs=epochs, lr=lr, masks=masks)
 
 
 def pruning_baseline(teacher, counts, train, test, input_shape, fine_tune_epochs=1):

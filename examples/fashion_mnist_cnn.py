@@ -8,7 +8,7 @@ every ReLU state of the teacher, outputs matched to its logits, over an alpha
 sweep; the records (accuracy, agreement, nonzero kernel entries, fit and
 predict times), then global magnitude pruning of the teacher at the same
 counts and at 10/20/30% of its weights, without and with a one-epoch
-fine-tune on the same m images, go to ``<output-dir>/fashion_mnist_cnn[_lateral<k>].json``::
+fine-tune on the same m images, go to ``<output-dir>/fashion_mnist_cnn[_lateral<k>][_absolute].json``::
 
     python examples/fashion_mnist_cnn.py --m 5000 --output-dir examples/results
 """
@@ -43,20 +43,11 @@ def build_teacher():
 def train_teacher(X, y, epochs=3, seed=0):
     import torch
 
+    from _conv_experiments import train_classifier
+
     torch.manual_seed(seed)
-    module = build_teacher()
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
-    images = torch.from_numpy(X).reshape(-1, *INPUT_SHAPE)
-    labels = torch.from_numpy(y)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        order = torch.randperm(len(labels), generator=generator)
-        for start in range(0, len(labels), 128):
-            index = order[start:start + 128]
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(module(images[index]), labels[index]).backward()
-            optimizer.step()
-    return module.eval()
+    return train_classifier(build_teacher(), X, y, INPUT_SHAPE, epochs=epochs,
+                            generator=torch.Generator().manual_seed(seed))
 
 
 def load_or_train_teacher(data, path=WEIGHTS):
@@ -79,6 +70,7 @@ def main(argv=None):
     parser.add_argument("--alphas", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
     parser.add_argument("--kappa", type=float, default=0.95)
     parser.add_argument("--lateral-kernel", type=int, default=None)
+    parser.add_argument("--block-alpha", choices=["relative", "absolute"], default="relative")
     parser.add_argument("--data-home", default=os.environ.get("SKSIM_DATA"),
                         help="folder with fashion-mnist/*.npz (default $SKSIM_DATA, "
                              "else OpenML)")
@@ -95,6 +87,7 @@ def main(argv=None):
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"_lateral{args.lateral_kernel}" if args.lateral_kernel else ""
+    suffix += "_absolute" if args.block_alpha == "absolute" else ""
     out_path = out_dir / f"fashion_mnist_cnn{suffix}.json"
     data = load_fashion_mnist(args.data_home)
     teacher = load_or_train_teacher(data, args.weights)
@@ -104,6 +97,7 @@ def main(argv=None):
     X_train, y_train = data.X_train[:args.m], data.y_train[:args.m]
     train_logits = teacher_logits(teacher, X_train, INPUT_SHAPE)
     record = {"command": " ".join(sys.argv), "m": args.m, "kappa": args.kappa,
+              "block_alpha": args.block_alpha,
               "lateral_kernel": args.lateral_kernel,
               "teacher": {"test_accuracy": float(np.mean(test_logits.argmax(1)
                                                          == data.y_test)),
@@ -112,7 +106,8 @@ def main(argv=None):
               "fits": []}
     log("teacher", record["teacher"])
     baseline = TorchBaseline(teacher, input_shape=INPUT_SHAPE)
-    params = dict(kappa=args.kappa, lateral_kernel=args.lateral_kernel)
+    params = dict(kappa=args.kappa, lateral_kernel=args.lateral_kernel,
+                  block_alpha=args.block_alpha)
     for fit, model in alpha_sweep(baseline, args.alphas, params, (X_train, y_train, train_logits),
                            (data.X_test, data.y_test, test_logits), record["teacher"]):
         record["fits"].append(fit)
