@@ -129,9 +129,10 @@ def data_use_tables():
 def conv_tables():
     """Weight-shared SIM of CNN teachers (fashion_mnist_cnn*.json, cifar100*.json)."""
     out = []
-    stems = sorted(p.stem for p in RESULTS.glob("fashion_mnist_cnn*.json"))
-    stems += sorted(p.stem for p in RESULTS.glob("cifar100*.json"))
-    for stem in stems:
+    paths = sorted(RESULTS.glob("fashion_mnist_cnn*.json"))
+    paths += sorted(RESULTS.glob("**/cifar100*.json"))
+    for path in paths:
+        stem = path.relative_to(RESULTS).with_suffix("").as_posix()
         d = load(stem)
         t = d["teacher"]
         lateral = d.get("lateral_kernel")
