@@ -45,6 +45,7 @@ def main(argv=None):
     parser.add_argument("--lateral-kernel", type=int, default=None)
     parser.add_argument("--positions-per-image", type=int, default=None)
     parser.add_argument("--row-bound", type=float, default=None)
+    parser.add_argument("--state-inputs", choices=["teacher", "model"], default="teacher")
     parser.add_argument("--n-test", type=int, default=10000)
     parser.add_argument("--n-attack", type=int, default=500,
                         help="test images attacked (0: no robustness run)")
@@ -90,6 +91,7 @@ def main(argv=None):
         "m": args.m, "n_test": int(len(y_test)), "kappa": args.kappa,
         "lateral_kernel": args.lateral_kernel,
         "positions_per_image": args.positions_per_image, "row_bound": args.row_bound,
+        "state_inputs": args.state_inputs,
         "teacher": {"test_accuracy": float(np.mean(teacher_pred == y_test)),
                     "weights": teacher_weight_count(teacher),
                     "forward_seconds": teacher_seconds},
@@ -98,7 +100,8 @@ def main(argv=None):
     log("teacher", record["teacher"])
     baseline = TorchBaseline(teacher, input_shape=INPUT_SHAPE, batch_size=250)
     params = dict(kappa=args.kappa, lateral_kernel=args.lateral_kernel,
-                  positions_per_image=args.positions_per_image, row_bound=args.row_bound)
+                  positions_per_image=args.positions_per_image, row_bound=args.row_bound,
+                  state_inputs=args.state_inputs)
     for fit, model in alpha_sweep(baseline, args.alphas, params, (X_train, y_train, train_logits),
                            (X_test, y_test, test_logits), record["teacher"]):
         record["fits"].append(fit)

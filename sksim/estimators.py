@@ -181,6 +181,7 @@ class _BaseSIM(BaseEstimator):
         "lateral_kernel": [None, Interval(Integral, 1, None, closed="left")],
         "positions_per_image": [None, Interval(Integral, 1, None, closed="left")],
         "block_alpha": [StrOptions({"relative", "absolute"})],
+        "state_inputs": [StrOptions({"teacher", "model"})],
     }
 
     def __init__(
@@ -206,6 +207,7 @@ class _BaseSIM(BaseEstimator):
         lateral_kernel=None,
         positions_per_image=None,
         block_alpha="relative",
+        state_inputs="teacher",
     ):
         self.baseline = baseline
         self.alpha = alpha
@@ -227,6 +229,7 @@ class _BaseSIM(BaseEstimator):
         self.lateral_kernel = lateral_kernel
         self.positions_per_image = positions_per_image
         self.block_alpha = block_alpha
+        self.state_inputs = state_inputs
 
     # ------------------------------------------------------------------ teacher
     def _default_teacher(self):
@@ -356,14 +359,27 @@ class _BaseSIM(BaseEstimator):
         row_bound = np.inf if self.row_bound is None else float(self.row_bound)
         common = dict(l1_ratio=self.l1_ratio, kappa=self.kappa, row_bound=row_bound,
                       tol=self.tol, max_iter=self.max_iter)
-        with _numba_threads(self.n_jobs):
+        if self.state_inputs == "model" and self.lateral_kernel:
+            raise ValueError("state_inputs='model' needs a feed-forward structure "
+                             "(lateral_kernel=None).")
+
+        def reduce(blocks=None, model=None):
             batches = ((X[rows], pre) for rows, pre, _ in self.baseline.iter_batches(X))
-            problems = shared.accumulate_block_problems(
+            return shared.accumulate_block_problems(
                 structure, batches, scales, fit_intercept=self.fit_intercept,
                 positions_per_image=self.positions_per_image,
-                random_state=self.random_state)
-            kernels, intercepts, state_rows = [], [], []
-            for links, problem in zip(structure.links, problems):
+                random_state=self.random_state, blocks=blocks, model=model)
+
+        kernels, intercepts, state_rows = [], [], []
+        with _numba_threads(self.n_jobs):
+            problems = reduce() if self.state_inputs == "teacher" else None
+            for index, links in enumerate(structure.links):
+                if problems is None:  # one pass per block on the model's own states
+                    so_far = shared.truncated(shared.SharedModel(
+                        structure, kernels, intercepts, [], np.zeros(0)), index)
+                    problem = reduce([index], so_far if index else None)[0]
+                else:
+                    problem = problems[index]
                 alpha = self.alpha * (shared.penalty_scale(problem)
                                       if self.block_alpha == "relative" else 1.0)
                 block_kernels, intercept, rows = shared.solve_block_rows(
@@ -895,6 +911,13 @@ _PARAMETERS_DOC = """
         RMS of its targets times the RMS of its design columns
         (``"relative"``: independent of the block's state scale), or
         ``alpha`` itself (``"absolute"``); the output rows likewise.
+    state_inputs : {"teacher", "model"}, default="teacher"
+        Weight-shared, feed-forward model: the designs of block ``b`` read
+        the teacher's states of the earlier blocks (one pass over the data
+        for all blocks), or the fitted model's own states of the earlier
+        blocks (``"model"``: blocks fitted in order, one pass each), so that
+        each block learns from the inputs it will see at predict time; the
+        targets are the teacher's states either way.
 """
 
 _ATTRIBUTES_DOC = """

@@ -123,7 +123,8 @@ def _choose_positions(rng, n_samples, shape, positions_per_image):
 
 
 def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
-                              positions_per_image=None, random_state=None):
+                              positions_per_image=None, random_state=None,
+                              blocks=None, model=None):
     """One :class:`~sksim.design.GramProblem` per block from teacher batches.
 
     Parameters
@@ -135,16 +136,27 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
     positions_per_image : int or None
         Output positions of each spatial block kept per image (drawn at
         random per image); ``None`` keeps all.
+    blocks : list of int, default=None
+        The blocks to reduce (all by default).
+    model : SharedModel, default=None
+        When given (fitted for the blocks before those reduced), the designs
+        read this model's own states of the earlier blocks instead of the
+        teacher's, while the targets stay the teacher's.
     """
     rng = np.random.default_rng(random_state)
-    widths = [sum(link_width(structure, link) for link in links)
-              for links in structure.links]
-    accumulators = [GramAccumulator(width, shape[0], fit_intercept)
-                    for width, shape in zip(widths, structure.block_shapes)]
+    blocks = range(len(structure.block_shapes)) if blocks is None else blocks
+    widths = {b: sum(link_width(structure, link) for link in structure.links[b])
+              for b in blocks}
+    accumulators = {b: GramAccumulator(widths[b], structure.block_shapes[b][0],
+                                       fit_intercept) for b in blocks}
     for X_batch, pre_activations in batches:
         scaled = [z * s for z, s in zip(pre_activations, scales)]
         post = [np.maximum(z, 0.0) for z in scaled]
-        for index, shape in enumerate(structure.block_shapes):
+        if model is not None:
+            states, _, _ = block_equilibrium(model, X_batch, tol=0.0, max_iter=1)
+            post[:len(model.kernels)] = split_blocks(model.structure, states)
+        for index in blocks:
+            shape = structure.block_shapes[index]
             kept = _positions(shape) if positions_per_image is None else \
                 min(_positions(shape), positions_per_image)
             for part in _sub_batches(X_batch.shape[0], kept, widths[index]):
@@ -155,7 +167,16 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
                                      positions)
                 targets = _block_targets(shape, scaled[index][part], positions)
                 accumulators[index].add(design, targets)
-    return [accumulator.finish() for accumulator in accumulators]
+    return [accumulators[b].finish() for b in blocks]
+
+
+def truncated(model, n_blocks):
+    """The model of its first ``n_blocks`` blocks (no outputs)."""
+    structure = model.structure._replace(
+        block_shapes=model.structure.block_shapes[:n_blocks],
+        links=model.structure.links[:n_blocks], head=(), n_outputs=0)
+    return SharedModel(structure, model.kernels[:n_blocks], model.intercepts[:n_blocks],
+                       [], np.zeros(0))
 
 
 def penalty_scale(problem):

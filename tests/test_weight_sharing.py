@@ -370,3 +370,41 @@ def test_numpy_and_torch_convolutions_agree(monkeypatch):
     monkeypatch.delitem(sys.modules, "torch")
     without = link_output(structure, structure.links[0][0], kernel, source)
     np.testing.assert_allclose(with_torch, without, rtol=0, atol=1e-12)
+
+
+def test_blocks_fitted_on_the_models_own_states(tiny_problem):
+    """state_inputs='model': block 0 (reading the input) is fitted as before;
+    later blocks read the fitted model's own states of earlier blocks, and the
+    result keeps every guarantee (exact kappa, equivalence with unrolling)."""
+    from sksim import weight_sharing as ws
+    from sksim.blocks import link_patches
+
+    _, baseline, X, logits = tiny_problem
+    params = dict(alpha=1e-3, kappa=0.6, tol=1e-10)
+    on_teacher = SIMRegressor(baseline, **params).fit(X, logits, baseline_outputs=logits)
+    on_model = SIMRegressor(baseline, state_inputs="model", **params).fit(
+        X, logits, baseline_outputs=logits)
+    np.testing.assert_array_equal(on_model.kernels_[0][0], on_teacher.kernels_[0][0])
+    assert not np.allclose(on_model.kernels_[1][0], on_teacher.kernels_[1][0])
+    assert _exact_inf_norm(on_model.A_) <= 0.6
+    # block 1's rows are optimal for the design built from the model's block 0
+    states = on_model.equilibrium(X)
+    post0 = ws.split_blocks(on_model.structure_, states)[0]
+    W = link_patches(on_model.structure_, on_model.structure_.links[1][0], post0)
+    teacher_states, _ = baseline.record(X)
+    z1 = ws.split_blocks(on_model.structure_, teacher_states)[1] * on_model.block_scales_[1]
+    Z = z1.reshape(len(X), 5, 16).transpose(0, 2, 1).reshape(-1, 5)
+    alpha = 1e-3 * ws.penalty_scale(_gram_problem(W, Z))
+    for c in range(5):
+        residual = Z[:, c] - W @ on_model.kernels_[1][0][c] - on_model.block_intercepts_[1][c]
+        ours = residual @ residual / (2 * len(Z)) + alpha * np.abs(on_model.kernels_[1][0][c]).sum()
+        reference = _cvxpy_objective(W, Z[:, c], W.shape[1], 0.6, alpha)
+        assert abs(ours - reference) <= 1e-6 * reference
+    with pytest.raises(ValueError, match="state_inputs='model' needs a feed-forward"):
+        SIMRegressor(baseline, state_inputs="model", lateral_kernel=3).fit(X, logits[:, 0])
+
+
+def _gram_problem(W, Z):
+    accumulator = GramAccumulator(W.shape[1], Z.shape[1], True)
+    accumulator.add(W, Z)
+    return accumulator.finish()
