@@ -141,7 +141,8 @@ def conv_tables():
                    f"{d['m']:,} training images, kappa {d['kappa']:g}, "
                    f"{'lateral ' + str(lateral) + 'x' + str(lateral) if lateral else 'feed-forward'}"
                    f", block_alpha {d.get('block_alpha', 'relative')}, state inputs "
-                   f"{d.get('state_inputs', 'teacher')}; accuracies in %)\n")
+                   f"{d.get('state_inputs', 'teacher')}, positions per image "
+                   f"{d.get('positions_per_image') or 'all'}; accuracies in %)\n")
         rows = [[f"{f['alpha']:g}", f"{f['nonzero']:,}", f"{100 * f['fraction_of_teacher']:.1f}%",
                  pct(f["test_accuracy"]), pct(f["agreement"]), f"{f['fit_seconds']:.0f}",
                  f"{f['predict_over_teacher']:.1f}x", f"{f['peak_rss_gb']:.2f}",
