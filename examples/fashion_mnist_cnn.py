@@ -8,7 +8,7 @@ every ReLU state of the teacher, outputs matched to its logits, over an alpha
 sweep; the records (accuracy, agreement, nonzero kernel entries, fit and
 predict times), then global magnitude pruning of the teacher at the same
 counts and at 10/20/30% of its weights, without and with a one-epoch
-fine-tune on the same m images, go to ``<output-dir>/fashion_mnist_cnn[_lateral<k>][_absolute].json``::
+fine-tune on the same m images, go to ``<output-dir>/fashion_mnist_cnn[_lateral<k>][_absolute][_model_inputs].json``::
 
     python examples/fashion_mnist_cnn.py --m 5000 --output-dir examples/results
 """
@@ -71,6 +71,7 @@ def main(argv=None):
     parser.add_argument("--kappa", type=float, default=0.95)
     parser.add_argument("--lateral-kernel", type=int, default=None)
     parser.add_argument("--block-alpha", choices=["relative", "absolute"], default="relative")
+    parser.add_argument("--state-inputs", choices=["teacher", "model"], default="teacher")
     parser.add_argument("--data-home", default=os.environ.get("SKSIM_DATA"),
                         help="folder with fashion-mnist/*.npz (default $SKSIM_DATA, "
                              "else OpenML)")
@@ -88,6 +89,7 @@ def main(argv=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"_lateral{args.lateral_kernel}" if args.lateral_kernel else ""
     suffix += "_absolute" if args.block_alpha == "absolute" else ""
+    suffix += "_model_inputs" if args.state_inputs == "model" else ""
     out_path = out_dir / f"fashion_mnist_cnn{suffix}.json"
     data = load_fashion_mnist(args.data_home)
     teacher = load_or_train_teacher(data, args.weights)
@@ -97,7 +99,7 @@ def main(argv=None):
     X_train, y_train = data.X_train[:args.m], data.y_train[:args.m]
     train_logits = teacher_logits(teacher, X_train, INPUT_SHAPE)
     record = {"command": " ".join(sys.argv), "m": args.m, "kappa": args.kappa,
-              "block_alpha": args.block_alpha,
+              "block_alpha": args.block_alpha, "state_inputs": args.state_inputs,
               "lateral_kernel": args.lateral_kernel,
               "teacher": {"test_accuracy": float(np.mean(test_logits.argmax(1)
                                                          == data.y_test)),
@@ -107,7 +109,7 @@ def main(argv=None):
     log("teacher", record["teacher"])
     baseline = TorchBaseline(teacher, input_shape=INPUT_SHAPE)
     params = dict(kappa=args.kappa, lateral_kernel=args.lateral_kernel,
-                  block_alpha=args.block_alpha)
+                  block_alpha=args.block_alpha, state_inputs=args.state_inputs)
     for fit, model in alpha_sweep(baseline, args.alphas, params, (X_train, y_train, train_logits),
                            (data.X_test, data.y_test, test_logits), record["teacher"]):
         record["fits"].append(fit)
