@@ -8,7 +8,8 @@ every ReLU state of the teacher, outputs matched to its logits, over an alpha
 sweep; the records (accuracy, agreement, nonzero kernel entries, fit and
 predict times), then global magnitude pruning of the teacher at the same
 counts and at 10/20/30% of its weights, without and with a one-epoch
-fine-tune on the same m images, go to ``<output-dir>/fashion_mnist_cnn[_lateral<k>][_absolute][_model_inputs].json``::
+fine-tune on the same m images, go to
+``<output-dir>/fashion_mnist_cnn[_lateral<k>][_absolute][_model_inputs].json``::
 
     python examples/fashion_mnist_cnn.py --m 5000 --output-dir examples/results
 """

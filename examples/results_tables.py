@@ -137,9 +137,10 @@ def conv_tables():
         t = d["teacher"]
         lateral = d.get("lateral_kernel")
         out.append(f"\n**{stem}** (`{d['command']}`; teacher test accuracy "
-                   f"{pct(t['test_accuracy'])}%, {t['weights']:,} weights; SIM on m = "
+                   f"{pct(t['test_accuracy'])}%, {t['weights']:,} weights; "
+                   "SIM on m = "
                    f"{d['m']:,} training images, kappa {d['kappa']:g}, "
-                   f"{'lateral ' + str(lateral) + 'x' + str(lateral) if lateral else 'feed-forward'}"
+                   f"{f'lateral {lateral}x{lateral}' if lateral else 'feed-forward'}"
                    f", block_alpha {d.get('block_alpha', 'relative')}, state inputs "
                    f"{d.get('state_inputs', 'teacher')}, positions per image "
                    f"{d.get('positions_per_image') or 'all'}; accuracies in %)\n")

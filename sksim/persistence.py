@@ -11,9 +11,10 @@ estimator's parameters.
 
 What is saved is the fitted SIM model itself, which is all ``predict``,
 ``decision_function``, ``predict_proba`` and ``equilibrium`` need: ``A_``,
-``B_``, ``C_``, ``D_`` (CSR data/indices/indptr/shape), both intercepts, the
-per-row certificates and row-bound multipliers, ``n_iter_``, ``lipschitz_bound_``, ``state_scales_``,
-``classes_``, ``n_features_in_`` and ``feature_names_in_``. The teacher
+``B_``, ``C_``, ``D_`` (CSR data/indices/indptr/shape; for a weight-shared
+model its kernels and structure instead), both intercepts, the per-row
+certificates and row-bound multipliers, ``n_iter_``, ``lipschitz_bound_``,
+``state_scales_``, ``classes_``, ``n_features_in_`` and ``feature_names_in_``. The teacher
 (``baseline`` / ``baseline_``, e.g. an MLP or a ``TorchBaseline``) is **not**
 saved: only its type name is recorded, and the loaded estimator has
 ``baseline=None`` and ``baseline_=None``. Refitting a loaded estimator

@@ -99,7 +99,6 @@ def test_baseline_outputs_are_fitted_instead_of_y(small_teacher_problem):
         assert ours >= reference * (1 - 1e-6)
     on_labels = SIMClassifier(alpha=1e-4).fit(X, y, states=states)
     assert not np.allclose(on_labels.C_.toarray(), model.C_.toarray())
-    scores = model.decision_function(X)
     proba = model.predict_proba(X)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     np.testing.assert_array_equal(model.classes_[proba.argmax(axis=1)], model.predict(X))

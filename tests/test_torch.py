@@ -4,8 +4,8 @@ import pickle
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
-from sklearn.model_selection import GridSearchCV, train_test_split
+from helpers import digits_split
+from sklearn.model_selection import GridSearchCV
 
 from sksim import SIMClassifier, SIMRegressor, TorchBaseline
 
@@ -246,9 +246,7 @@ def test_feasible_teacher_is_reproduced():
 
 @pytest.fixture(scope="module")
 def digits_teacher():
-    X, y = load_digits(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X / 16.0, y, test_size=0.3, random_state=0, stratify=y)
+    X_train, X_test, y_train, y_test = digits_split()
     torch.manual_seed(0)
     module = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(),
                            nn.Linear(16, 10))

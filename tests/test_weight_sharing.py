@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from sklearn.datasets import load_digits
-from sklearn.model_selection import GridSearchCV, train_test_split
+from helpers import digits_split
+from sklearn.model_selection import GridSearchCV
 
 from sksim import SIMClassifier, SIMRegressor
 from sksim.blocks import Link, Structure, link_patches, unroll
@@ -205,9 +205,7 @@ def test_block_rows_match_cvxpy_on_the_patch_design(tiny_problem, kappa):
 @pytest.fixture(scope="module")
 def digits_cnn():
     """A two-conv CNN trained on digits (8x8) in the test."""
-    X, y = load_digits(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X / 16.0, y, test_size=0.3, random_state=0, stratify=y)
+    X_train, X_test, y_train, y_test = digits_split()
     torch.manual_seed(0)
     cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
                         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
