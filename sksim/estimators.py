@@ -35,6 +35,9 @@ from .solvers import RowSolution, resolve_n_threads, solve_equilibrium, solve_ro
 _ACTIVATIONS = {"relu": lambda z: np.maximum(z, 0.0)}
 
 _DEFAULT_HIDDEN_LAYERS = (64, 32)
+# Fitted attributes only a weight-shared model has.
+_WEIGHT_SHARED_ATTRIBUTES = ("structure_", "kernels_", "block_intercepts_",
+                             "output_kernels_", "block_scales_")
 _DEFAULT_TEACHER_MAX_ITER = 500
 
 
@@ -355,7 +358,8 @@ class _BaseSIM(BaseEstimator):
             raise ValueError("weight sharing supports activation='relu' only.")
         structure = shared.fitting_structure(maps.structure, self.lateral_kernel,
                                              n_outputs=targets.shape[1])
-        scales = shared.block_scales(structure, maps.kernels, self.kappa)
+        # the teacher's structure: one link per block, the one its kernel belongs to
+        scales = shared.block_scales(maps.structure, maps.kernels, self.kappa)
         row_bound = np.inf if self.row_bound is None else float(self.row_bound)
         common = dict(l1_ratio=self.l1_ratio, kappa=self.kappa, row_bound=row_bound,
                       tol=self.tol, max_iter=self.max_iter)
@@ -398,8 +402,6 @@ class _BaseSIM(BaseEstimator):
                 bounded=False, **common)
         self._shared_model = shared.SharedModel(structure, kernels, intercepts,
                                                 head_kernels, head_intercept)
-        for name in ("A_", "B_", "C_", "D_"):
-            self.__dict__.pop(name, None)  # unrolled on access
         self.structure_ = structure
         self.kernels_ = kernels
         self.block_intercepts_ = intercepts
@@ -462,8 +464,9 @@ class _BaseSIM(BaseEstimator):
                 baseline_outputs, "baseline_outputs", n_samples,
                 self._n_output_columns(baseline_outputs),
             )
+        # a refit replaces the unrolled cache and any weight-shared attributes
         self._shared_model = None
-        for name in ("A_", "B_", "C_", "D_"):  # a refit replaces any unrolled cache
+        for name in ("A_", "B_", "C_", "D_") + _WEIGHT_SHARED_ATTRIBUTES:
             self.__dict__.pop(name, None)
         teacher_maps = self._weight_shared_teacher(X, states)
         if teacher_maps is not None:

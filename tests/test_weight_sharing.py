@@ -64,6 +64,7 @@ def test_weight_shared_model_equals_its_unrolled_flat_model(tiny_problem, latera
     model = SIMRegressor(baseline, alpha=1e-4, kappa=0.6, lateral_kernel=lateral_kernel,
                          row_bound=row_bound).fit(X, logits, baseline_outputs=logits)
     assert model.structure_.block_shapes == ((4, 7, 7), (5, 4, 4), (6,))
+    assert model.block_scales_[0] == 1.0  # block 0 reads the input, lateral link or not
     A, B, C, D = model.A_, model.B_, model.C_, model.D_
     assert A.shape == (model.n_states_, model.n_states_) == (4 * 49 + 5 * 16 + 6,) * 2
     assert _exact_inf_norm(A) <= 0.6
@@ -406,3 +407,18 @@ def _gram_problem(W, Z):
     accumulator = GramAccumulator(W.shape[1], Z.shape[1], True)
     accumulator.add(W, Z)
     return accumulator.finish()
+
+
+def test_refitting_a_flat_model_drops_the_weight_shared_attributes(tiny_problem):
+    _, baseline, X, logits = tiny_problem
+    model = SIMRegressor(baseline, alpha=1e-2).fit(X, logits[:, 0])
+    assert model.kernels_ and model.A_.shape[0] == model.n_states_
+    model.set_params(weight_sharing=False).fit(X, logits[:, 0])
+    for name in ("structure_", "kernels_", "block_intercepts_", "output_kernels_",
+                 "block_scales_"):
+        assert not hasattr(model, name), name
+    states, _ = baseline.record(X)
+    assert model.A_.shape == (states.shape[1],) * 2
+    expected = (model.equilibrium(X) @ model.C_.toarray().T + X @ model.D_.toarray().T
+                + model.intercept_).ravel()
+    np.testing.assert_allclose(model.predict(X), expected, rtol=1e-12, atol=1e-12)
