@@ -83,6 +83,22 @@ class Structure(NamedTuple):
         return sum(self.block_sizes())
 
 
+def n_positions(shape):
+    """Output positions of a block of ``shape``: H W when spatial, else 1."""
+    return shape[1] * shape[2] if len(shape) == 3 else 1
+
+
+def per_state(values, shape):
+    """Per-channel ``values`` of a block repeated over its positions, in the
+    flattened (channel, row, column) state order."""
+    return np.repeat(values, n_positions(shape))
+
+
+def block_offsets(structure):
+    sizes = structure.block_sizes()
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+
+
 def conv_output_size(size, link):
     return (size + 2 * link.padding - link.kernel_size) // link.stride + 1
 
@@ -227,11 +243,6 @@ def unroll_link(structure, link, kernel, n_out):
     matrix = sp.coo_array((values[keep], (rows[keep], cols[keep])),
                           shape=(n_out * out_h * out_w, source_size))
     return sp.csr_array(matrix)
-
-
-def block_offsets(structure):
-    sizes = structure.block_sizes()
-    return np.concatenate([[0], np.cumsum(sizes)]).astype(int)
 
 
 def unroll(structure, kernels, head_kernels):

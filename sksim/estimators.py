@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import weight_sharing as shared
 from .baselines import mlp_forward, well_posed_layer_scales
-from .blocks import unroll
+from .blocks import per_state, unroll
 from .design import GramAccumulator
 from .solvers import RowSolution, resolve_n_threads, solve_equilibrium, solve_rows
 
@@ -392,8 +392,11 @@ class _BaseSIM(BaseEstimator):
                 intercepts.append(intercept)
                 state_rows.append(rows)
             del problems
-            model = shared.SharedModel(structure, kernels, intercepts, [], np.zeros(0))
-            output_problem = self._shared_output_problem(X, targets, model, scales)
+            # the state part of the model, for the output stage's equilibrium
+            self._shared_model = shared.SharedModel(structure, kernels, intercepts, [],
+                                                    np.zeros(0))
+            self.n_states_ = structure.n_states()
+            output_problem = self._shared_output_problem(X, targets, scales)
             output_alpha = self.alpha if self.output_alpha is None else self.output_alpha
             if self.block_alpha == "relative":
                 output_alpha *= shared.penalty_scale(output_problem)
@@ -411,9 +414,7 @@ class _BaseSIM(BaseEstimator):
         sizes = structure.block_sizes()
         self.state_scales_ = np.repeat(scales, sizes)
         self.state_intercept_ = np.concatenate([
-            np.repeat(b, size // shape[0])
-            for b, size, shape in zip(intercepts, sizes, structure.block_shapes)])
-        self.n_states_ = int(sum(sizes))
+            per_state(b, shape) for b, shape in zip(intercepts, structure.block_shapes)])
         self.baseline_ = self.baseline
         state_rows = RowSolution(*[None if field == "coef" else
                                    np.concatenate([getattr(r, field) for r in state_rows])
@@ -421,21 +422,17 @@ class _BaseSIM(BaseEstimator):
         return self._set_certificates(state_rows, output_rows,
                                       shared.unrolled_norms(self._shared_model))
 
-    def _shared_output_problem(self, X, targets, model, scales):
+    def _shared_output_problem(self, X, targets, scales):
         """Gram problem of the output rows on the model's own states
-        (``refit_outputs``) or on the teacher's (scaled) states."""
-        structure = model.structure
+        (``refit_outputs``; the state part is ``self._shared_model``) or on
+        the teacher's (scaled) states."""
+        structure = self._shared_model.structure
         width = sum(shared.link_width(structure, link) for link in structure.head)
         accumulator = GramAccumulator(width, targets.shape[1], self.fit_intercept)
         if self.refit_outputs:
-            for start, stop in _sample_chunks(X.shape[0],
-                                              X.shape[1] + structure.n_states()):
-                chunk = _float64_rows(X, start, stop)
-                states, _, _ = shared.block_equilibrium(
-                    model, chunk, tol=self.equilibrium_tol,
-                    max_iter=self.equilibrium_max_iter)
+            for start, stop, rows, states, _ in self._equilibrium_chunks(X):
                 post = shared.split_blocks(structure, states)
-                accumulator.add(shared.head_design(structure, chunk, post),
+                accumulator.add(shared.head_design(structure, rows, post),
                                 targets[start:stop])
         else:
             for rows, pre, _ in self.baseline.iter_batches(X):
@@ -592,10 +589,12 @@ class _BaseSIM(BaseEstimator):
             )
 
     # --------------------------------------------------------------- inference
-    def _equilibrium_chunks(self, X):
+    def _equilibrium_chunks(self, X, warn=True):
         """Yield ``(start, stop, rows, states, residual)`` over sample chunks
         of X (any float dtype and layout): the float64 rows and their
-        equilibrium states and residuals."""
+        equilibrium states and residuals; once all are yielded, one
+        ConvergenceWarning if a sample missed ``equilibrium_tol``."""
+        n_unconverged, largest = 0, 0.0
         for start, stop in _sample_chunks(X.shape[0], X.shape[1] + self.n_states_):
             rows = _float64_rows(X, start, stop)
             if self._is_weight_shared():
@@ -613,20 +612,17 @@ class _BaseSIM(BaseEstimator):
                     "The equilibrium states overflow float64: X is too large in "
                     "magnitude for this model. Rescale X as it was at fit time."
                 )
+            scale = np.maximum(1.0, np.abs(states).max(axis=1, initial=0.0))
+            n_unconverged += int(np.sum(residual > self.equilibrium_tol * scale))
+            largest = max(largest, float(residual.max(initial=0.0)))
             yield start, stop, rows, states, residual
-
-    def _unconverged(self, states, residual):
-        scale = np.maximum(1.0, np.abs(states).max(axis=1, initial=0.0))
-        return residual > self.equilibrium_tol * scale
-
-    def _warn_equilibrium(self, unconverged, residual):
-        if np.any(unconverged):
+        if warn and n_unconverged:
             warnings.warn(
                 f"The equilibrium did not reach equilibrium_tol="
-                f"{self.equilibrium_tol:g} for {int(unconverged.sum())} of "
-                f"{unconverged.size} samples within equilibrium_max_iter="
+                f"{self.equilibrium_tol:g} for {n_unconverged} of "
+                f"{X.shape[0]} samples within equilibrium_max_iter="
                 f"{self.equilibrium_max_iter} sweeps (largest residual "
-                f"{residual.max():.3e}); increase equilibrium_max_iter.",
+                f"{largest:.3e}); increase equilibrium_max_iter.",
                 ConvergenceWarning,
             )
 
@@ -634,11 +630,10 @@ class _BaseSIM(BaseEstimator):
         """Equilibrium states and residuals of the rows of X, over sample chunks."""
         states = np.empty((X.shape[0], self.n_states_))
         residual = np.empty(X.shape[0])
-        for start, stop, _, chunk_states, chunk_residual in self._equilibrium_chunks(X):
+        for start, stop, _, chunk_states, chunk_residual in self._equilibrium_chunks(
+                X, warn):
             states[start:stop] = chunk_states
             residual[start:stop] = chunk_residual
-        if warn:
-            self._warn_equilibrium(self._unconverged(states, residual), residual)
         return states, residual
 
     def equilibrium(self, X, *, return_residual=False):
@@ -684,19 +679,10 @@ class _BaseSIM(BaseEstimator):
     def _weight_shared_outputs(self, X):
         """Outputs chunk by chunk: the states of all samples (71,680 per image
         for the CIFAR-100 teacher) are never held at once."""
-        model = self._shared_model
-        head = np.hstack(model.head_kernels).T
-        outputs = np.empty((X.shape[0], head.shape[1]))
-        unconverged = np.zeros(X.shape[0], dtype=bool)
-        residual = np.zeros(X.shape[0])
-        for start, stop, rows, states, chunk_residual in self._equilibrium_chunks(X):
-            post = shared.split_blocks(model.structure, states)
+        outputs = np.empty((X.shape[0], self.intercept_.shape[0]))
+        for start, stop, rows, states, _ in self._equilibrium_chunks(X):
             with np.errstate(over="ignore", invalid="ignore"):
-                outputs[start:stop] = (shared.head_design(model.structure, rows, post)
-                                       @ head + model.head_intercept)
-            unconverged[start:stop] = self._unconverged(states, chunk_residual)
-            residual[start:stop] = chunk_residual
-        self._warn_equilibrium(unconverged, residual)
+                outputs[start:stop] = shared.head_outputs(self._shared_model, rows, states)
         self._check_finite_outputs(outputs)
         return outputs
 

@@ -255,9 +255,11 @@ def _rebuild(cls, meta, files):
             and n_states >= 1 and n_features >= 1):
         raise ValueError("n_states_ and n_features_in_ must be positive ints")
     if "weight_shared" in meta:
-        n_rows, n_outputs = _rebuild_weight_shared(estimator, meta, files, n_states,
-                                                   n_features)
+        model = _rebuild_weight_shared(estimator, meta, files, n_states, n_features)
+        n_outputs = model.structure.n_outputs
+        n_rows = sum(shape[0] for shape in model.structure.block_shapes)
     else:
+        model = None
         n_outputs = _rebuild_matrices(estimator, files, n_states, n_features)
         n_rows = n_states
     lengths = {"state_intercept_": n_states, "intercept_": n_outputs,
@@ -293,9 +295,8 @@ def _rebuild(cls, meta, files):
         if meta["has_state_scales"] else None
     )
     estimator.baseline_ = None
-    pending = estimator.__dict__.pop("_pending_shared_model", None)
-    estimator._shared_model = (None if pending is None else
-                               pending._replace(head_intercept=estimator.intercept_))
+    estimator._shared_model = (None if model is None else
+                               model._replace(head_intercept=estimator.intercept_))
     for name, value in meta["private"].items():
         if name not in _PRIVATE or not isinstance(value, int):
             raise ValueError(f"unexpected private attribute {name!r}")
@@ -370,7 +371,8 @@ def _link_from_json(values):
 
 
 def _rebuild_weight_shared(estimator, meta, files, n_states, n_features):
-    """Set the kernels of a weight-shared model; returns (n_rows, n_outputs)."""
+    """Set the kernels of a weight-shared model; returns its SharedModel, whose
+    head intercept is filled in once ``intercept_`` is read."""
     spec = meta["weight_shared"]
     shapes = [tuple(int(v) for v in shape) for shape in spec["block_shapes"]]
     structure = Structure(tuple(int(v) for v in spec["input_shape"]), tuple(shapes),
@@ -406,5 +408,4 @@ def _rebuild_weight_shared(estimator, meta, files, n_states, n_features):
     estimator.block_intercepts_ = intercepts
     estimator.output_kernels_ = head
     estimator.block_scales_ = _float_array(files, "block_scales_", len(shapes))
-    estimator._pending_shared_model = model
-    return sum(shape[0] for shape in shapes), n_outputs
+    return model

@@ -21,7 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .blocks import INPUT, Link, Structure, link_output, link_patches, link_width
+from .blocks import (INPUT, Link, Structure, block_offsets, link_output, link_patches,
+                     link_width, n_positions, per_state)
 from .design import GramAccumulator
 from .solvers import solve_rows
 
@@ -43,10 +44,6 @@ class SharedModel(NamedTuple):
 
 def _is_spatial(shape):
     return len(shape) == 3
-
-
-def _positions(shape):
-    return shape[1] * shape[2] if _is_spatial(shape) else 1
 
 
 def fitting_structure(teacher, lateral_kernel=None, n_outputs=None):
@@ -114,7 +111,7 @@ def _sub_batches(n_samples, rows_per_sample, width):
 def _choose_positions(rng, n_samples, shape, positions_per_image):
     if positions_per_image is None or not _is_spatial(shape):
         return None
-    total = _positions(shape)
+    total = n_positions(shape)
     if positions_per_image >= total:
         return None
     keys = rng.random((n_samples, total))
@@ -157,8 +154,8 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
             post[:len(model.kernels)] = split_blocks(model.structure, states)
         for index in blocks:
             shape = structure.block_shapes[index]
-            kept = _positions(shape) if positions_per_image is None else \
-                min(_positions(shape), positions_per_image)
+            kept = n_positions(shape) if positions_per_image is None else \
+                min(n_positions(shape), positions_per_image)
             for part in _sub_batches(X_batch.shape[0], kept, widths[index]):
                 sources = [p[part] for p in post]
                 positions = _choose_positions(rng, part.stop - part.start, shape,
@@ -206,10 +203,6 @@ def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kapp
     return kernels, intercept, rows
 
 
-def _expand(values, shape):
-    return np.repeat(values, _positions(shape))
-
-
 def block_equilibrium(model, X, *, tol, max_iter):
     """States, residuals and iterations of ``x = relu(A x + B u + b)``.
 
@@ -233,7 +226,7 @@ def block_equilibrium(model, X, *, tol, max_iter):
     residual = np.zeros(n)
     n_iter = 1
     for index, (shape, links) in enumerate(zip(structure.block_shapes, structure.links)):
-        drive = np.broadcast_to(_expand(model.intercepts[index], shape),
+        drive = np.broadcast_to(per_state(model.intercepts[index], shape),
                                 (n, int(np.prod(shape)))).copy()
         lateral = []
         for link, kernel in zip(links, model.kernels[index]):
@@ -269,9 +262,16 @@ def head_design(structure, X, post):
                       for link in structure.head])
 
 
+def head_outputs(model, X, states):
+    """Outputs (n, n_outputs) of ``model`` from its flattened ``states``."""
+    post = split_blocks(model.structure, states)
+    return (head_design(model.structure, X, post) @ np.hstack(model.head_kernels).T
+            + model.head_intercept)
+
+
 def split_blocks(structure, states):
     """The flattened states (n, n_states) as a list of per-block arrays."""
-    edges = np.concatenate([[0], np.cumsum(structure.block_sizes())])
+    edges = block_offsets(structure)
     return [states[:, a:b] for a, b in zip(edges[:-1], edges[1:])]
 
 
@@ -323,7 +323,4 @@ def path_bound(model):
     absolute = _abs_model(model)
     ones = np.ones((1, int(np.prod(model.structure.input_shape))))
     states, _, _ = block_equilibrium(absolute, ones, tol=1e-14, max_iter=100_000)
-    post = split_blocks(model.structure, states)
-    outputs = head_design(model.structure, ones, post) @ np.hstack(
-        absolute.head_kernels).T
-    return float(outputs.max(initial=0.0))
+    return float(head_outputs(absolute, ones, states).max(initial=0.0))

@@ -4,6 +4,8 @@ Torch is imported only when the adapter is used, so ``import sksim`` works
 without it.
 """
 
+from contextlib import contextmanager
+
 import numpy as np
 
 
@@ -129,7 +131,6 @@ class TorchBaseline:
         """
         torch = _import_torch()
         hooked = self._checked(torch)
-        dtype = {"float32": torch.float32, "float64": torch.float64}[self.dtype]
         inputs = self._reshape(np.asarray(X))
         records = []
 
@@ -145,42 +146,44 @@ class TorchBaseline:
             records.append(pre.detach().reshape(pre.shape[0], -1))
 
         handles = [m.register_forward_hook(hook) for m in hooked]
-        was_training = self.module.training
-        self.module.eval()
         try:
-            for start in range(0, inputs.shape[0], self.batch_size):
-                batch = inputs[start:start + self.batch_size]
-                records.clear()
-                tensor = torch.as_tensor(np.ascontiguousarray(batch), dtype=dtype,
-                                         device=self.device)
-                try:
-                    with torch.no_grad():
-                        out = self.module(tensor)
-                except ValueError:
-                    raise
-                except Exception as exc:
-                    raise ValueError(
-                        f"module failed on batch {start // self.batch_size} "
-                        f"(samples {start}..{start + len(batch) - 1}, input shape "
-                        f"{tuple(tensor.shape)}): {exc}"
-                    ) from exc
-                if len(records) != len(hooked):
-                    raise ValueError(
-                        f"{len(hooked)} activation modules were found but "
-                        f"{len(records)} ran in the forward pass; every hooked "
-                        "module must run exactly once per forward."
-                    )
-                pre_activations = [r.cpu().double().numpy() for r in records]
-                output = out.detach().reshape(out.shape[0], -1).cpu().double().numpy()
-                if not (all(np.all(np.isfinite(z)) for z in pre_activations)
-                        and np.all(np.isfinite(output))):
-                    raise ValueError(
-                        "the torch module produced non-finite states or outputs.")
-                yield slice(start, start + len(batch)), pre_activations, output
+            with self._eval_mode():
+                yield from self._recorded_batches(torch, inputs, hooked, records)
         finally:
             for handle in handles:
                 handle.remove()
-            self.module.train(was_training)
+
+    def _recorded_batches(self, torch, inputs, hooked, records):
+        dtype = self._torch_dtype(torch)
+        for start in range(0, inputs.shape[0], self.batch_size):
+            batch = inputs[start:start + self.batch_size]
+            records.clear()
+            tensor = torch.as_tensor(np.ascontiguousarray(batch), dtype=dtype,
+                                     device=self.device)
+            try:
+                with torch.no_grad():
+                    out = self.module(tensor)
+            except ValueError:
+                raise
+            except Exception as exc:
+                raise ValueError(
+                    f"module failed on batch {start // self.batch_size} "
+                    f"(samples {start}..{start + len(batch) - 1}, input shape "
+                    f"{tuple(tensor.shape)}): {exc}"
+                ) from exc
+            if len(records) != len(hooked):
+                raise ValueError(
+                    f"{len(hooked)} activation modules were found but "
+                    f"{len(records)} ran in the forward pass; every hooked "
+                    "module must run exactly once per forward."
+                )
+            pre_activations = [r.cpu().double().numpy() for r in records]
+            output = out.detach().reshape(out.shape[0], -1).cpu().double().numpy()
+            if not (all(np.all(np.isfinite(z)) for z in pre_activations)
+                    and np.all(np.isfinite(output))):
+                raise ValueError(
+                    "the torch module produced non-finite states or outputs.")
+            yield slice(start, start + len(batch)), pre_activations, output
 
     def trace(self, X):
         """The teacher as a chain of weight-shared links (needs conv or
@@ -200,14 +203,23 @@ class TorchBaseline:
 
         torch = _import_torch()
         self._checked(torch)
-        dtype = {"float32": torch.float32, "float64": torch.float64}[self.dtype]
+        dtype = self._torch_dtype(torch)
         inputs = torch.as_tensor(np.ascontiguousarray(self._reshape(np.asarray(X[:8]))),
                                  dtype=dtype, device=self.device)
-        was_training = self.module.training
-        self.module.eval()
-        try:
+        with self._eval_mode():
             return trace_teacher(torch, self.module, inputs,
                                  self._activation_types(torch),
                                  rtol=1e-4 if dtype == torch.float32 else 1e-10)
+
+    def _torch_dtype(self, torch):
+        return {"float32": torch.float32, "float64": torch.float64}[self.dtype]
+
+    @contextmanager
+    def _eval_mode(self):
+        """Run the module in eval mode, restoring its training flag after."""
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            yield
         finally:
             self.module.train(was_training)

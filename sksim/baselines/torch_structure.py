@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..blocks import INPUT, Link, Structure, check_structure, link_output
+from ..blocks import INPUT, Link, Structure, check_structure, link_output, per_state
 
 _SKIPPED = ("Dropout", "Dropout1d", "Dropout2d", "Identity")
 
@@ -188,17 +188,13 @@ def trace_teacher(torch, module, inputs, activation_types, rtol=1e-10):
     for index, pre in enumerate(pre_activations):
         link = structure.links[index][0]
         predicted = link_output(structure, link, kernels[index], source_values) \
-            + np.repeat(biases[index], _positions(block_shapes[index]))
+            + per_state(biases[index], block_shapes[index])
         _check_close(predicted, pre.reshape(pre.shape[0], -1), f"block {index}", rtol)
         source_values = np.maximum(pre.reshape(pre.shape[0], -1), 0.0)
     predicted = link_output(structure, head_link, head_kernel, source_values) + head_bias
     _check_close(predicted, _numpy(output).reshape(output.shape[0], -1), "the output",
                  rtol)
     return maps
-
-
-def _positions(shape):
-    return int(np.prod(shape[1:])) if len(shape) == 3 else 1
 
 
 def _check_close(predicted, recorded, where, rtol):
