@@ -37,7 +37,7 @@ _ACTIVATIONS = {"relu": lambda z: np.maximum(z, 0.0)}
 _DEFAULT_HIDDEN_LAYERS = (64, 32)
 # Fitted attributes only a weight-shared model has.
 _WEIGHT_SHARED_ATTRIBUTES = ("structure_", "kernels_", "block_intercepts_",
-                             "output_kernels_", "block_scales_")
+                             "output_kernels_", "block_scales_", "block_row_bounds_")
 _DEFAULT_TEACHER_MAX_ITER = 500
 
 
@@ -169,6 +169,7 @@ class _BaseSIM(BaseEstimator):
         "output_alpha": [None, Interval(Real, 0, None, closed="left")],
         "row_bound": [None, Interval(Real, 0, None, closed="neither")],
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+        "relax": [Interval(Real, 0, 1, closed="right")],
         "kappa": [Interval(Real, 0, 1, closed="neither")],
         "activation": [StrOptions(set(_ACTIVATIONS))],
         "fit_intercept": ["boolean"],
@@ -194,6 +195,7 @@ class _BaseSIM(BaseEstimator):
         alpha=1e-3,
         output_alpha=None,
         l1_ratio=1.0,
+        relax=1.0,
         kappa=0.95,
         row_bound=None,
         activation="relu",
@@ -216,6 +218,7 @@ class _BaseSIM(BaseEstimator):
         self.alpha = alpha
         self.output_alpha = output_alpha
         self.l1_ratio = l1_ratio
+        self.relax = relax
         self.kappa = kappa
         self.row_bound = row_bound
         self.activation = activation
@@ -360,9 +363,11 @@ class _BaseSIM(BaseEstimator):
                                              n_outputs=targets.shape[1])
         # the teacher's structure: one link per block, the one its kernel belongs to
         scales = shared.block_scales(maps.structure, maps.kernels, self.kappa)
-        row_bound = np.inf if self.row_bound is None else float(self.row_bound)
-        common = dict(l1_ratio=self.l1_ratio, kappa=self.kappa, row_bound=row_bound,
-                      tol=self.tol, max_iter=self.max_iter)
+        # row_bound is relative to the teacher: the scales make absolute units arbitrary
+        row_bounds = (np.full(len(scales) + 1, np.inf) if self.row_bound is None else
+                      self.row_bound * shared.teacher_row_norms(maps, scales))
+        common = dict(l1_ratio=self.l1_ratio, kappa=self.kappa, tol=self.tol,
+                      max_iter=self.max_iter, relax=self.relax)
         if self.state_inputs == "model" and self.lateral_kernel:
             raise ValueError("state_inputs='model' needs a feed-forward structure "
                              "(lateral_kernel=None).")
@@ -387,7 +392,8 @@ class _BaseSIM(BaseEstimator):
                 alpha = self.alpha * (shared.penalty_scale(problem)
                                       if self.block_alpha == "relative" else 1.0)
                 block_kernels, intercept, rows = shared.solve_block_rows(
-                    structure, links, problem, alpha=alpha, **common)
+                    structure, links, problem, alpha=alpha, row_bound=row_bounds[index],
+                    **common)
                 kernels.append(block_kernels)
                 intercepts.append(intercept)
                 state_rows.append(rows)
@@ -402,7 +408,7 @@ class _BaseSIM(BaseEstimator):
                 output_alpha *= shared.penalty_scale(output_problem)
             head_kernels, head_intercept, output_rows = shared.solve_block_rows(
                 structure, structure.head, output_problem, alpha=output_alpha,
-                bounded=False, **common)
+                row_bound=row_bounds[-1], bounded=False, **common)
         self._shared_model = shared.SharedModel(structure, kernels, intercepts,
                                                 head_kernels, head_intercept)
         self.structure_ = structure
@@ -411,6 +417,7 @@ class _BaseSIM(BaseEstimator):
         self.output_kernels_ = head_kernels
         self.intercept_ = head_intercept
         self.block_scales_ = scales
+        self.block_row_bounds_ = None if self.row_bound is None else row_bounds
         sizes = structure.block_sizes()
         self.state_scales_ = np.repeat(scales, sizes)
         self.state_intercept_ = np.concatenate([
@@ -496,7 +503,7 @@ class _BaseSIM(BaseEstimator):
             state_rows = solve_rows(
                 gram, corr, target_sq, n_bounded=n_states, bound=self.kappa,
                 row_bound=row_bound, l1=l1, l2=l2, tol=self.tol,
-                max_iter=self.max_iter,
+                max_iter=self.max_iter, relax=self.relax,
             )
             del gram
             state_coef = state_rows.coef
@@ -518,7 +525,7 @@ class _BaseSIM(BaseEstimator):
                 gram, corr, target_sq, row_bound=row_bound,
                 l1=output_alpha * self.l1_ratio,
                 l2=output_alpha * (1.0 - self.l1_ratio), tol=self.tol,
-                max_iter=self.max_iter,
+                max_iter=self.max_iter, relax=self.relax,
             )
         output_coef = output_rows.coef
         self.C_ = sp.csr_array(output_coef[:, :n_states])
@@ -852,6 +859,14 @@ _PARAMETERS_DOC = """
         needs ``row_bound`` as for ``alpha``.
     l1_ratio : float, default=1.0
         Elastic-net mix as in ElasticNet: 1 is the Lasso, 0 pure ridge.
+    relax : float in (0, 1], default=1.0
+        The relaxed Lasso: below 1, every row (state and output) is solved
+        again on its support with both penalties multiplied by ``relax``,
+        under the same bounds. ``alpha`` then chooses which entries are
+        nonzero and ``relax * alpha`` how much they are shrunk; small values
+        undo the Lasso's shrinkage, which compounds from block to block in
+        deep teachers. The row certificates are those of the restricted
+        problems. 1 is the plain solve.
     kappa : float, default=0.95
         Well-posedness bound on ``||A||_inf``, in the open interval (0, 1).
     row_bound : float, default=None
@@ -859,7 +874,13 @@ _PARAMETERS_DOC = """
         ``[C D]`` (intercepts excluded), enforced exactly like ``kappa``. It
         bounds the certified sensitivity by construction:
         ``lipschitz_bound_ <= row_bound**2 / (1 - kappa) + row_bound``.
-        ``None`` means no such bound.
+        ``None`` means no such bound. For a weight-shared model the bound is
+        relative to the teacher (its block scales make absolute units
+        arbitrary): the rows of block ``b``, and the output rows, are bounded
+        by ``row_bound`` times the largest row L1 norm of the teacher's own
+        rescaled kernel there (``block_row_bounds_``), so ``row_bound=1``
+        admits the teacher and ``lipschitz_path_bound_`` falls with
+        ``row_bound`` to the power of the depth.
     activation : {"relu"}, default="relu"
         The componentwise activation ``phi``.
     fit_intercept : bool, default=True
@@ -958,6 +979,10 @@ _ATTRIBUTES_DOC = """
         Weight-shared model only: kernels of the output links.
     block_scales_ : ndarray of shape (n_blocks,)
         Weight-shared model only: the scale of each block's states.
+    block_row_bounds_ : ndarray of shape (n_blocks + 1,) or None
+        Weight-shared model with ``row_bound`` only: the L1 bound enforced on
+        the rows of each block, then on the output rows (None without
+        ``row_bound``).
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
 """

@@ -145,6 +145,9 @@ def save_model(estimator, path):
         for link, kernel in enumerate(model.head_kernels):
             arrays[f"output_kernel_{link}"] = np.asarray(kernel, dtype=np.float64)
         arrays["block_scales_"] = np.asarray(estimator.block_scales_, dtype=np.float64)
+        if estimator.block_row_bounds_ is not None:
+            arrays["block_row_bounds_"] = np.asarray(estimator.block_row_bounds_,
+                                                     dtype=np.float64)
     for name in _MATRICES if model is None else ():
         matrix = sp.csr_array(getattr(estimator, name))
         arrays[f"{name}data"] = np.asarray(matrix.data, dtype=np.float64)
@@ -408,4 +411,7 @@ def _rebuild_weight_shared(estimator, meta, files, n_states, n_features):
     estimator.block_intercepts_ = intercepts
     estimator.output_kernels_ = head
     estimator.block_scales_ = _float_array(files, "block_scales_", len(shapes))
+    estimator.block_row_bounds_ = (
+        None if estimator.row_bound is None
+        else _float_array(files, "block_row_bounds_", len(shapes) + 1))
     return model

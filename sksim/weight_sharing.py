@@ -80,6 +80,22 @@ def block_scales(structure, teacher_kernels, kappa):
     return scales
 
 
+def teacher_row_norms(teacher, scales):
+    """Largest row L1 norm of each of the teacher's kernels in the rescaled
+    units (a kernel from source ``a`` into block ``b`` is multiplied by
+    ``s_b / s_a``; the input and the outputs have scale 1): one per block,
+    then one for the output rows."""
+    def source_scale(link):
+        return 1.0 if link.source == INPUT else scales[link.source]
+
+    structure = teacher.structure
+    norms = [np.abs(kernel).sum(axis=1).max(initial=0.0) * scale / source_scale(links[0])
+             for kernel, links, scale in zip(teacher.kernels, structure.links, scales)]
+    norms.append(np.abs(teacher.head_kernel).sum(axis=1).max(initial=0.0)
+                 / source_scale(structure.head[0]))
+    return np.array(norms)
+
+
 def _sources(X, post_activations, link):
     return X if link.source == INPUT else post_activations[link.source]
 
@@ -187,7 +203,7 @@ def penalty_scale(problem):
 
 
 def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kappa,
-                     row_bound, tol, max_iter, bounded=True):
+                     row_bound, tol, max_iter, relax=1.0, bounded=True):
     """Solve one block's rows; returns (kernels per link, intercept, RowSolution)."""
     widths = [link_width(structure, link) for link in links_of_rows]
     n_bounded = sum(w for w, link in zip(widths, links_of_rows)
@@ -195,7 +211,8 @@ def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kapp
     rows = solve_rows(problem.gram, problem.correlations, problem.target_sq,
                       n_bounded=n_bounded, bound=kappa if n_bounded else np.inf,
                       row_bound=row_bound, l1=alpha * l1_ratio,
-                      l2=alpha * (1.0 - l1_ratio), tol=tol, max_iter=max_iter)
+                      l2=alpha * (1.0 - l1_ratio), tol=tol, max_iter=max_iter,
+                      relax=relax)
     edges = np.concatenate([[0], np.cumsum(widths)])
     kernels = [np.ascontiguousarray(rows.coef[:, a:b]) for a, b in zip(edges[:-1],
                                                                        edges[1:])]

@@ -701,3 +701,84 @@ def test_row_bound_estimator_matches_cvxpy_and_bounds_sensitivity():
     assert_l1_bound_exact(out_coef, row_bound)
     assert np.any(est.state_row_bound_multipliers_ > 0)
     assert est.lipschitz_bound_ <= row_bound**2 / (1 - kappa) + row_bound
+
+
+# ---------------------------------------------------------- relaxed Lasso
+# (solver case index, relax, row_bound)
+RELAX_CASES = [(0, 0.05, np.inf), (2, 0.01, np.inf), (4, 0.2, np.inf),
+               (6, 0.05, np.inf), (3, 0.05, 1.0)]
+
+
+@pytest.mark.parametrize("index, relax, row_bound", RELAX_CASES)
+def test_relaxed_rows_are_optimal_on_their_support(index, relax, row_bound):
+    """``relax < 1``: every row keeps (a subset of) the support of the plain
+    solve, matches cvxpy+Clarabel on the design restricted to that support
+    with the penalties scaled by ``relax``, keeps both L1 bounds exactly, its
+    gap bounds its suboptimality, and it fits its target at least as well
+    as the plain solution."""
+    seed, m, nb, nf, l1, l2, bound, degenerate = SOLVER_CASES[index]
+    W, targets = make_row_problem(seed, m, nb, nf, degenerate)
+    problem = gram_problem(W, targets)
+    options = dict(n_bounded=nb, bound=bound, row_bound=row_bound, l1=l1, l2=l2,
+                   tol=SOLVER_TOL, max_iter=100000)
+    plain = solve_rows(*problem, **options)
+    relaxed = solve_rows(*problem, relax=relax, **options)
+    assert np.all(relaxed.status == 0), relaxed.status
+    assert np.all((relaxed.coef != 0) <= (plain.coef != 0))
+    for i, target in enumerate(targets):
+        support = np.flatnonzero(plain.coef[i])
+        if support.size == 0:
+            assert not relaxed.coef[i].any()
+            continue
+        kept = int(np.sum(support < nb))
+        solve = cvxpy_optima if np.isinf(row_bound) else cvxpy_optima_two_bounds
+        extra = {} if np.isinf(row_bound) else dict(row_bound=row_bound)
+        reference = solve(W[:, support], [target], n_bounded=kept,
+                          bound=bound if kept else np.inf, l1=l1 * relax,
+                          l2=l2 * relax, **extra)[0]
+        primal = primal_objective(W[:, support], target, relaxed.coef[i, support],
+                                  l1 * relax, l2 * relax)
+        assert abs(primal - reference) <= OBJECTIVE_RTOL * reference
+        assert math.isclose(primal, relaxed.objective[i], rel_tol=1e-9)
+        assert primal - relaxed.duality_gap[i] <= reference * (1 + 1e-9)
+        fit_relaxed = np.sum((target - W @ relaxed.coef[i]) ** 2)
+        fit_plain = np.sum((target - W @ plain.coef[i]) ** 2)
+        assert fit_relaxed <= fit_plain * (1 + 1e-6) + 1e-12
+    assert_l1_bound_exact(relaxed.coef[:, :nb], bound)
+    if np.isfinite(row_bound):
+        assert_l1_bound_exact(relaxed.coef, row_bound)
+    assert np.all(relaxed.n_iter >= plain.n_iter)
+    again = solve_rows(*problem, relax=1.0, **options)
+    np.testing.assert_array_equal(again.coef, plain.coef)
+
+
+def test_relaxed_estimator_rows_and_bound():
+    """SIMRegressor(relax=0.05): state rows optimal on their supports (free
+    intercept, cvxpy), ``||A||_inf <= kappa`` exactly, and a lower training
+    error of the states than the plain fit at the same alpha."""
+    rng, U, Z = make_estimator_data(31, 60, 6, 4)
+    y = relu(Z) @ rng.normal(size=6) + U[:, 0]
+    alpha, kappa, relax = 3e-2, 0.6, 0.05
+    plain = SIMRegressor(alpha=alpha, kappa=kappa, tol=ESTIMATOR_TOL,
+                         max_iter=50000).fit(U, y, states=Z)
+    est = SIMRegressor(alpha=alpha, kappa=kappa, relax=relax, tol=ESTIMATOR_TOL,
+                       max_iter=50000).fit(U, y, states=Z)
+    W = np.hstack([relu(Z), U])
+    coef = np.hstack([est.A_.toarray(), est.B_.toarray()])
+    plain_coef = np.hstack([plain.A_.toarray(), plain.B_.toarray()])
+    assert np.all((coef != 0) <= (plain_coef != 0))
+    for i in range(6):
+        support = np.flatnonzero(plain_coef[i])
+        if support.size == 0:
+            continue
+        kept = int(np.sum(support < 6))
+        reference = cvxpy_optima(W[:, support], [Z[:, i]], n_bounded=kept,
+                                 bound=kappa if kept else np.inf, l1=alpha * relax,
+                                 fit_intercept=True)[0]
+        primal = primal_objective(W[:, support], Z[:, i], coef[i, support],
+                                  alpha * relax, 0.0, est.state_intercept_[i])
+        assert abs(primal - reference) <= OBJECTIVE_RTOL * reference
+    assert_l1_bound_exact(est.A_.toarray(), kappa)
+    state_error = np.sum((Z - W @ coef.T - est.state_intercept_) ** 2)
+    plain_error = np.sum((Z - W @ plain_coef.T - plain.state_intercept_) ** 2)
+    assert state_error < plain_error

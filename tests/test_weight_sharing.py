@@ -11,7 +11,7 @@ from helpers import digits_split
 from sklearn.model_selection import GridSearchCV
 
 from sksim import SIMClassifier, SIMRegressor
-from sksim.blocks import Link, Structure, link_patches, unroll
+from sksim.blocks import Link, Structure, block_offsets, link_patches, unroll
 from sksim.design import GramAccumulator
 from sksim.solvers import solve_equilibrium
 
@@ -54,7 +54,7 @@ def _exact_inf_norm(matrix):
 
 
 @pytest.mark.parametrize("lateral_kernel", [None, 3])
-@pytest.mark.parametrize("row_bound", [None, 1.0])
+@pytest.mark.parametrize("row_bound", [None, 0.5])
 def test_weight_shared_model_equals_its_unrolled_flat_model(tiny_problem, lateral_kernel,
                                                             row_bound):
     """Predictions and equilibrium of the weight-shared model equal those of
@@ -68,9 +68,24 @@ def test_weight_shared_model_equals_its_unrolled_flat_model(tiny_problem, latera
     A, B, C, D = model.A_, model.B_, model.C_, model.D_
     assert A.shape == (model.n_states_, model.n_states_) == (4 * 49 + 5 * 16 + 6,) * 2
     assert _exact_inf_norm(A) <= 0.6
-    if row_bound is not None:
-        for blocks in ((A, B), (C, D)):
-            assert _exact_inf_norm(sp.hstack(blocks)) <= row_bound
+    if row_bound is None:
+        assert model.block_row_bounds_ is None
+    else:
+        # relative to the teacher's own rescaled kernels, block by block
+        maps = baseline.trace(X)
+        teacher_norms = [np.abs(k).sum(axis=1).max() for k in maps.kernels]
+        scales = np.concatenate([[1.0], model.block_scales_])
+        expected = [row_bound * n * scales[b + 1] / scales[b] if b else row_bound * n
+                    for b, n in enumerate(teacher_norms)]
+        expected.append(row_bound * np.abs(maps.head_kernel).sum(axis=1).max()
+                        / model.block_scales_[-1])
+        np.testing.assert_allclose(model.block_row_bounds_, expected, rtol=1e-12)
+        rows = sp.csr_array(sp.hstack([A, B]))
+        for b, (start, stop) in enumerate(zip(block_offsets(model.structure_)[:-1],
+                                              block_offsets(model.structure_)[1:])):
+            assert _exact_inf_norm(rows[start:stop]) <= model.block_row_bounds_[b]
+        assert _exact_inf_norm(sp.hstack([C, D])) <= model.block_row_bounds_[-1]
+        assert np.mean(model.state_row_bound_multipliers_ > 0) >= 0.5  # it binds
     X_new = np.random.default_rng(1).normal(size=(25, X.shape[1]))
     states, residual = model.equilibrium(X_new, return_residual=True)
     flat = solve_equilibrium(A, X_new @ B.T + model.state_intercept_, tol=1e-15,
@@ -314,16 +329,17 @@ def test_teachers_that_are_not_affine_chains():
         SIMClassifier(weight_sharing=True).fit(X, [0, 1, 2, 0], states=X[:, :5])
 
 
-@pytest.mark.parametrize("lateral_kernel", [None, 3])
+@pytest.mark.parametrize("lateral_kernel, row_bound", [(None, None), (3, None),
+                                                       (None, 0.8)])
 def test_weight_shared_model_round_trips_without_pickle(tiny_problem, tmp_path,
-                                                        lateral_kernel):
+                                                        lateral_kernel, row_bound):
     from test_persistence import _assert_same_model
 
     from sksim import load_model, save_model
 
     _, baseline, X, logits = tiny_problem
-    model = SIMRegressor(baseline, alpha=1e-3, kappa=0.7,
-                         lateral_kernel=lateral_kernel).fit(X, logits[:, 0])
+    model = SIMRegressor(baseline, alpha=1e-3, kappa=0.7, lateral_kernel=lateral_kernel,
+                         row_bound=row_bound, relax=0.5).fit(X, logits[:, 0])
     save_model(model, tmp_path / "cnn.npz")
     loaded = load_model(tmp_path / "cnn.npz")
     assert loaded.structure_ == model.structure_

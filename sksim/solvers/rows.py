@@ -830,46 +830,85 @@ def _solve_row_bounded(gram, correlation, target_sq, coef, n_bounded, bound,
             status, best_row_multiplier)
 
 
+@njit(cache=True)
+def _solve_one(gram, correlation, target_sq, row, n_bounded, bound, row_bound, l1,
+               l2, tol, max_iter):
+    """Solve one row in place; returns (gap, objective, multiplier, epochs,
+    status, row multiplier)."""
+    n_columns = correlation.shape[0]
+    gram_coef = np.empty(n_columns)
+    candidate = np.empty(n_columns)
+    candidate_gram_coef = np.empty(n_columns)
+    active = np.empty(n_columns, dtype=np.int64)
+    history = np.empty((_ANDERSON_DEPTH + 1, n_columns))
+    gram_history = np.empty((_ANDERSON_DEPTH + 1, n_columns))
+    if np.isfinite(row_bound):
+        return _solve_row_bounded(
+            gram, correlation, target_sq, row, n_bounded, bound, row_bound, l1,
+            l2, tol, max_iter, gram_coef, candidate, candidate_gram_coef, active,
+            history, gram_history, np.empty(n_columns), np.empty(n_columns))
+    result = _solve_row(gram, correlation, target_sq, row, n_bounded, bound, l1,
+                        l2, tol, max_iter, gram_coef, candidate,
+                        candidate_gram_coef, active, history, gram_history)
+    return (result[0], result[1], result[2], result[3], result[4], 0.0)
+
+
+@njit(cache=True)
+def _store(record, result, earlier_epochs):
+    """Write one row's result tuple into its record row (gap, objective,
+    multiplier, epochs, status, row multiplier)."""
+    record[0] = result[0]
+    record[1] = result[1]
+    record[2] = result[2]
+    record[3] = earlier_epochs + result[3]
+    record[4] = result[4]
+    record[5] = result[5]
+
+
 @njit(parallel=True, cache=True)
 def _solve_rows_kernel(gram, correlations, target_sq, coef, n_bounded, bound,
-                       row_bound, l1, l2, tol, max_iter, gap, objective,
-                       multiplier, n_iter, status, row_multiplier):
-    n_rows, n_columns = correlations.shape
-    for i in prange(n_rows):
-        gram_coef = np.empty(n_columns)
-        candidate = np.empty(n_columns)
-        candidate_gram_coef = np.empty(n_columns)
-        active = np.empty(n_columns, dtype=np.int64)
-        history = np.empty((_ANDERSON_DEPTH + 1, n_columns))
-        gram_history = np.empty((_ANDERSON_DEPTH + 1, n_columns))
-        row = coef[i]
-        if np.isfinite(row_bound):
-            point = np.empty(n_columns)
-            point_gram_coef = np.empty(n_columns)
-            result = _solve_row_bounded(
-                gram, correlations[i], target_sq[i], row, n_bounded, bound,
-                row_bound, l1, l2, tol, max_iter, gram_coef, candidate,
-                candidate_gram_coef, active, history, gram_history, point,
-                point_gram_coef)
-            row_multiplier[i] = result[5]
-        else:
-            result5 = _solve_row(gram, correlations[i], target_sq[i], row,
-                                 n_bounded, bound, l1, l2, tol, max_iter,
-                                 gram_coef, candidate, candidate_gram_coef,
-                                 active, history, gram_history)
-            result = (result5[0], result5[1], result5[2], result5[3],
-                      result5[4], 0.0)
-            row_multiplier[i] = 0.0
-        gap[i] = result[0]
-        objective[i] = result[1]
-        multiplier[i] = result[2]
-        n_iter[i] = result[3]
-        status[i] = result[4]
+                       row_bound, l1, l2, tol, max_iter, records):
+    for i in prange(correlations.shape[0]):
+        _store(records[i], _solve_one(gram, correlations[i], target_sq[i], coef[i],
+                                      n_bounded, bound, row_bound, l1, l2, tol,
+                                      max_iter), 0.0)
+
+
+@njit(parallel=True, cache=True)
+def _solve_supports_kernel(gram, correlations, target_sq, coef, n_bounded, bound,
+                           row_bound, l1, l2, tol, max_iter, records):
+    """Each row again on its own support (columns where ``coef`` is nonzero):
+    the sub-Gram is the principal submatrix of those columns, and the kept
+    bounded columns stay first, so the row is the same problem restricted to
+    the support."""
+    for i in prange(correlations.shape[0]):
+        support = np.flatnonzero(coef[i])
+        if support.size == 0:  # the zero row is the only point: exact
+            records[i, 0] = 0.0
+            records[i, 1] = 0.5 * target_sq[i]
+            records[i, 2] = 0.0
+            records[i, 3] = 0.0
+            records[i, 4] = CONVERGED
+            records[i, 5] = 0.0
+            continue
+        sub_gram = np.ascontiguousarray(gram[support][:, support])
+        row = coef[i][support]
+        kept_bounded = 0
+        for j in support:
+            if j < n_bounded:
+                kept_bounded += 1
+        result = _solve_one(sub_gram, correlations[i][support], target_sq[i], row,
+                            kept_bounded, bound if kept_bounded else np.inf,
+                            row_bound, l1, l2, tol, max_iter)
+        coef[i, :] = 0.0
+        for k in range(support.size):
+            coef[i, support[k]] = row[k]
+        _store(records[i], result, records[i, 3])
 
 
 def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
                row_bound=np.inf, l1=0.0, l2=0.0, tol=1e-6, max_iter=1000,
-               coef_init=None):
+               coef_init=None, relax=1.0):
     """Solve every row problem sharing one Gram matrix, rows in parallel.
 
     Parameters
@@ -896,6 +935,13 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
         Maximum coordinate-descent epochs per row.
     coef_init : ndarray of shape (n_rows, n_columns), default=None
         Warm start (copied).
+    relax : float in (0, 1], default=1.0
+        The relaxed Lasso (Meinshausen, 2007) when below 1: once solved, each
+        row is solved again restricted to its support (its nonzero columns),
+        with ``l1`` and ``l2`` multiplied by ``relax``, under the same bounds.
+        The support is chosen by the full penalty; the smaller penalty on it
+        undoes most of the shrinkage. The returned record then certifies the
+        restricted problem (``n_iter`` counts the epochs of both solves).
 
     Returns
     -------
@@ -909,19 +955,18 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
         coef = np.zeros((n_rows, n_columns))
     else:
         coef = np.array(coef_init, dtype=np.float64, order="C", copy=True)
-    gap = np.empty(n_rows)
-    objective = np.empty(n_rows)
-    multiplier = np.empty(n_rows)
-    n_iter = np.empty(n_rows, dtype=np.int64)
-    status = np.empty(n_rows, dtype=np.int64)
-    row_multiplier = np.zeros(n_rows)
+    records = np.zeros((n_rows, 6))
+    arguments = (int(n_bounded), float(bound), float(row_bound), float(l1), float(l2),
+                 float(tol), int(max_iter), records)
     if n_rows:
-        _solve_rows_kernel(gram, correlations, target_sq, coef, int(n_bounded),
-                           float(bound), float(row_bound), float(l1), float(l2),
-                           float(tol), int(max_iter), gap, objective, multiplier,
-                           n_iter, status, row_multiplier)
-    return RowSolution(coef, gap, objective, multiplier, n_iter, status,
-                       row_multiplier)
+        _solve_rows_kernel(gram, correlations, target_sq, coef, *arguments)
+        if relax < 1.0:
+            relaxed = arguments[:3] + (l1 * relax, l2 * relax) + arguments[5:]
+            _solve_supports_kernel(gram, correlations, target_sq, coef, *relaxed)
+    gap, objective, multiplier, n_iter, status, row_multiplier = records.T
+    return RowSolution(coef, gap.copy(), objective.copy(), multiplier.copy(),
+                       n_iter.astype(np.int64), status.astype(np.int64),
+                       row_multiplier.copy())
 
 
 def resolve_n_threads(n_jobs):
