@@ -437,8 +437,7 @@ class _BaseSIM(BaseEstimator):
         width = sum(shared.link_width(structure, link) for link in structure.head)
         accumulator = GramAccumulator(width, targets.shape[1], self.fit_intercept)
         if self.refit_outputs:
-            for start, stop, rows, states, _ in self._equilibrium_chunks(X):
-                post = shared.split_blocks(structure, states)
+            for start, stop, rows, post, _ in self._equilibrium_chunks(X):
                 accumulator.add(shared.head_design(structure, rows, post),
                                 targets[start:stop])
         else:
@@ -599,8 +598,9 @@ class _BaseSIM(BaseEstimator):
     def _equilibrium_chunks(self, X, warn=True):
         """Yield ``(start, stop, rows, states, residual)`` over sample chunks
         of X (any float dtype and layout): the float64 rows and their
-        equilibrium states and residuals; once all are yielded, one
-        ConvergenceWarning if a sample missed ``equilibrium_tol``."""
+        equilibrium states (for a weight-shared model the list of per-block
+        arrays) and residuals; once all are yielded, one ConvergenceWarning
+        if a sample missed ``equilibrium_tol``."""
         n_unconverged, largest = 0, 0.0
         for start, stop in _sample_chunks(X.shape[0], X.shape[1] + self.n_states_):
             rows = _float64_rows(X, start, stop)
@@ -609,17 +609,20 @@ class _BaseSIM(BaseEstimator):
                     states, residual, _ = shared.block_equilibrium(
                         self._shared_model, rows, tol=self.equilibrium_tol,
                         max_iter=self.equilibrium_max_iter)
+                blocks = states
             else:
                 drive = _times_transpose(rows, self.B_) + self.state_intercept_
                 chunk = solve_equilibrium(self.A_, drive, tol=self.equilibrium_tol,
                                           max_iter=self.equilibrium_max_iter)
                 states, residual = chunk.states, chunk.residual
-            if not np.all(np.isfinite(states)):
+                blocks = [states]
+            if not all(np.all(np.isfinite(block)) for block in blocks):
                 raise ValueError(
                     "The equilibrium states overflow float64: X is too large in "
                     "magnitude for this model. Rescale X as it was at fit time."
                 )
-            scale = np.maximum(1.0, np.abs(states).max(axis=1, initial=0.0))
+            scale = np.maximum(1.0, np.max([np.abs(block).max(axis=1, initial=0.0)
+                                            for block in blocks], axis=0))
             n_unconverged += int(np.sum(residual > self.equilibrium_tol * scale))
             largest = max(largest, float(residual.max(initial=0.0)))
             yield start, stop, rows, states, residual
@@ -639,7 +642,8 @@ class _BaseSIM(BaseEstimator):
         residual = np.empty(X.shape[0])
         for start, stop, _, chunk_states, chunk_residual in self._equilibrium_chunks(
                 X, warn):
-            states[start:stop] = chunk_states
+            states[start:stop] = (np.hstack(chunk_states) if isinstance(chunk_states, list)
+                                  else chunk_states)
             residual[start:stop] = chunk_residual
         return states, residual
 
@@ -687,9 +691,9 @@ class _BaseSIM(BaseEstimator):
         """Outputs chunk by chunk: the states of all samples (71,680 per image
         for the CIFAR-100 teacher) are never held at once."""
         outputs = np.empty((X.shape[0], self.intercept_.shape[0]))
-        for start, stop, rows, states, _ in self._equilibrium_chunks(X):
+        for start, stop, rows, post, _ in self._equilibrium_chunks(X):
             with np.errstate(over="ignore", invalid="ignore"):
-                outputs[start:stop] = shared.head_outputs(self._shared_model, rows, states)
+                outputs[start:stop] = shared.head_outputs(self._shared_model, rows, post)
         self._check_finite_outputs(outputs)
         return outputs
 

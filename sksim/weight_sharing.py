@@ -166,8 +166,8 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
         scaled = [z * s for z, s in zip(pre_activations, scales)]
         post = [np.maximum(z, 0.0) for z in scaled]
         if model is not None:
-            states, _, _ = block_equilibrium(model, X_batch, tol=0.0, max_iter=1)
-            post[:len(model.kernels)] = split_blocks(model.structure, states)
+            post[:len(model.kernels)] = block_equilibrium(model, X_batch, tol=0.0,
+                                                          max_iter=1)[0]
         for index in blocks:
             shape = structure.block_shapes[index]
             kept = n_positions(shape) if positions_per_image is None else \
@@ -231,7 +231,9 @@ def block_equilibrium(model, X, *, tol, max_iter):
 
     Returns
     -------
-    states : ndarray of shape (n_samples, n_states)
+    states : list of ndarray of shape (n_samples, block size)
+        Each block's states (``np.hstack`` gives the flattened states; the
+        outputs need only the blocks the head reads).
     residual : ndarray of shape (n_samples,)
         ``||x - relu(A x + B u + b)||_inf`` per sample.
     n_iter : int
@@ -271,7 +273,7 @@ def block_equilibrium(model, X, *, tol, max_iter):
             residual = np.maximum(residual, np.abs(np.maximum(check, 0.0)
                                                    - states).max(axis=1))
         post.append(states)
-    return np.hstack(post) if post else np.zeros((n, 0)), residual, n_iter
+    return post, residual, n_iter
 
 
 def head_design(structure, X, post):
@@ -279,9 +281,9 @@ def head_design(structure, X, post):
                       for link in structure.head])
 
 
-def head_outputs(model, X, states):
-    """Outputs (n, n_outputs) of ``model`` from its flattened ``states``."""
-    post = split_blocks(model.structure, states)
+def head_outputs(model, X, post):
+    """Outputs (n, n_outputs) of ``model`` from its states ``post`` (a list of
+    per-block arrays, as :func:`block_equilibrium` returns them)."""
     return (head_design(model.structure, X, post) @ np.hstack(model.head_kernels).T
             + model.head_intercept)
 
