@@ -183,6 +183,7 @@ class _BaseSIM(BaseEstimator):
         "verbose": ["verbose"],
         "weight_sharing": ["boolean", StrOptions({"auto"})],
         "lateral_kernel": [None, Interval(Integral, 1, None, closed="left")],
+        "skip_links": [Interval(Integral, 0, None, closed="left")],
         "positions_per_image": [None, Interval(Integral, 1, None, closed="left")],
         "block_alpha": [StrOptions({"relative", "absolute"})],
         "state_inputs": [StrOptions({"teacher", "model"})],
@@ -210,6 +211,7 @@ class _BaseSIM(BaseEstimator):
         verbose=0,
         weight_sharing="auto",
         lateral_kernel=None,
+        skip_links=0,
         positions_per_image=None,
         block_alpha="relative",
         state_inputs="teacher",
@@ -233,6 +235,7 @@ class _BaseSIM(BaseEstimator):
         self.verbose = verbose
         self.weight_sharing = weight_sharing
         self.lateral_kernel = lateral_kernel
+        self.skip_links = skip_links
         self.positions_per_image = positions_per_image
         self.block_alpha = block_alpha
         self.state_inputs = state_inputs
@@ -360,7 +363,8 @@ class _BaseSIM(BaseEstimator):
         if self.activation != "relu":  # pragma: no cover - only relu exists
             raise ValueError("weight sharing supports activation='relu' only.")
         structure = shared.fitting_structure(maps.structure, self.lateral_kernel,
-                                             n_outputs=targets.shape[1])
+                                             n_outputs=targets.shape[1],
+                                             skip_links=self.skip_links)
         # the teacher's structure: one link per block, the one its kernel belongs to
         scales = shared.block_scales(maps.structure, maps.kernels, self.kappa)
         # row_bound is relative to the teacher: the scales make absolute units arbitrary
@@ -917,6 +921,13 @@ _PARAMETERS_DOC = """
     lateral_kernel : int, default=None
         Weight-shared model: add a same-resolution ``k x k`` convolution of
         each spatial block on itself (the equilibrium then iterates).
+    skip_links : int, default=0
+        Weight-shared model: add up to this many skip links into each
+        spatial block, from the nearest earlier spatial blocks of equal or
+        finer resolution that its teacher layer does not read (3 x 3
+        convolutions, padding 1, strided down to the block's resolution).
+        They keep the model feed-forward; their columns share the ``kappa``
+        bound with the block's other state links.
     positions_per_image : int, default=None
         Weight-shared model: output positions kept per image and block (at
         random, seeded by ``random_state``) in the row designs; ``None`` all.

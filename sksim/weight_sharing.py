@@ -46,15 +46,48 @@ def _is_spatial(shape):
     return len(shape) == 3
 
 
-def fitting_structure(teacher, lateral_kernel=None, n_outputs=None):
+def _skip_stride(source_shape, shape):
+    """The stride of a 3 x 3, padding-1 convolution from ``source_shape`` onto
+    ``shape``'s resolution, or None if there is none (coarser source)."""
+    height, width = source_shape[1:]
+    for stride in range(1, height + 1):
+        if ((height - 1) // stride + 1, (width - 1) // stride + 1) == tuple(shape[1:]):
+            return stride
+    return None
+
+
+def _skip_links(teacher, index, n_links):
+    """Up to ``n_links`` 3 x 3 skip links into spatial block ``index`` from
+    the nearest earlier spatial blocks of equal or finer resolution that it
+    does not already read."""
+    shape = teacher.block_shapes[index]
+    read = {link.source for link in teacher.links[index]}
+    links = []
+    for source in range(index - 1, -1, -1):
+        source_shape = teacher.block_shapes[source]
+        if len(links) == n_links:
+            break
+        if source in read or not _is_spatial(source_shape):
+            continue
+        stride = _skip_stride(source_shape, shape)
+        if stride is not None:
+            links.append(Link(source, "conv", 3, stride, 1))
+    return links
+
+
+def fitting_structure(teacher, lateral_kernel=None, n_outputs=None, skip_links=0):
     """The structure to fit: the teacher's links, plus a same-resolution
     ``lateral_kernel`` x ``lateral_kernel`` convolution of each spatial block
-    on itself when given; state links first in every block; ``n_outputs``
-    output rows (the width of the targets; default the teacher's)."""
+    on itself when given, plus up to ``skip_links`` links into each spatial
+    block from earlier blocks (:func:`_skip_links`); state links first in
+    every block; ``n_outputs`` output rows (the width of the targets;
+    default the teacher's)."""
     links = []
     for index, (shape, block_links) in enumerate(zip(teacher.block_shapes,
                                                      teacher.links)):
         block_links = list(block_links)
+        if skip_links and _is_spatial(shape):
+            block_links += _skip_links(teacher, index, skip_links)
         if lateral_kernel and _is_spatial(shape):
             block_links.append(Link(index, "conv", lateral_kernel, 1,
                                     (lateral_kernel - 1) // 2))

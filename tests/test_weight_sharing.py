@@ -53,6 +53,23 @@ def _exact_inf_norm(matrix):
     return max((math.fsum(np.abs(row)) for row in matrix.toarray()), default=0.0)
 
 
+def _assert_equals_unrolled(model, X_new):
+    """Equilibrium and predictions equal those of the flat implicit model of
+    the unrolled A, B, C, D (solved by the flat Gauss-Seidel kernel), whose
+    residual certificate is the one reported."""
+    A, B, C, D = model.A_, model.B_, model.C_, model.D_
+    states, residual = model.equilibrium(X_new, return_residual=True)
+    flat = solve_equilibrium(A, X_new @ B.T + model.state_intercept_, tol=1e-15,
+                             max_iter=10_000)
+    np.testing.assert_allclose(states, flat.states, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(model.predict(X_new),
+                               flat.states @ C.T + X_new @ D.T + model.intercept_,
+                               rtol=0, atol=1e-10)
+    recomputed = np.abs(states - np.maximum(states @ A.T + X_new @ B.T
+                                            + model.state_intercept_, 0.0)).max(axis=1)
+    assert np.all(recomputed <= residual + 1e-12)
+
+
 @pytest.mark.parametrize("lateral_kernel", [None, 3])
 @pytest.mark.parametrize("row_bound", [None, 0.5])
 def test_weight_shared_model_equals_its_unrolled_flat_model(tiny_problem, lateral_kernel,
@@ -86,18 +103,7 @@ def test_weight_shared_model_equals_its_unrolled_flat_model(tiny_problem, latera
             assert _exact_inf_norm(rows[start:stop]) <= model.block_row_bounds_[b]
         assert _exact_inf_norm(sp.hstack([C, D])) <= model.block_row_bounds_[-1]
         assert np.mean(model.state_row_bound_multipliers_ > 0) >= 0.5  # it binds
-    X_new = np.random.default_rng(1).normal(size=(25, X.shape[1]))
-    states, residual = model.equilibrium(X_new, return_residual=True)
-    flat = solve_equilibrium(A, X_new @ B.T + model.state_intercept_, tol=1e-15,
-                             max_iter=10_000)
-    np.testing.assert_allclose(states, flat.states, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(model.predict(X_new),
-                               flat.states @ C.T + X_new @ D.T + model.intercept_,
-                               rtol=0, atol=1e-10)
-    # the residual certificate is the flat model's
-    recomputed = np.abs(states - np.maximum(states @ A.T + X_new @ B.T
-                                            + model.state_intercept_, 0.0)).max(axis=1)
-    assert np.all(recomputed <= residual + 1e-12)
+    _assert_equals_unrolled(model, np.random.default_rng(1).normal(size=(25, X.shape[1])))
     # certificates from the kernels equal those of the unrolled matrices
     norm = _exact_inf_norm
     assert model.lipschitz_bound_ == pytest.approx(
@@ -438,3 +444,40 @@ def test_refitting_a_flat_model_drops_the_weight_shared_attributes(tiny_problem)
     expected = (model.equilibrium(X) @ model.C_.toarray().T + X @ model.D_.toarray().T
                 + model.intercept_).ravel()
     np.testing.assert_allclose(model.predict(X), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_skip_links_stay_feed_forward_and_exact():
+    """skip_links: each spatial block also reads the nearest earlier blocks
+    of equal or finer resolution through strided 3 x 3 kernels; the model
+    stays feed-forward (one pass), equals its unrolled flat model, keeps
+    ||A||_inf <= kappa exactly with the skip columns under the bound, and
+    exports to torch."""
+    from sksim import weight_sharing as ws
+
+    torch.manual_seed(3)
+    module = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 5, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(5 * 4 * 4, 3)).double()
+    X = np.random.default_rng(2).normal(size=(50, 2 * 7 * 7))
+    baseline = TorchBaseline(module, input_shape=(2, 7, 7), dtype="float64")
+    _, logits = baseline.record(X)
+    kappa = 0.6
+    model = SIMRegressor(baseline, alpha=1e-4, kappa=kappa, skip_links=2).fit(
+        X, logits, baseline_outputs=logits)
+    links = model.structure_.links
+    assert {(link.source, link.stride) for link in links[1]} == {(0, 1)}
+    assert {(link.source, link.stride) for link in links[2]} == {(1, 2), (0, 2)}
+    assert all(link.source < b for b, block in enumerate(links) for link in block)
+    _, _, n_iter = ws.block_equilibrium(model._shared_model, X[:5], tol=0.0, max_iter=50)
+    assert n_iter == 1
+    assert any(np.any(model.kernels_[2][i]) for i in range(2))  # the skip is used
+    assert _exact_inf_norm(model.A_) <= kappa
+    _assert_equals_unrolled(model, np.random.default_rng(4).normal(size=(20, X.shape[1])))
+    with torch.no_grad():
+        np.testing.assert_allclose(model.to_torch()(torch.as_tensor(X[:7])).numpy(),
+                                   model.predict(X[:7]), atol=1e-10)
+    plain = SIMRegressor(baseline, alpha=1e-4, kappa=kappa).fit(X, logits,
+                                                              baseline_outputs=logits)
+    assert [len(block) for block in plain.structure_.links] == [1, 1, 1]
