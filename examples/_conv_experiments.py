@@ -60,6 +60,7 @@ def alpha_sweep(baseline, alphas, params, train, test, teacher):
         scores = model.decision_function(X_test)
         predict_seconds = time.perf_counter() - start
         sim_pred = model.classes_[scores.argmax(axis=1)]
+        float32_seconds, float32_pred = float32_predict(model, X_test)
         fit = {
             "alpha": alpha,
             "test_accuracy": float(np.mean(sim_pred == y_test)),
@@ -69,6 +70,10 @@ def alpha_sweep(baseline, alphas, params, train, test, teacher):
             "fit_seconds": fit_seconds,
             "predict_seconds": predict_seconds,
             "predict_over_teacher": predict_seconds / teacher["forward_seconds"],
+            # the same model through to_torch(dtype=float32): the teacher's precision
+            "float32_predict_seconds": float32_seconds,
+            "float32_predict_over_teacher": float32_seconds / teacher["forward_seconds"],
+            "float32_agreement_with_float64": float(np.mean(float32_pred == sim_pred)),
             # process peaks so far (monotone): only the first fit's
             # after-fit value is the fit's own
             "peak_rss_gb_after_fit": peak_after_fit,
@@ -83,6 +88,23 @@ def alpha_sweep(baseline, alphas, params, train, test, teacher):
         }
         log(json.dumps(fit))
         yield fit, model
+
+
+def float32_predict(model, X, batch=500):
+    """Seconds and predicted labels of ``model.to_torch(dtype=torch.float32)``
+    on X (batches of ``batch``, as the teacher's forward pass is timed)."""
+    import torch
+
+    module = model.to_torch(dtype=torch.float32)
+    start = time.perf_counter()
+    scores = []
+    with torch.no_grad():
+        for first in range(0, X.shape[0], batch):
+            rows = torch.from_numpy(np.ascontiguousarray(X[first:first + batch],
+                                                         dtype=np.float32))
+            scores.append(module(rows).numpy())
+    seconds = time.perf_counter() - start
+    return seconds, model.classes_[np.vstack(scores).argmax(axis=1)]
 
 
 def _prunable(module):

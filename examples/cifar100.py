@@ -43,6 +43,11 @@ def main(argv=None):
     parser.add_argument("--alphas", type=float, nargs="+", default=[1e-3, 1e-2])
     parser.add_argument("--kappa", type=float, default=0.95)
     parser.add_argument("--lateral-kernel", type=int, default=None)
+    parser.add_argument("--skip-links", type=int, default=0)
+    parser.add_argument("--block-alpha", choices=["positions", "relative", "absolute"],
+                        default="positions")
+    parser.add_argument("--relax", type=float, default=1.0)
+    parser.add_argument("--output-alpha", type=float, default=None)
     parser.add_argument("--positions-per-image", type=int, default=None)
     parser.add_argument("--row-bound", type=float, default=None)
     parser.add_argument("--state-inputs", choices=["teacher", "model"], default="teacher")
@@ -71,6 +76,7 @@ def main(argv=None):
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"_lateral{args.lateral_kernel}" if args.lateral_kernel else ""
+    suffix += f"_skip{args.skip_links}" if args.skip_links else ""
     out_path = out_dir / f"cifar100{suffix}.json"
     weights = Path(args.weights) if args.weights else WEIGHTS
     data = load_cifar100(args.data_home)
@@ -89,7 +95,9 @@ def main(argv=None):
         "weights": str(weights.relative_to(REPO_ROOT) if weights.is_relative_to(REPO_ROOT)
                        else weights),
         "m": args.m, "n_test": int(len(y_test)), "kappa": args.kappa,
-        "lateral_kernel": args.lateral_kernel,
+        "lateral_kernel": args.lateral_kernel, "skip_links": args.skip_links,
+        "relax": args.relax, "output_alpha": args.output_alpha,
+        "block_alpha": args.block_alpha,
         "positions_per_image": args.positions_per_image, "row_bound": args.row_bound,
         "state_inputs": args.state_inputs,
         "teacher": {"test_accuracy": float(np.mean(teacher_pred == y_test)),
@@ -100,6 +108,8 @@ def main(argv=None):
     log("teacher", record["teacher"])
     baseline = TorchBaseline(teacher, input_shape=INPUT_SHAPE, batch_size=250)
     params = dict(kappa=args.kappa, lateral_kernel=args.lateral_kernel,
+                  skip_links=args.skip_links, relax=args.relax,
+                  output_alpha=args.output_alpha, block_alpha=args.block_alpha,
                   positions_per_image=args.positions_per_image, row_bound=args.row_bound,
                   state_inputs=args.state_inputs)
     for fit, model in alpha_sweep(baseline, args.alphas, params, (X_train, y_train, train_logits),

@@ -71,7 +71,11 @@ def main(argv=None):
     parser.add_argument("--alphas", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
     parser.add_argument("--kappa", type=float, default=0.95)
     parser.add_argument("--lateral-kernel", type=int, default=None)
-    parser.add_argument("--block-alpha", choices=["relative", "absolute"], default="relative")
+    parser.add_argument("--skip-links", type=int, default=0)
+    parser.add_argument("--relax", type=float, default=1.0)
+    parser.add_argument("--output-alpha", type=float, default=None)
+    parser.add_argument("--block-alpha", choices=["positions", "relative", "absolute"],
+                        default="positions")
     parser.add_argument("--state-inputs", choices=["teacher", "model"], default="teacher")
     parser.add_argument("--data-home", default=os.environ.get("SKSIM_DATA"),
                         help="folder with fashion-mnist/*.npz (default $SKSIM_DATA, "
@@ -89,8 +93,10 @@ def main(argv=None):
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"_lateral{args.lateral_kernel}" if args.lateral_kernel else ""
-    suffix += "_absolute" if args.block_alpha == "absolute" else ""
+    suffix += f"_{args.block_alpha}" if args.block_alpha != "positions" else ""
     suffix += "_model_inputs" if args.state_inputs == "model" else ""
+    suffix += f"_skip{args.skip_links}" if args.skip_links else ""
+    suffix += f"_relax{args.relax:g}" if args.relax != 1.0 else ""
     out_path = out_dir / f"fashion_mnist_cnn{suffix}.json"
     data = load_fashion_mnist(args.data_home)
     teacher = load_or_train_teacher(data, args.weights)
@@ -101,7 +107,8 @@ def main(argv=None):
     train_logits = teacher_logits(teacher, X_train, INPUT_SHAPE)
     record = {"command": " ".join(sys.argv), "m": args.m, "kappa": args.kappa,
               "block_alpha": args.block_alpha, "state_inputs": args.state_inputs,
-              "lateral_kernel": args.lateral_kernel,
+              "lateral_kernel": args.lateral_kernel, "skip_links": args.skip_links,
+              "relax": args.relax, "output_alpha": args.output_alpha,
               "teacher": {"test_accuracy": float(np.mean(test_logits.argmax(1)
                                                          == data.y_test)),
                           "weights": teacher_weight_count(teacher),
@@ -110,7 +117,9 @@ def main(argv=None):
     log("teacher", record["teacher"])
     baseline = TorchBaseline(teacher, input_shape=INPUT_SHAPE)
     params = dict(kappa=args.kappa, lateral_kernel=args.lateral_kernel,
-                  block_alpha=args.block_alpha, state_inputs=args.state_inputs)
+                  block_alpha=args.block_alpha, state_inputs=args.state_inputs,
+                  skip_links=args.skip_links, relax=args.relax,
+                  output_alpha=args.output_alpha)
     for fit, model in alpha_sweep(baseline, args.alphas, params, (X_train, y_train, train_logits),
                            (data.X_test, data.y_test, test_logits), record["teacher"]):
         record["fits"].append(fit)

@@ -185,7 +185,7 @@ class _BaseSIM(BaseEstimator):
         "lateral_kernel": [None, Interval(Integral, 1, None, closed="left")],
         "skip_links": [Interval(Integral, 0, None, closed="left")],
         "positions_per_image": [None, Interval(Integral, 1, None, closed="left")],
-        "block_alpha": [StrOptions({"relative", "absolute"})],
+        "block_alpha": [StrOptions({"positions", "relative", "absolute"})],
         "state_inputs": [StrOptions({"teacher", "model"})],
     }
 
@@ -213,7 +213,7 @@ class _BaseSIM(BaseEstimator):
         lateral_kernel=None,
         skip_links=0,
         positions_per_image=None,
-        block_alpha="relative",
+        block_alpha="positions",
         state_inputs="teacher",
     ):
         self.baseline = baseline
@@ -393,8 +393,8 @@ class _BaseSIM(BaseEstimator):
                     problem = reduce([index], so_far if index else None)[0]
                 else:
                     problem = problems[index]
-                alpha = self.alpha * (shared.penalty_scale(problem)
-                                      if self.block_alpha == "relative" else 1.0)
+                alpha = self.alpha * shared.block_penalty(
+                    problem, structure.block_shapes[index], self.block_alpha)
                 block_kernels, intercept, rows = shared.solve_block_rows(
                     structure, links, problem, alpha=alpha, row_bound=row_bounds[index],
                     **common)
@@ -408,8 +408,8 @@ class _BaseSIM(BaseEstimator):
             self.n_states_ = structure.n_states()
             output_problem = self._shared_output_problem(X, targets, scales)
             output_alpha = self.alpha if self.output_alpha is None else self.output_alpha
-            if self.block_alpha == "relative":
-                output_alpha *= shared.penalty_scale(output_problem)
+            output_alpha *= shared.block_penalty(output_problem, (targets.shape[1],),
+                                                 self.block_alpha)
             head_kernels, head_intercept, output_rows = shared.solve_block_rows(
                 structure, structure.head, output_problem, alpha=output_alpha,
                 row_bound=row_bounds[-1], bounded=False, **common)
@@ -931,11 +931,14 @@ _PARAMETERS_DOC = """
     positions_per_image : int, default=None
         Weight-shared model: output positions kept per image and block (at
         random, seeded by ``random_state``) in the row designs; ``None`` all.
-    block_alpha : {"relative", "absolute"}, default="relative"
+    block_alpha : {"positions", "relative", "absolute"}, default="positions"
         Weight-shared model: the penalty of block ``b`` is ``alpha`` times the
         RMS of its targets times the RMS of its design columns
-        (``"relative"``: independent of the block's state scale), or
-        ``alpha`` itself (``"absolute"``); the output rows likewise.
+        (``"relative"``: independent of the block's state scale), that
+        divided by the square root of the block's output positions per image
+        (``"positions"``: high-resolution blocks keep more entries), or
+        ``alpha`` itself (``"absolute"``); the output rows likewise (one
+        position).
     state_inputs : {"teacher", "model"}, default="teacher"
         Weight-shared, feed-forward model: the designs of block ``b`` read
         the teacher's states of the earlier blocks (one pass over the data

@@ -235,6 +235,19 @@ def penalty_scale(problem):
     return float(target * design) if target * design > 0 else 1.0
 
 
+def block_penalty(problem, shape, mode):
+    """The factor on ``alpha`` of a block of ``shape`` (the outputs: a flat
+    shape): 1 (``"absolute"``), :func:`penalty_scale` (``"relative"``), or
+    that divided by the square root of the block's output positions per
+    image (``"positions"``): a kernel entry of a high-resolution block is
+    used at many positions and its errors pass through every later block,
+    so those blocks keep relatively more entries."""
+    if mode == "absolute":
+        return 1.0
+    scale = penalty_scale(problem)
+    return scale / np.sqrt(n_positions(shape)) if mode == "positions" else scale
+
+
 def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kappa,
                      row_bound, tol, max_iter, relax=1.0, bounded=True):
     """Solve one block's rows; returns (kernels per link, intercept, RowSolution)."""

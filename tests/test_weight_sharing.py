@@ -415,7 +415,11 @@ def test_blocks_fitted_on_the_models_own_states(tiny_problem):
     teacher_states, _ = baseline.record(X)
     z1 = ws.split_blocks(on_model.structure_, teacher_states)[1] * on_model.block_scales_[1]
     Z = z1.reshape(len(X), 5, 16).transpose(0, 2, 1).reshape(-1, 5)
-    alpha = 1e-3 * ws.penalty_scale(_gram_problem(W, Z))
+    # block_alpha="positions": alpha * rms(targets) * rms(design) / sqrt(16 positions)
+    centred_rms = [np.sqrt(np.mean((M - M.mean(axis=0)) ** 2)) for M in (W, Z)]
+    alpha = 1e-3 * centred_rms[0] * centred_rms[1] / np.sqrt(16)
+    assert alpha == pytest.approx(
+        1e-3 * ws.penalty_scale(_gram_problem(W, Z)) / 4, rel=1e-10)
     for c in range(5):
         residual = Z[:, c] - W @ on_model.kernels_[1][0][c] - on_model.block_intercepts_[1][c]
         ours = residual @ residual / (2 * len(Z)) + alpha * np.abs(on_model.kernels_[1][0][c]).sum()
@@ -437,7 +441,7 @@ def test_refitting_a_flat_model_drops_the_weight_shared_attributes(tiny_problem)
     assert model.kernels_ and model.A_.shape[0] == model.n_states_
     model.set_params(weight_sharing=False).fit(X, logits[:, 0])
     for name in ("structure_", "kernels_", "block_intercepts_", "output_kernels_",
-                 "block_scales_"):
+                 "block_scales_", "block_row_bounds_"):
         assert not hasattr(model, name), name
     states, _ = baseline.record(X)
     assert model.A_.shape == (states.shape[1],) * 2
