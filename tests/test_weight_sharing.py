@@ -71,15 +71,17 @@ def _assert_equals_unrolled(model, X_new):
 
 
 @pytest.mark.parametrize("lateral_kernel", [None, 3])
-@pytest.mark.parametrize("row_bound", [None, 0.5])
+@pytest.mark.parametrize("row_bound, relax", [(None, 1.0), (0.5, 1.0), (0.5, 0.1)])
 def test_weight_shared_model_equals_its_unrolled_flat_model(tiny_problem, lateral_kernel,
-                                                            row_bound):
+                                                            row_bound, relax):
     """Predictions and equilibrium of the weight-shared model equal those of
     the flat implicit model built from the unrolled A, B, C, D (solved by the
-    flat Gauss-Seidel kernel), and ||A_unrolled||_inf <= kappa exactly."""
+    flat Gauss-Seidel kernel), and ||A_unrolled||_inf <= kappa exactly (also
+    with the relaxed re-solve)."""
     _, baseline, X, logits = tiny_problem
     model = SIMRegressor(baseline, alpha=1e-4, kappa=0.6, lateral_kernel=lateral_kernel,
-                         row_bound=row_bound).fit(X, logits, baseline_outputs=logits)
+                         row_bound=row_bound, relax=relax).fit(X, logits,
+                                                               baseline_outputs=logits)
     assert model.structure_.block_shapes == ((4, 7, 7), (5, 4, 4), (6,))
     assert model.block_scales_[0] == 1.0  # block 0 reads the input, lateral link or not
     A, B, C, D = model.A_, model.B_, model.C_, model.D_

@@ -1,0 +1,112 @@
+"""Inference-time ratio of a weight-shared SIM model (issue 11's predict target).
+
+Fits ``SIMClassifier`` on the CIFAR-100 all-convolutional teacher of
+``examples/cifar100_teacher.py`` (first ``--m`` training images, outputs
+matched to its logits, ``--alpha``, ``relax=0.01``, ``output_alpha=3e-3``),
+then times on the 10,000 test images, interleaved round by round so that
+machine noise hits all of them alike (median of ``--repeats``):
+
+* the teacher's forward pass (torch, float32, batches of 500, eval mode);
+* ``est.decision_function(X)``: the certified float64 model (torch's float64
+  ``conv2d`` since torch is imported, chunked by sksim);
+* ``est.to_torch(dtype=torch.float32)`` on the same batches: the same model at
+  the teacher's precision (its labels are compared with the float64 ones).
+
+CIFAR-100 has no download fallback: ``--data-home`` (default ``$SKSIM_DATA``,
+else ``../shared/data``) must hold ``cifar-100/cifar-100-{train,test}.npz``.
+
+Run:  python benchmarks/bench_conv_predict.py
+      python benchmarks/bench_conv_predict.py --quick    (smoke run, m = 500)
+Writes benchmarks/results/conv_predict.json.
+"""
+
+import sys
+import time
+
+import numpy as np
+
+import _common as C
+
+BATCH = 500
+
+
+def parse_args():
+    parser = C.base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--m", type=int, default=2000)
+    parser.add_argument("--alpha", type=float, default=0.16)
+    parser.set_defaults(repeats=3)
+    args = parser.parse_args()
+    if args.quick:
+        args.m, args.repeats = 500, 1
+    return args
+
+
+def batched(forward, X, dtype):
+    import torch
+
+    def run():
+        with torch.no_grad():
+            return np.vstack([forward(torch.from_numpy(np.ascontiguousarray(
+                X[start:start + BATCH], dtype=dtype))).double().numpy()
+                for start in range(0, X.shape[0], BATCH)])
+    return run
+
+
+def main():
+    args = parse_args()
+    sys.path.insert(0, str(C.REPO_ROOT / "examples"))
+    import torch
+    from cifar100_teacher import INPUT_SHAPE, WEIGHTS, load_teacher
+
+    from sksim import SIMClassifier, TorchBaseline
+    from sksim.datasets import load_cifar100
+
+    data = load_cifar100(args.data_home)
+    teacher = load_teacher(WEIGHTS).eval()
+    X_train, y_train = data.X_train[:args.m], data.y_train[:args.m]
+    X_test = np.ascontiguousarray(data.X_test, dtype=np.float64)
+    teacher_forward = batched(lambda u: teacher(u.reshape(-1, *INPUT_SHAPE)), X_test,
+                              np.float32)
+    train_logits = batched(lambda u: teacher(u.reshape(-1, *INPUT_SHAPE)), X_train,
+                           np.float32)()
+    est = SIMClassifier(TorchBaseline(teacher, input_shape=INPUT_SHAPE, batch_size=250),
+                        alpha=args.alpha, relax=0.01, output_alpha=3e-3, random_state=0)
+    start = time.perf_counter()
+    est.fit(X_train, y_train, baseline_outputs=train_logits)
+    fit_seconds = time.perf_counter() - start
+    module32 = est.to_torch(dtype=torch.float32)
+    candidates = {"teacher_float32": teacher_forward,
+                  "sim_decision_function_float64": lambda: est.decision_function(X_test),
+                  "sim_to_torch_float32": batched(module32, X_test, np.float32)}
+    times = {name: [] for name in candidates}
+    outputs = {}
+    for name, run in candidates.items():  # warm-up (allocations, lazy init)
+        outputs[name] = run()
+    for _ in range(args.repeats):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    labels = {name: out.argmax(axis=1) for name, out in outputs.items()}
+    teacher_median = float(np.median(times["teacher_float32"]))
+    result = {**C.header(args), "problem": {"dataset": "CIFAR-100", "m": args.m,
+                                            "alpha": args.alpha, "relax": 0.01,
+                                            "output_alpha": 3e-3},
+              "fit_seconds": fit_seconds, "n_nonzero": est.n_nonzero_,
+              "torch_threads": torch.get_num_threads(), "timings": {}}
+    for name in candidates:
+        result["timings"][name] = {**C.summary(times[name]),
+                                   "over_teacher": float(np.median(times[name])
+                                                         / teacher_median)}
+    result["test_accuracy"] = {name: float(np.mean(labels[name] == data.y_test))
+                               for name in labels}
+    result["float32_agrees_with_float64"] = float(np.mean(
+        labels["sim_to_torch_float32"] == labels["sim_decision_function_float64"]))
+    print(C.table([[name, f"{t['median_s']:.2f}", f"{t['over_teacher']:.2f}x"]
+                   for name, t in result["timings"].items()],
+                  ["", "median s", "/ teacher"]))
+    C.write_json("conv_predict", result, args.output, args.quick)
+
+
+if __name__ == "__main__":
+    main()
