@@ -1,0 +1,328 @@
+"""Exact homotopy (LARS-Lasso) for one row problem on a shared Gram matrix.
+
+A row ``min_w 1/2 w'Gw - c'w + sum_j lam_j |w_j| + l2/2 ||w||^2`` with
+penalties that are affine in a path parameter, ``lam_j(t) = a_j + t b_j``, has
+a solution that is piecewise linear in ``t``: on an interval where the active
+set ``S`` and the signs ``s`` are fixed,
+
+    (G_SS + l2 I) w_S = c_S - lam_S(t) * s_S,
+
+so ``w_S`` moves along ``-(G_SS + l2 I)^-1 (b_S * s_S)``. The path changes
+only at breakpoints: an inactive column's correlation ``r_j = c_j - G_j w``
+reaches ``+-lam_j`` (it joins with that sign) or an active coefficient
+reaches zero (it leaves: the Lasso modification of LARS). Between
+breakpoints nothing is approximated, so following them is exact up to
+rounding. Two paths are used:
+
+* the alpha path: ``a = 0``, ``b = weights``, ``t`` from ``max |c_j| / b_j``
+  down to ``alpha`` (``w = 0`` at the start);
+* the multiplier path of the L1 bound on the first ``n_bounded``
+  coefficients: ``a = alpha``, ``b = 1`` on the bounded block (0 elsewhere),
+  ``t = mu`` from 0 up until ``||w_bounded||_1`` equals the bound, which is
+  linear in ``mu`` between breakpoints, so the crossing is solved exactly.
+
+``(G_SS + l2 I)`` is kept as a Cholesky factor updated by one row when a
+column joins and re-triangularised by Givens rotations when one leaves. A
+column whose pivot vanishes (``l2 = 0`` and the column a combination of the
+active ones: a dead unit, a duplicate) is held out; its correlation then
+equals that of the columns it combines, so it satisfies the optimality
+conditions with ``w_j = 0``. Held-out columns are reconsidered whenever a
+column leaves.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+# Status codes of a path.
+REACHED = 0
+MAX_STEPS_REACHED = 1
+
+_PIVOT_RTOL = 1e-10
+
+
+class HomotopySolution(NamedTuple):
+    """Result record of :func:`lasso_homotopy`.
+
+    Attributes
+    ----------
+    coef : ndarray of shape (n_columns,)
+    multiplier : float
+        ``mu`` of the L1 bound (0 when it is inactive or absent).
+    n_breakpoints : int
+        Breakpoints crossed on both paths (joins and leaves).
+    status : int
+        0 reached the end of the path, 1 ``max_steps`` reached first.
+    """
+
+    coef: np.ndarray
+    multiplier: float
+    n_breakpoints: int
+    status: int
+
+
+@njit(cache=True)
+def _forward_substitution(lower, k, rhs, out):
+    for i in range(k):
+        total = rhs[i]
+        for j in range(i):
+            total -= lower[i, j] * out[j]
+        out[i] = total / lower[i, i]
+
+
+@njit(cache=True)
+def _back_substitution(lower, k, rhs, out):
+    """Solve ``lower[:k, :k]^T out = rhs``."""
+    for i in range(k - 1, -1, -1):
+        total = rhs[i]
+        for j in range(i + 1, k):
+            total -= lower[j, i] * out[j]
+        out[i] = total / lower[i, i]
+
+
+@njit(cache=True)
+def _try_add(gram, l2, lower, active, k, j, scratch_in, scratch_out):
+    """Append column ``j`` to the factor; False if its pivot vanishes."""
+    for i in range(k):
+        scratch_in[i] = gram[active[i], j]
+    _forward_substitution(lower, k, scratch_in, scratch_out)
+    diagonal = gram[j, j] + l2
+    pivot = diagonal
+    for i in range(k):
+        pivot -= scratch_out[i] * scratch_out[i]
+    if pivot <= _PIVOT_RTOL * max(diagonal, 1e-300):
+        return False
+    for i in range(k):
+        lower[k, i] = scratch_out[i]
+    lower[k, k] = np.sqrt(pivot)
+    return True
+
+
+@njit(cache=True)
+def _remove(lower, k, position):
+    """Delete row/column ``position`` from the factor of size ``k``."""
+    for i in range(position, k - 1):
+        for j in range(k):
+            lower[i, j] = lower[i + 1, j]
+    # rows position..k-2 now reach one column past the diagonal: rotate it away
+    for i in range(position, k - 1):
+        a = lower[i, i]
+        b = lower[i, i + 1]
+        radius = np.hypot(a, b)
+        if radius == 0.0:
+            continue
+        cos, sin = a / radius, b / radius
+        for row in range(i, k - 1):
+            x = lower[row, i]
+            y = lower[row, i + 1]
+            lower[row, i] = cos * x + sin * y
+            lower[row, i + 1] = -sin * x + cos * y
+        if lower[i, i] < 0.0:  # keep a positive diagonal
+            for row in range(i, k - 1):
+                lower[row, i] = -lower[row, i]
+    for row in range(k):
+        lower[row, k - 1] = 0.0
+    for j in range(k):
+        lower[k - 1, j] = 0.0
+
+
+@njit(cache=True)
+def _solve_active(gram, correlation, lower, active, signs, k, offsets, slopes, t,
+                  l2, coef, gram_coef, direction, scratch_in, scratch_out):
+    """Exact ``w_S`` at ``t`` and its direction ``dw_S`` (per unit of ``t``),
+    written into ``coef`` / ``direction``; refreshes ``gram_coef = G w``."""
+    n = gram.shape[0]
+    for i in range(k):
+        j = active[i]
+        scratch_in[i] = correlation[j] - (offsets[j] + t * slopes[j]) * signs[i]
+    _forward_substitution(lower, k, scratch_in, scratch_out)
+    _back_substitution(lower, k, scratch_out.copy(), scratch_in)
+    for j in range(n):
+        coef[j] = 0.0
+        direction[j] = 0.0
+    for i in range(k):
+        coef[active[i]] = scratch_in[i]
+    for i in range(k):
+        scratch_in[i] = -slopes[active[i]] * signs[i]
+    _forward_substitution(lower, k, scratch_in, scratch_out)
+    _back_substitution(lower, k, scratch_out.copy(), scratch_in)
+    for i in range(k):
+        direction[active[i]] = scratch_in[i]
+    for row in range(n):
+        total = 0.0
+        for i in range(k):
+            total += gram[row, active[i]] * coef[active[i]]
+        gram_coef[row] = total
+
+
+@njit(cache=True)
+def _follow(gram, correlation, offsets, slopes, l2, t, t_end, sign_of_travel,
+            coef, active, signs, k, lower, n_bounded, bound, max_steps):
+    """Follow the path from ``t`` towards ``t_end`` (``sign_of_travel`` +-1),
+    stopping early when ``n_bounded > 0`` and ``||w[:n_bounded]||_1`` falls to
+    ``bound``. ``coef``, ``active``, ``signs``, ``lower`` hold the state at
+    ``t`` on entry and at the end on exit. Returns (t, k, breakpoints, status)."""
+    n = gram.shape[0]
+    gram_coef = np.empty(n)
+    direction = np.empty(n)
+    gram_direction = np.empty(n)
+    held_out = np.zeros(n, dtype=np.bool_)
+    is_active = np.zeros(n, dtype=np.bool_)
+    for i in range(k):
+        is_active[active[i]] = True
+    scratch_in = np.empty(n)
+    scratch_out = np.empty(n)
+    # the column that just left sits exactly at its penalty with its old sign:
+    # it may not rejoin with that sign before the next breakpoint
+    last_left, last_sign = -1, 0.0
+    breakpoints = 0
+    while breakpoints < max_steps:
+        _solve_active(gram, correlation, lower, active, signs, k, offsets, slopes, t,
+                      l2, coef, gram_coef, direction, scratch_in, scratch_out)
+        for row in range(n):
+            total = 0.0
+            for i in range(k):
+                total += gram[row, active[i]] * direction[active[i]]
+            gram_direction[row] = total
+        # distance to the end of the path (or to the bound)
+        step = abs(t_end - t)
+        event, joining, join_sign = -1, False, 0.0
+        if n_bounded > 0:
+            norm, slope = 0.0, 0.0
+            for i in range(k):
+                if active[i] < n_bounded:
+                    norm += signs[i] * coef[active[i]]
+                    slope += signs[i] * direction[active[i]] * sign_of_travel
+            if norm <= bound:
+                return t, k, breakpoints, REACHED
+            if slope < 0.0 and (bound - norm) / slope < step:
+                step = (bound - norm) / slope
+        for i in range(k):  # an active coefficient moving back to zero
+            # judged against its sign, not its value, which may sit a
+            # rounding error on the wrong side of zero just after it joined
+            moving = signs[i] * direction[active[i]] * sign_of_travel
+            if moving < 0.0:
+                candidate = max(signs[i] * coef[active[i]], 0.0) / -moving
+                if candidate < step:
+                    step, event, joining = candidate, i, False
+        for j in range(n):  # an inactive correlation reaching its penalty
+            if is_active[j] or held_out[j]:
+                continue
+            residual = correlation[j] - gram_coef[j]
+            penalty = offsets[j] + t * slopes[j]
+            change = -gram_direction[j] * sign_of_travel  # d residual / d step
+            rate = slopes[j] * sign_of_travel  # d penalty / d step
+            if change - rate > 0.0 and not (j == last_left and last_sign > 0.0):
+                candidate = max(penalty - residual, 0.0) / (change - rate)
+                if candidate < step:
+                    step, event, joining, join_sign = candidate, j, True, 1.0
+            if -change - rate > 0.0 and not (j == last_left and last_sign < 0.0):
+                candidate = max(penalty + residual, 0.0) / (-change - rate)
+                if candidate < step:
+                    step, event, joining, join_sign = candidate, j, True, -1.0
+        if not np.isfinite(step):  # nothing left to move the path: cannot happen
+            break                    # for a consistent problem; reported as not reached
+        t += sign_of_travel * step
+        if event < 0:
+            _solve_active(gram, correlation, lower, active, signs, k, offsets, slopes,
+                          t, l2, coef, gram_coef, direction, scratch_in, scratch_out)
+            return t, k, breakpoints, REACHED
+        breakpoints += 1
+        if joining:
+            if _try_add(gram, l2, lower, active, k, event, scratch_in, scratch_out):
+                active[k] = event
+                signs[k] = join_sign
+                is_active[event] = True
+                k += 1
+                last_left = -1
+            else:
+                held_out[event] = True
+        else:
+            leaving, last_sign = active[event], signs[event]
+            _remove(lower, k, event)
+            for i in range(event, k - 1):
+                active[i] = active[i + 1]
+                signs[i] = signs[i + 1]
+            k -= 1
+            is_active[leaving] = False
+            last_left = leaving
+            held_out[:] = False
+    _solve_active(gram, correlation, lower, active, signs, k, offsets, slopes, t, l2,
+                  coef, gram_coef, direction, scratch_in, scratch_out)
+    return t, k, breakpoints, MAX_STEPS_REACHED
+
+
+@njit(cache=True)
+def _alpha_path(gram, correlation, weights, alpha, l2, max_steps, coef, active, signs,
+                lower):
+    """Follow the alpha path from ``w = 0``; returns (t, k, breakpoints, status)."""
+    n = gram.shape[0]
+    t_start = 0.0
+    for j in range(n):
+        if weights[j] > 0.0 and abs(correlation[j]) / weights[j] > t_start:
+            t_start = abs(correlation[j]) / weights[j]
+    if t_start <= alpha:
+        return alpha, 0, 0, REACHED
+    return _follow(gram, correlation, np.zeros(n), weights, l2, t_start, alpha, -1.0,
+                   coef, active, signs, 0, lower, 0, np.inf, max_steps)
+
+
+@njit(cache=True)
+def _constrained(gram, correlation, alpha, l2, n_bounded, bound, max_steps):
+    """The alpha path, then the multiplier path of the bound when it is
+    violated; returns (coef, multiplier, breakpoints, status)."""
+    n = gram.shape[0]
+    coef = np.zeros(n)
+    active = np.empty(n, dtype=np.int64)
+    signs = np.empty(n)
+    lower = np.zeros((n, n))
+    t, k, breakpoints, status = _alpha_path(gram, correlation, np.ones(n), alpha, l2,
+                                            max_steps, coef, active, signs, lower)
+    norm = 0.0
+    for j in range(n_bounded):
+        norm += abs(coef[j])
+    if status != REACHED or norm <= bound:
+        return coef, 0.0, breakpoints, status
+    slopes = np.zeros(n)
+    slopes[:n_bounded] = 1.0
+    mu, k, more, status = _follow(gram, correlation, np.full(n, alpha), slopes, l2, 0.0,
+                                  np.inf, 1.0, coef, active, signs, k, lower, n_bounded,
+                                  bound, max_steps - breakpoints)
+    return coef, mu, breakpoints + more, status
+
+
+def lasso_homotopy(gram, correlation, alpha, *, l2=0.0, n_bounded=0, bound=np.inf,
+                   max_steps=None):
+    """Exact solution of one row at ``alpha`` by following the homotopy.
+
+    Solves ``min_w 1/2 w'Gw - c'w + alpha ||w||_1 + l2/2 ||w||^2`` subject to
+    ``||w[:n_bounded]||_1 <= bound``: the alpha path from ``w = 0`` at
+    ``alpha_max = max_j |c_j|`` down to ``alpha``, then, if the bound is
+    violated there, the multiplier path from ``mu = 0`` up to where the
+    bounded block's L1 norm equals ``bound``.
+
+    Parameters
+    ----------
+    gram : ndarray of shape (n_columns, n_columns)
+    correlation : ndarray of shape (n_columns,)
+    alpha : float
+        Target penalty (> 0, or 0 with ``l2 > 0``).
+    l2 : float, default=0.0
+    n_bounded : int, default=0
+    bound : float, default=np.inf
+    max_steps : int, default=None
+        Breakpoints allowed over both paths (default ``10 * n_columns + 100``).
+
+    Returns
+    -------
+    HomotopySolution
+    """
+    gram = np.ascontiguousarray(gram, dtype=np.float64)
+    correlation = np.ascontiguousarray(correlation, dtype=np.float64)
+    n = correlation.shape[0]
+    max_steps = 10 * n + 100 if max_steps is None else int(max_steps)
+    coef, mu, breakpoints, status = _constrained(
+        gram, correlation, float(alpha), float(l2), int(n_bounded),
+        float(bound) if n_bounded else np.inf, max_steps)
+    return HomotopySolution(coef, float(mu), int(breakpoints), int(status))

@@ -1,0 +1,90 @@
+"""The exact homotopy row solver (sksim.solvers.homotopy): the alpha path
+against scikit-learn's LARS-Lasso, the constrained (multiplier) path against
+the coordinate-descent solver at a tight tolerance, and the optimality
+conditions rebuilt in numpy, on random and degenerate designs."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import lars_path_gram
+
+from sksim.solvers import solve_rows
+from sksim.solvers.homotopy import lasso_homotopy
+
+
+def _problem(seed, degenerate, m=200, n=30, n_relu=20):
+    rng = np.random.default_rng(seed)
+    W = np.maximum(rng.normal(0.3, 1.0, size=(m, n)), 0.0)
+    W[:, n_relu:] = rng.normal(size=(m, n - n_relu))
+    if degenerate:  # a duplicate, a dead unit, a sum of two columns
+        W[:, 3] = W[:, 2]
+        W[:, 5] = 0.0
+        W[:, 7] = W[:, 8] + W[:, 9]
+    z = W[:, :6] @ rng.normal(size=6) + W[:, n_relu + 2] + rng.normal(size=m)
+    return W.T @ W / m, W.T @ z / m, z @ z / m, m
+
+
+def _kkt_violation(gram, correlation, coef, alpha, l2, n_bounded, multiplier):
+    """Largest violation of the optimality conditions of the weighted
+    elastic net at the multiplier: ``g_j = lam_j sign(w_j)`` on the support,
+    ``|g_j| <= lam_j`` off it, with ``g = c - (G + l2 I) w``."""
+    g = correlation - gram @ coef - l2 * coef
+    lam = np.full(coef.shape, alpha)
+    lam[:n_bounded] += multiplier
+    on = coef != 0
+    return max(np.abs(g[on] - lam[on] * np.sign(coef[on])).max(initial=0.0),
+               (np.abs(g[~on]) - lam[~on]).max(initial=0.0))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("alpha", [0.3, 0.05, 0.005, 0.0005])
+def test_alpha_path_matches_lars_path_gram(seed, alpha):
+    """Unconstrained rows: the same breakpoints and the same coefficients as
+    scikit-learn's exact homotopy (``lars_path_gram``, method ``"lasso"``)."""
+    gram, correlation, _, m = _problem(seed, degenerate=False)
+    ours = lasso_homotopy(gram, correlation, alpha)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        alphas, _, coefs = lars_path_gram(Xy=correlation * m, Gram=gram * m, n_samples=m,
+                                          alpha_min=alpha, method="lasso")
+    assert ours.status == 0
+    assert ours.n_breakpoints == len(alphas) - 1
+    np.testing.assert_allclose(ours.coef, coefs[:, -1], rtol=0, atol=1e-12)
+    assert _kkt_violation(gram, correlation, ours.coef, alpha, 0.0, 0, 0.0) < 1e-12
+
+
+@pytest.mark.parametrize("seed, degenerate, l2, n_bounded, bound", [
+    (0, False, 0.0, 10, 0.5), (1, False, 0.0, 10, 0.2), (2, True, 0.0, 12, 0.3),
+    (3, False, 0.05, 10, 0.4), (4, True, 0.0, 20, 1.0), (5, True, 0.01, 20, 0.1),
+    (6, False, 0.0, 20, 50.0)])
+@pytest.mark.parametrize("alpha", [0.1, 0.01, 0.001])
+def test_constrained_path_is_optimal(seed, degenerate, l2, n_bounded, bound, alpha):
+    """With the L1 bound on the first block: the multiplier path lands on the
+    bound exactly when it is active (mu > 0), the optimality conditions hold
+    to rounding, and the objective is no worse than coordinate descent's at
+    a tight tolerance (the two agree to 1e-9 relative)."""
+    gram, correlation, target_sq, _ = _problem(seed, degenerate)
+    ours = lasso_homotopy(gram, correlation, alpha, l2=l2, n_bounded=n_bounded,
+                          bound=bound)
+    assert ours.status == 0
+    norm = np.abs(ours.coef[:n_bounded]).sum()
+    if ours.multiplier > 0:
+        assert abs(norm - bound) <= 1e-12 * bound
+    else:
+        assert norm <= bound * (1 + 1e-12)
+    assert _kkt_violation(gram, correlation, ours.coef, alpha, l2, n_bounded,
+                          ours.multiplier) < 1e-10
+    reference = solve_rows(gram, correlation[None], np.array([target_sq]), l1=alpha,
+                           l2=l2, n_bounded=n_bounded, bound=bound, tol=1e-13,
+                           max_iter=100_000)
+
+    def objective(w):
+        return (0.5 * w @ gram @ w - correlation @ w + 0.5 * target_sq
+                + alpha * np.abs(w).sum() + 0.5 * l2 * w @ w)
+
+    ours_value, reference_value = objective(ours.coef), objective(reference.coef[0])
+    assert ours_value <= reference_value + 1e-9 * abs(reference_value)
+    assert abs(ours.multiplier - reference.multiplier[0]) <= 1e-6 * max(
+        1.0, reference.multiplier[0])
