@@ -170,6 +170,7 @@ class _BaseSIM(BaseEstimator):
         "row_bound": [None, Interval(Real, 0, None, closed="neither")],
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
         "relax": [Interval(Real, 0, 1, closed="right")],
+        "solver": [StrOptions({"cd", "homotopy"})],
         "kappa": [Interval(Real, 0, 1, closed="neither")],
         "activation": [StrOptions(set(_ACTIVATIONS))],
         "fit_intercept": ["boolean"],
@@ -197,6 +198,7 @@ class _BaseSIM(BaseEstimator):
         output_alpha=None,
         l1_ratio=1.0,
         relax=1.0,
+        solver="cd",
         kappa=0.95,
         row_bound=None,
         activation="relu",
@@ -221,6 +223,7 @@ class _BaseSIM(BaseEstimator):
         self.output_alpha = output_alpha
         self.l1_ratio = l1_ratio
         self.relax = relax
+        self.solver = solver
         self.kappa = kappa
         self.row_bound = row_bound
         self.activation = activation
@@ -371,7 +374,7 @@ class _BaseSIM(BaseEstimator):
         row_bounds = (np.full(len(scales) + 1, np.inf) if self.row_bound is None else
                       self.row_bound * shared.teacher_row_norms(maps, scales))
         common = dict(l1_ratio=self.l1_ratio, kappa=self.kappa, tol=self.tol,
-                      max_iter=self.max_iter, relax=self.relax)
+                      max_iter=self.max_iter, relax=self.relax, solver=self.solver)
         if self.state_inputs == "model" and self.lateral_kernel:
             raise ValueError("state_inputs='model' needs a feed-forward structure "
                              "(lateral_kernel=None).")
@@ -506,7 +509,7 @@ class _BaseSIM(BaseEstimator):
             state_rows = solve_rows(
                 gram, corr, target_sq, n_bounded=n_states, bound=self.kappa,
                 row_bound=row_bound, l1=l1, l2=l2, tol=self.tol,
-                max_iter=self.max_iter, relax=self.relax,
+                max_iter=self.max_iter, relax=self.relax, solver=self.solver,
             )
             del gram
             state_coef = state_rows.coef
@@ -528,7 +531,7 @@ class _BaseSIM(BaseEstimator):
                 gram, corr, target_sq, row_bound=row_bound,
                 l1=output_alpha * self.l1_ratio,
                 l2=output_alpha * (1.0 - self.l1_ratio), tol=self.tol,
-                max_iter=self.max_iter, relax=self.relax,
+                max_iter=self.max_iter, relax=self.relax, solver=self.solver,
             )
         output_coef = output_rows.coef
         self.C_ = sp.csr_array(output_coef[:, :n_states])
@@ -867,6 +870,14 @@ _PARAMETERS_DOC = """
         needs ``row_bound`` as for ``alpha``.
     l1_ratio : float, default=1.0
         Elastic-net mix as in ElasticNet: 1 is the Lasso, 0 pure ridge.
+    solver : {"cd", "homotopy"}, default="cd"
+        Row solver, both exact and certified by the same duality gap:
+        coordinate descent with the multiplier search of the ``kappa`` bound
+        (``"cd"``), or the homotopy that follows each row's path exactly from
+        ``alpha_max`` down to ``alpha`` and then the bound's multiplier up to
+        the bound (``"homotopy"``, see :mod:`sksim.solvers.homotopy`; rows it
+        cannot certify, and all rows under ``row_bound``, are solved by
+        coordinate descent).
     relax : float in (0, 1], default=1.0
         The relaxed Lasso: below 1, every row (state and output) is solved
         again on its support with both penalties multiplied by ``relax``,

@@ -249,7 +249,7 @@ def block_penalty(problem, shape, mode):
 
 
 def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kappa,
-                     row_bound, tol, max_iter, relax=1.0, bounded=True):
+                     row_bound, tol, max_iter, relax=1.0, solver="cd", bounded=True):
     """Solve one block's rows; returns (kernels per link, intercept, RowSolution)."""
     widths = [link_width(structure, link) for link in links_of_rows]
     n_bounded = sum(w for w, link in zip(widths, links_of_rows)
@@ -258,7 +258,7 @@ def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kapp
                       n_bounded=n_bounded, bound=kappa if n_bounded else np.inf,
                       row_bound=row_bound, l1=alpha * l1_ratio,
                       l2=alpha * (1.0 - l1_ratio), tol=tol, max_iter=max_iter,
-                      relax=relax)
+                      relax=relax, solver=solver)
     edges = np.concatenate([[0], np.cumsum(widths)])
     kernels = [np.ascontiguousarray(rows.coef[:, a:b]) for a, b in zip(edges[:-1],
                                                                        edges[1:])]

@@ -229,13 +229,25 @@ def gram_problem(W, targets):
             np.einsum("ij,ij->i", targets, targets) / m)
 
 
-@pytest.fixture(scope="module", params=SOLVER_CASES, ids=SOLVER_IDS)
+# Every exactness test runs against each row solver.
+SOLVERS = ("cd", "homotopy")
+_REFERENCES = {}  # cvxpy optima per case, shared by the solvers
+
+
+@pytest.fixture(scope="module", params=[(case, solver) for case in SOLVER_CASES
+                                        for solver in SOLVERS],
+                ids=[f"{case_id}-{solver}" for case_id in SOLVER_IDS
+                     for solver in SOLVERS])
 def solved_rows(request):
-    seed, m, nb, nf, l1, l2, bound, degenerate = request.param
+    case, solver = request.param
+    seed, m, nb, nf, l1, l2, bound, degenerate = case
     W, targets = make_row_problem(seed, m, nb, nf, degenerate)
     solution = solve_rows(*gram_problem(W, targets), n_bounded=nb, bound=bound,
-                          l1=l1, l2=l2, tol=SOLVER_TOL, max_iter=100000)
-    reference = cvxpy_optima(W, targets, n_bounded=nb, bound=bound, l1=l1, l2=l2)
+                          l1=l1, l2=l2, tol=SOLVER_TOL, max_iter=100000, solver=solver)
+    if case not in _REFERENCES:
+        _REFERENCES[case] = cvxpy_optima(W, targets, n_bounded=nb, bound=bound, l1=l1,
+                                         l2=l2)
+    reference = _REFERENCES[case]
     primal = np.array([primal_objective(W, t, w, l1, l2)
                        for t, w in zip(targets, solution.coef)])
     return dict(W=W, targets=targets, nb=nb, l1=l1, l2=l2, bound=bound,
@@ -330,18 +342,19 @@ def test_independent_dual_detects_a_suboptimal_point(solved_rows):
 
 
 # -------------------------------------- 3. unconstrained rows vs scikit-learn
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("seed, m, nb, nf, l1, l2, degenerate", [
     (10, 40, 6, 4, 1e-2, 0.0, True),
     (11, 80, 10, 8, 5e-3, 5e-3, True),
     (12, 30, 12, 5, 2e-2, 0.0, False),
     (13, 20, 12, 10, 1e-2, 1e-2, True),
 ])
-def test_unbounded_rows_match_sklearn(seed, m, nb, nf, l1, l2, degenerate):
+def test_unbounded_rows_match_sklearn(seed, m, nb, nf, l1, l2, degenerate, solver):
     """With ``bound=inf`` (output rows) each row matches scikit-learn's Lasso /
     ElasticNet on the explicit design to 1e-6 relative in objective."""
     W, targets = make_row_problem(seed, m, nb, nf, degenerate)
     sol = solve_rows(*gram_problem(W, targets), n_bounded=nb, bound=np.inf,
-                     l1=l1, l2=l2, tol=SOLVER_TOL, max_iter=100000)
+                     l1=l1, l2=l2, tol=SOLVER_TOL, max_iter=100000, solver=solver)
     assert np.all(sol.status == 0)
     assert np.all(sol.multiplier == 0)
     alpha = l1 + l2
@@ -443,11 +456,12 @@ REGRESSOR_CASES = [
 ]
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize(
     "seed, m, n_states, n_features, alpha, output_alpha, l1_ratio, kappa, refit",
     REGRESSOR_CASES)
 def test_regressor_rows_are_optimal(seed, m, n_states, n_features, alpha,
-                                    output_alpha, l1_ratio, kappa, refit):
+                                    output_alpha, l1_ratio, kappa, refit, solver):
     """SIMRegressor: every state row matches cvxpy (free intercept on the
     un-centred data) to 1e-6 relative with ``||A||_inf <= kappa`` exactly;
     every output row matches scikit-learn on [equilibrium(X), X] (refit) or
@@ -457,7 +471,7 @@ def test_regressor_rows_are_optimal(seed, m, n_states, n_features, alpha,
                          rng.normal(size=m)])
     est = SIMRegressor(alpha=alpha, output_alpha=output_alpha, kappa=kappa,
                        l1_ratio=l1_ratio, refit_outputs=refit,
-                       tol=ESTIMATOR_TOL, max_iter=50000)
+                       tol=ESTIMATOR_TOL, max_iter=50000, solver=solver)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         est.fit(U, y, states=Z)
@@ -474,8 +488,9 @@ def test_regressor_rows_are_optimal(seed, m, n_states, n_features, alpha,
                              (31, 80, 10, 8, 3, 3e-3, 0.5, 0.9, True),
                              (32, 30, 12, 5, 2, 1e-2, 0.5, 0.4, False),
                          ])
+@pytest.mark.parametrize("solver", SOLVERS)
 def test_classifier_rows_are_optimal(seed, m, n_states, n_features, n_classes,
-                                     alpha, l1_ratio, kappa, refit):
+                                     alpha, l1_ratio, kappa, refit, solver):
     """SIMClassifier: state rows as for the regressor; the output rows fit
     one 0/1 indicator column per class (two columns for two classes) and
     match scikit-learn to 1e-6 relative."""
@@ -485,7 +500,8 @@ def test_classifier_rows_are_optimal(seed, m, n_states, n_features, n_classes,
                          axis=1)]
     assert len(np.unique(y)) == n_classes
     est = SIMClassifier(alpha=alpha, kappa=kappa, l1_ratio=l1_ratio,
-                        refit_outputs=refit, tol=ESTIMATOR_TOL, max_iter=50000)
+                        refit_outputs=refit, tol=ESTIMATOR_TOL, max_iter=50000,
+                        solver=solver)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         est.fit(U, y, states=Z)
@@ -527,8 +543,9 @@ def make_teacher(seed, m=120, p=5, n1=8, n2=6, always_active=False):
     return rng, U, W2, forward
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("seed", [40, 41, 42])
-def test_feasible_relu_teacher_is_reproduced(seed):
+def test_feasible_relu_teacher_is_reproduced(seed, solver):
     """A 2-hidden-layer ReLU MLP whose hidden-to-hidden rows have L1 norm
     < kappa is itself a feasible SIM model; with alpha=1e-8 the fit recovers
     its hidden-to-hidden weights, its equilibrium equals the teacher's
@@ -538,7 +555,7 @@ def test_feasible_relu_teacher_is_reproduced(seed):
     n1 = W2.shape[1]
     kappa = np.abs(W2).sum(axis=1).max() + 0.05
     est = SIMRegressor(alpha=1e-8, kappa=kappa, refit_outputs=True,
-                       tol=ESTIMATOR_TOL, max_iter=50000)
+                       tol=ESTIMATOR_TOL, max_iter=50000, solver=solver)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         est.fit(U, y, states=Z)
@@ -554,7 +571,8 @@ def test_feasible_relu_teacher_is_reproduced(seed):
     assert np.linalg.norm(est.predict(U_new) - y_new) <= 1e-4 * np.linalg.norm(y_new)
 
 
-def test_singular_teacher_design_is_certified_or_flagged():
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_singular_teacher_design_is_certified_or_flagged(solver):
     """An always-active unit makes the design exactly singular; with a tiny
     penalty coordinate descent may not converge. Whatever happens, the
     reported state gaps must bound the true suboptimality (vs cvxpy), rows
@@ -565,7 +583,8 @@ def test_singular_teacher_design_is_certified_or_flagged():
     assert np.all(Z[:, -1] > 0)
     kappa = np.abs(W2).sum(axis=1).max() + 0.05
     alpha = 1e-8
-    est = SIMRegressor(alpha=alpha, kappa=kappa, tol=ESTIMATOR_TOL, max_iter=5000)
+    est = SIMRegressor(alpha=alpha, kappa=kappa, tol=ESTIMATOR_TOL, max_iter=5000,
+                       solver=solver)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         est.fit(U, y, states=Z)

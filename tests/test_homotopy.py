@@ -10,7 +10,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import lars_path_gram
 
-from sksim.solvers import solve_rows
+from sksim.solvers import solve_rows, solve_rows_path
 from sksim.solvers.homotopy import lasso_homotopy
 
 
@@ -88,3 +88,31 @@ def test_constrained_path_is_optimal(seed, degenerate, l2, n_bounded, bound, alp
     assert ours_value <= reference_value + 1e-9 * abs(reference_value)
     assert abs(ours.multiplier - reference.multiplier[0]) <= 1e-6 * max(
         1.0, reference.multiplier[0])
+
+
+@pytest.mark.parametrize("seed, degenerate, n_bounded, bound", [
+    (0, False, 10, 0.5), (2, True, 12, 0.3), (4, True, 20, 1.0), (6, False, 0, np.inf)])
+def test_path_equals_independent_solves(seed, degenerate, n_bounded, bound):
+    """solve_rows_path: at every alpha of a grid, each row equals the
+    independent homotopy solve at that alpha (coefficients to 1e-10), is
+    certified, and the bounded block meets the bound exactly."""
+    gram, correlation, target_sq, _ = _problem(seed, degenerate)
+    rng = np.random.default_rng(seed)
+    correlations = np.vstack([correlation, correlation * 0.5 + 0.01 * rng.normal(
+        size=correlation.shape)])
+    targets = np.array([target_sq, 0.25 * target_sq + 0.01])
+    alphas = np.geomspace(0.2, 1e-4, 12)
+    ordered, path = solve_rows_path(gram, correlations, targets, alphas[::-1],
+                                    n_bounded=n_bounded, bound=bound, tol=1e-10)
+    np.testing.assert_array_equal(ordered, alphas)
+    independent_breakpoints = 0
+    for alpha, rows in zip(ordered, path):
+        single = solve_rows(gram, correlations, targets, l1=alpha, n_bounded=n_bounded,
+                            bound=bound, tol=1e-10, solver="homotopy")
+        np.testing.assert_allclose(rows.coef, single.coef, rtol=0, atol=1e-10)
+        independent_breakpoints += single.n_breakpoints.sum()
+        assert np.all(rows.status == 0) and np.all(rows.method == 1)
+        if n_bounded:
+            assert np.all(np.abs(rows.coef[:, :n_bounded]).sum(axis=1) <= bound)
+    # one path shares its breakpoints across the grid
+    assert path[-1].n_breakpoints.sum() < independent_breakpoints / 3

@@ -2,7 +2,7 @@
 
 from .equilibrium import EquilibriumSolution, solve_equilibrium
 from .projection import enforce_l1_bound_inplace, project_l1_ball_inplace
-from .rows import RowSolution, resolve_n_threads, solve_rows
+from .rows import RowSolution, resolve_n_threads, solve_rows, solve_rows_path
 
 __all__ = [
     "EquilibriumSolution",
@@ -12,4 +12,5 @@ __all__ = [
     "resolve_n_threads",
     "solve_equilibrium",
     "solve_rows",
+    "solve_rows_path",
 ]

@@ -33,7 +33,10 @@ column leaves.
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+from .projection import enforce_l1_bound_inplace
+from .rows import _dual, _primal, _quadratic_terms, _recompute_gram_coef
 
 # Status codes of a path.
 REACHED = 0
@@ -326,3 +329,94 @@ def lasso_homotopy(gram, correlation, alpha, *, l2=0.0, n_bounded=0, bound=np.in
         gram, correlation, float(alpha), float(l2), int(n_bounded),
         float(bound) if n_bounded else np.inf, max_steps)
     return HomotopySolution(coef, float(mu), int(breakpoints), int(status))
+
+
+@njit(cache=True)
+def _certify(gram, correlation, target_sq, coef, multiplier, n_bounded, bound, l1, l2):
+    """Make ``coef`` exactly feasible (in place) and return (gap, objective,
+    roundoff): the objective of the constrained row and the Lagrangian dual
+    bound at ``multiplier`` and the residual of ``coef``."""
+    bounded = n_bounded > 0 and np.isfinite(bound)
+    if bounded:
+        enforce_l1_bound_inplace(coef, 0, n_bounded, bound)
+    gram_coef = np.empty(coef.shape[0])
+    _recompute_gram_coef(gram, coef, gram_coef)
+    residual_sq, r_dot_z, roundoff = _quadratic_terms(correlation, coef, gram_coef,
+                                                      target_sq)
+    primal = _primal(coef, residual_sq, n_bounded, l1, l1, l2)
+    dual = _dual(correlation, gram_coef, residual_sq, r_dot_z, n_bounded,
+                 l1 + multiplier, l1, l2) - roundoff
+    if bounded:
+        dual -= multiplier * bound
+    return primal - dual, primal, roundoff
+
+
+@njit(parallel=True, cache=True)
+def homotopy_rows_kernel(gram, correlations, target_sq, coef, n_bounded, bound, l1, l2,
+                         tol, max_steps, records):
+    """Every row by :func:`_constrained`, certified; ``records`` rows get
+    (gap, objective, multiplier, breakpoints, status, 0) with status 0 when
+    the gap meets ``tol`` (as the coordinate-descent solver judges it)."""
+    for i in prange(correlations.shape[0]):
+        solution, multiplier, breakpoints, status = _constrained(
+            gram, correlations[i], l1, l2, n_bounded, bound, max_steps)
+        gap, primal, roundoff = _certify(gram, correlations[i], target_sq[i], solution,
+                                         multiplier, n_bounded, bound, l1, l2)
+        coef[i, :] = solution
+        records[i, 0] = gap
+        records[i, 1] = primal
+        records[i, 2] = multiplier
+        records[i, 3] = breakpoints
+        certified = gap <= tol * primal + 2.0 * roundoff
+        records[i, 4] = 0 if status == REACHED and certified else 1
+        records[i, 5] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def homotopy_path_kernel(gram, correlations, target_sq, alphas, n_bounded, bound, l2,
+                         tol, max_steps, coefs, records):
+    """Every row's solutions at all ``alphas`` (decreasing) from one alpha
+    path per row: at each alpha the unconstrained state is kept for the next
+    one, and a copy follows the multiplier path when the bound is violated.
+    ``coefs[a, i]`` and ``records[a, i]`` (as :func:`homotopy_rows_kernel`)
+    receive the certified results."""
+    n = gram.shape[0]
+    for i in prange(correlations.shape[0]):
+        correlation = correlations[i]
+        coef = np.zeros(n)
+        active = np.empty(n, dtype=np.int64)
+        signs = np.empty(n)
+        lower = np.zeros((n, n))
+        t = 0.0
+        for j in range(n):
+            t = max(t, abs(correlation[j]))
+        k, breakpoints, status = 0, 0, REACHED
+        slopes = np.zeros(n)
+        slopes[:n_bounded] = 1.0
+        for a in range(alphas.shape[0]):
+            alpha = alphas[a]
+            if t > alpha and status == REACHED:
+                t, k, more, status = _follow(
+                    gram, correlation, np.zeros(n), np.ones(n), l2, t, alpha, -1.0, coef,
+                    active, signs, k, lower, 0, np.inf, max_steps - breakpoints)
+                breakpoints += more
+            solution = coef.copy()
+            multiplier, extra, final = 0.0, 0, status
+            norm = 0.0
+            for j in range(n_bounded):
+                norm += abs(solution[j])
+            if status == REACHED and norm > bound:
+                multiplier, _, extra, final = _follow(
+                    gram, correlation, np.full(n, alpha), slopes, l2, 0.0, np.inf, 1.0,
+                    solution, active.copy(), signs.copy(), k, lower.copy(), n_bounded,
+                    bound, max_steps)
+            gap, primal, roundoff = _certify(gram, correlation, target_sq[i], solution,
+                                             multiplier, n_bounded, bound, alpha, l2)
+            coefs[a, i, :] = solution
+            records[a, i, 0] = gap
+            records[a, i, 1] = primal
+            records[a, i, 2] = multiplier
+            records[a, i, 3] = breakpoints + extra
+            certified = gap <= tol * primal + 2.0 * roundoff
+            records[a, i, 4] = 0 if final == REACHED and certified else 1
+            records[a, i, 5] = 0.0

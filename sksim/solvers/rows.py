@@ -79,6 +79,12 @@ class RowSolution(NamedTuple):
     row_multiplier : ndarray of shape (n_rows,)
         Multiplier of the whole-row bound ``row_bound`` at the best dual bound
         (0 when that bound is inactive or absent).
+    n_breakpoints : ndarray of shape (n_rows,)
+        Breakpoints followed by the homotopy (0 for rows it did not solve).
+    method : ndarray of shape (n_rows,)
+        How the row was solved: 0 coordinate descent, 1 homotopy, 2 homotopy
+        then coordinate descent (the homotopy's point was not certified, e.g.
+        ``max_steps`` reached or rounding on a near-singular support).
     """
 
     coef: np.ndarray
@@ -88,6 +94,8 @@ class RowSolution(NamedTuple):
     n_iter: np.ndarray
     status: np.ndarray
     row_multiplier: np.ndarray
+    n_breakpoints: np.ndarray
+    method: np.ndarray
 
 
 @njit(cache=True)
@@ -908,7 +916,7 @@ def _solve_supports_kernel(gram, correlations, target_sq, coef, n_bounded, bound
 
 def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
                row_bound=np.inf, l1=0.0, l2=0.0, tol=1e-6, max_iter=1000,
-               coef_init=None, relax=1.0):
+               coef_init=None, relax=1.0, solver="cd"):
     """Solve every row problem sharing one Gram matrix, rows in parallel.
 
     Parameters
@@ -942,6 +950,13 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
         The support is chosen by the full penalty; the smaller penalty on it
         undoes most of the shrinkage. The returned record then certifies the
         restricted problem (``n_iter`` counts the epochs of both solves).
+    solver : {"cd", "homotopy"}, default="cd"
+        ``"cd"``: coordinate descent with the multiplier search (any bounds,
+        warm starts). ``"homotopy"``: the exact path of
+        :mod:`sksim.solvers.homotopy` from ``w = 0`` (``coef_init`` is not
+        used), certified the same way; a row it cannot certify is finished by
+        coordinate descent from its point. Rows with a finite ``row_bound``
+        are always solved by coordinate descent.
 
     Returns
     -------
@@ -956,17 +971,105 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
     else:
         coef = np.array(coef_init, dtype=np.float64, order="C", copy=True)
     records = np.zeros((n_rows, 6))
+    breakpoints = np.zeros(n_rows, dtype=np.int64)
+    method = np.zeros(n_rows, dtype=np.int64)
     arguments = (int(n_bounded), float(bound), float(row_bound), float(l1), float(l2),
                  float(tol), int(max_iter), records)
-    if n_rows:
+    if n_rows and solver == "homotopy" and not np.isfinite(row_bound):
+        from .homotopy import homotopy_rows_kernel  # imports this module
+
+        homotopy_rows_kernel(gram, correlations, target_sq, coef, int(n_bounded),
+                             float(bound), float(l1), float(l2), float(tol),
+                             10 * n_columns + 100, records)
+        breakpoints[:] = records[:, 3]
+        records[:, 3] = 0  # no coordinate-descent epochs
+        method[:] = 1
+        unresolved = np.flatnonzero(records[:, 4] != 0)
+        if unresolved.size:
+            rest = np.ascontiguousarray(coef[unresolved])
+            rest_records = np.zeros((unresolved.size, 6))
+            _solve_rows_kernel(gram, correlations[unresolved], target_sq[unresolved], rest,
+                               *arguments[:-1], rest_records)
+            coef[unresolved], records[unresolved] = rest, rest_records
+            method[unresolved] = 2
+    elif n_rows:
         _solve_rows_kernel(gram, correlations, target_sq, coef, *arguments)
+    if n_rows:
         if relax < 1.0:
             relaxed = arguments[:3] + (l1 * relax, l2 * relax) + arguments[5:]
             _solve_supports_kernel(gram, correlations, target_sq, coef, *relaxed)
     gap, objective, multiplier, n_iter, status, row_multiplier = records.T
     return RowSolution(coef, gap.copy(), objective.copy(), multiplier.copy(),
                        n_iter.astype(np.int64), status.astype(np.int64),
-                       row_multiplier.copy())
+                       row_multiplier.copy(), breakpoints, method)
+
+
+def solve_rows_path(gram, correlations, target_sq, alphas, *, n_bounded=0,
+                    bound=np.inf, l1_ratio=1.0, tol=1e-6, max_iter=1000):
+    """:func:`solve_rows` at every penalty of ``alphas`` in one call.
+
+    With ``l1_ratio=1`` each row's solutions come from one exact homotopy
+    (:mod:`sksim.solvers.homotopy`) followed from ``alpha_max`` through all of
+    ``alphas`` (in decreasing order), plus, at each alpha where the bound is
+    violated, the bound's multiplier path; rows the homotopy cannot certify
+    are re-solved by coordinate descent warm-started from its point. With an
+    elastic net (``l1_ratio < 1``, ``l2 = alpha (1 - l1_ratio)`` moves with
+    alpha) each alpha is solved by the homotopy on its own.
+
+    Parameters
+    ----------
+    gram, correlations, target_sq, n_bounded, bound, tol, max_iter
+        As in :func:`solve_rows`.
+    alphas : array-like of shape (n_alphas,)
+        Penalties, each split as ``l1 = alpha * l1_ratio``,
+        ``l2 = alpha * (1 - l1_ratio)``.
+    l1_ratio : float, default=1.0
+
+    Returns
+    -------
+    alphas : ndarray of shape (n_alphas,)
+        The penalties in decreasing order.
+    solutions : list of RowSolution
+        One per alpha, in that order.
+    """
+    alphas = np.sort(np.asarray(alphas, dtype=np.float64))[::-1].copy()
+    common = dict(n_bounded=n_bounded, bound=bound, tol=tol, max_iter=max_iter,
+                  solver="homotopy")
+    if l1_ratio < 1.0 or not alphas.size:
+        return alphas, [solve_rows(gram, correlations, target_sq, l1=a * l1_ratio,
+                                   l2=a * (1.0 - l1_ratio), **common) for a in alphas]
+    from .homotopy import homotopy_path_kernel  # imports this module
+
+    gram = np.ascontiguousarray(gram, dtype=np.float64)
+    correlations = np.ascontiguousarray(correlations, dtype=np.float64)
+    target_sq = np.ascontiguousarray(target_sq, dtype=np.float64)
+    n_rows, n_columns = correlations.shape
+    coefs = np.zeros((alphas.size, n_rows, n_columns))
+    records = np.zeros((alphas.size, n_rows, 6))
+    if n_rows:
+        homotopy_path_kernel(gram, correlations, target_sq, alphas, int(n_bounded),
+                             float(bound) if n_bounded else np.inf, 0.0, float(tol),
+                             (10 * n_columns + 100) * alphas.size, coefs, records)
+    solutions = []
+    for alpha, coef, record in zip(alphas, coefs, records):
+        method = np.ones(n_rows, dtype=np.int64)
+        breakpoints = record[:, 3].astype(np.int64)
+        record[:, 3] = 0
+        unresolved = np.flatnonzero(record[:, 4] != 0)
+        if unresolved.size:
+            rest = solve_rows(gram, correlations[unresolved], target_sq[unresolved],
+                              l1=alpha, coef_init=coef[unresolved],
+                              **{**common, "solver": "cd"})
+            coef[unresolved] = rest.coef
+            record[unresolved] = np.column_stack(
+                [rest.duality_gap, rest.objective, rest.multiplier, rest.n_iter,
+                 rest.status, rest.row_multiplier])
+            method[unresolved] = 2
+        gap, objective, multiplier, n_iter, status, row_multiplier = record.T
+        solutions.append(RowSolution(coef, gap.copy(), objective.copy(), multiplier.copy(),
+                                     n_iter.astype(np.int64), status.astype(np.int64),
+                                     row_multiplier.copy(), breakpoints, method))
+    return alphas, solutions
 
 
 def resolve_n_threads(n_jobs):
