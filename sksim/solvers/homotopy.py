@@ -280,7 +280,7 @@ def _constrained(gram, correlation, alpha, l2, n_bounded, bound, max_steps):
     active = np.empty(n, dtype=np.int64)
     signs = np.empty(n)
     lower = np.zeros((n, n))
-    t, k, breakpoints, status = _alpha_path(gram, correlation, np.ones(n), alpha, l2,
+    _, k, breakpoints, status = _alpha_path(gram, correlation, np.ones(n), alpha, l2,
                                             max_steps, coef, active, signs, lower)
     norm = 0.0
     for j in range(n_bounded):

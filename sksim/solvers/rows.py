@@ -994,10 +994,9 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
             method[unresolved] = 2
     elif n_rows:
         _solve_rows_kernel(gram, correlations, target_sq, coef, *arguments)
-    if n_rows:
-        if relax < 1.0:
-            relaxed = arguments[:3] + (l1 * relax, l2 * relax) + arguments[5:]
-            _solve_supports_kernel(gram, correlations, target_sq, coef, *relaxed)
+    if n_rows and relax < 1.0:
+        relaxed = arguments[:3] + (l1 * relax, l2 * relax) + arguments[5:]
+        _solve_supports_kernel(gram, correlations, target_sq, coef, *relaxed)
     gap, objective, multiplier, n_iter, status, row_multiplier = records.T
     return RowSolution(coef, gap.copy(), objective.copy(), multiplier.copy(),
                        n_iter.astype(np.int64), status.astype(np.int64),
@@ -1033,8 +1032,8 @@ def solve_rows_path(gram, correlations, target_sq, alphas, *, n_bounded=0,
         One per alpha, in that order.
     """
     alphas = np.sort(np.asarray(alphas, dtype=np.float64))[::-1].copy()
-    common = dict(n_bounded=n_bounded, bound=bound, tol=tol, max_iter=max_iter,
-                  solver="homotopy")
+    common = {"n_bounded": n_bounded, "bound": bound, "tol": tol, "max_iter": max_iter,
+              "solver": "homotopy"}
     if l1_ratio < 1.0 or not alphas.size:
         return alphas, [solve_rows(gram, correlations, target_sq, l1=a * l1_ratio,
                                    l2=a * (1.0 - l1_ratio), **common) for a in alphas]
