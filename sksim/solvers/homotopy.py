@@ -43,6 +43,9 @@ REACHED = 0
 MAX_STEPS_REACHED = 1
 
 _PIVOT_RTOL = 1e-10
+# breakpoints between exact re-solves of the active coefficients (in between
+# they move linearly, which only accumulates rounding)
+_REFRESH_EVERY = 16
 
 
 class HomotopySolution(NamedTuple):
@@ -131,32 +134,52 @@ def _remove(lower, k, position):
 
 
 @njit(cache=True)
-def _solve_active(gram, correlation, lower, active, signs, k, offsets, slopes, t,
-                  l2, coef, gram_coef, direction, scratch_in, scratch_out):
-    """Exact ``w_S`` at ``t`` and its direction ``dw_S`` (per unit of ``t``),
-    written into ``coef`` / ``direction``; refreshes ``gram_coef = G w``."""
-    n = gram.shape[0]
+def _solve_factor(lower, k, rhs, out):
+    """``out = (L L^T)^-1 rhs`` for the factor of size ``k``."""
+    middle = np.empty(k)
+    _forward_substitution(lower, k, rhs, middle)
+    _back_substitution(lower, k, middle, out)
+
+
+@njit(cache=True)
+def _exact_point(gram, correlation, lower, active, signs, k, offsets, slopes, t, coef,
+                 gram_coef, scratch_in, scratch_out):
+    """``w_S`` at ``t`` solved from the factor (into ``coef``, zero elsewhere)
+    and ``gram_coef = G w``: the exact point, which the linear updates
+    between breakpoints only approximate to rounding."""
     for i in range(k):
         j = active[i]
         scratch_in[i] = correlation[j] - (offsets[j] + t * slopes[j]) * signs[i]
-    _forward_substitution(lower, k, scratch_in, scratch_out)
-    _back_substitution(lower, k, scratch_out.copy(), scratch_in)
-    for j in range(n):
-        coef[j] = 0.0
-        direction[j] = 0.0
+    _solve_factor(lower, k, scratch_in, scratch_out)
+    coef[:] = 0.0
     for i in range(k):
-        coef[active[i]] = scratch_in[i]
+        coef[active[i]] = scratch_out[i]
+    _gram_times(gram, active, k, coef, gram_coef)
+
+
+@njit(cache=True)
+def _direction(gram, lower, active, signs, k, slopes, direction, gram_direction,
+               scratch_in, scratch_out):
+    """``dw_S`` per unit of ``t`` (into ``direction``) and ``G dw``."""
     for i in range(k):
         scratch_in[i] = -slopes[active[i]] * signs[i]
-    _forward_substitution(lower, k, scratch_in, scratch_out)
-    _back_substitution(lower, k, scratch_out.copy(), scratch_in)
+    _solve_factor(lower, k, scratch_in, scratch_out)
+    direction[:] = 0.0
     for i in range(k):
-        direction[active[i]] = scratch_in[i]
-    for row in range(n):
-        total = 0.0
-        for i in range(k):
-            total += gram[row, active[i]] * coef[active[i]]
-        gram_coef[row] = total
+        direction[active[i]] = scratch_out[i]
+    _gram_times(gram, active, k, direction, gram_direction)
+
+
+@njit(cache=True)
+def _gram_times(gram, active, k, vector, out):
+    """``out = G[:, S] vector[S]``, reading the rows ``G[S, :]`` of the
+    symmetric Gram (contiguous, so the inner loop vectorises)."""
+    out[:] = 0.0
+    for i in range(k):
+        row = gram[active[i]]
+        value = vector[active[i]]
+        for j in range(out.shape[0]):
+            out[j] += value * row[j]
 
 
 @njit(cache=True)
@@ -181,13 +204,11 @@ def _follow(gram, correlation, offsets, slopes, l2, t, t_end, sign_of_travel,
     last_left, last_sign = -1, 0.0
     breakpoints = 0
     while breakpoints < max_steps:
-        _solve_active(gram, correlation, lower, active, signs, k, offsets, slopes, t,
-                      l2, coef, gram_coef, direction, scratch_in, scratch_out)
-        for row in range(n):
-            total = 0.0
-            for i in range(k):
-                total += gram[row, active[i]] * direction[active[i]]
-            gram_direction[row] = total
+        if breakpoints % _REFRESH_EVERY == 0:
+            _exact_point(gram, correlation, lower, active, signs, k, offsets, slopes, t,
+                         coef, gram_coef, scratch_in, scratch_out)
+        _direction(gram, lower, active, signs, k, slopes, direction, gram_direction,
+                   scratch_in, scratch_out)
         # distance to the end of the path (or to the bound)
         step = abs(t_end - t)
         event, joining, join_sign = -1, False, 0.0
@@ -228,9 +249,15 @@ def _follow(gram, correlation, offsets, slopes, l2, t, t_end, sign_of_travel,
             break                    # for a consistent problem; reported as not reached
         t += sign_of_travel * step
         if event < 0:
-            _solve_active(gram, correlation, lower, active, signs, k, offsets, slopes,
-                          t, l2, coef, gram_coef, direction, scratch_in, scratch_out)
+            _exact_point(gram, correlation, lower, active, signs, k, offsets, slopes, t,
+                         coef, gram_coef, scratch_in, scratch_out)
             return t, k, breakpoints, REACHED
+        # the path is linear up to the breakpoint
+        moved = sign_of_travel * step
+        for i in range(k):
+            coef[active[i]] += moved * direction[active[i]]
+        for j in range(n):
+            gram_coef[j] += moved * gram_direction[j]
         breakpoints += 1
         if joining:
             if _try_add(gram, l2, lower, active, k, event, scratch_in, scratch_out):
@@ -243,6 +270,10 @@ def _follow(gram, correlation, offsets, slopes, l2, t, t_end, sign_of_travel,
                 held_out[event] = True
         else:
             leaving, last_sign = active[event], signs[event]
+            gram_row = gram[leaving]
+            for j in range(n):  # its coefficient is exactly zero from here
+                gram_coef[j] -= coef[leaving] * gram_row[j]
+            coef[leaving] = 0.0
             _remove(lower, k, event)
             for i in range(event, k - 1):
                 active[i] = active[i + 1]
@@ -251,8 +282,8 @@ def _follow(gram, correlation, offsets, slopes, l2, t, t_end, sign_of_travel,
             is_active[leaving] = False
             last_left = leaving
             held_out[:] = False
-    _solve_active(gram, correlation, lower, active, signs, k, offsets, slopes, t, l2,
-                  coef, gram_coef, direction, scratch_in, scratch_out)
+    _exact_point(gram, correlation, lower, active, signs, k, offsets, slopes, t, coef,
+                 gram_coef, scratch_in, scratch_out)
     return t, k, breakpoints, MAX_STEPS_REACHED
 
 
