@@ -1,7 +1,8 @@
 """Rewrite the result tables of benchmarks/README.md from benchmarks/results/*.json.
 
 Only the text between ``<!-- begin:NAME -->`` and ``<!-- end:NAME -->`` markers
-is replaced (NAME in targets, fit, anchors, predict, memory, scaling, machine);
+is replaced (NAME in targets, fit, anchors, predict, memory, scaling, homotopy,
+conv_predict, machine);
 smoke-run results (benchmarks/results/quick/) are ignored.
 
 Run:  python benchmarks/report.py
@@ -305,6 +306,51 @@ def targets_table(fits, preds, mems, scal):
     return C.table(rows, ["target", "measured", "status"])
 
 
+def homotopy_table(payloads):
+    """Homotopy vs coordinate descent vs lars_path_gram (bench_homotopy.py)."""
+    rows = []
+    for r in payloads:  # these benchmarks write their fields at the top level
+        for alpha, entry in r["alphas"].items():
+            for kind, part in entry.items():
+                cd, homotopy = part["cd"], part["homotopy"]
+                lars = part.get("lars_path_gram")
+                rows.append([
+                    f"{r['m']:,}", alpha, kind,
+                    f"{fmt_s(cd['median_s'])} ({cd['over_gemm']:.1f}x)",
+                    f"{fmt_s(homotopy['median_s'])} ({homotopy['over_gemm']:.1f}x)",
+                    f"**{part['homotopy_speedup_over_cd']:.1f}x**",
+                    f"{cd['max_rel_excess_over_best_lower_bound']:.1e} / "
+                    f"{homotopy['max_rel_excess_over_best_lower_bound']:.1e}",
+                    f"{homotopy['breakpoints_median']:.0f} / {homotopy['breakpoints_max']}",
+                    homotopy["rows_by_method"]["homotopy_then_cd"],
+                    "-" if lars is None else
+                    f"{fmt_s(lars['seconds'])} for {lars['rows']} rows: homotopy "
+                    f"**{lars['homotopy_speedup']:.0f}x** per row"])
+        path = r["path"]
+        rows.append([f"{r['m']:,}", f"path of {path['n_alphas']}", "bounded", "-",
+                     fmt_s(path["median_s"]),
+                     f"{path['over_single_smallest_alpha']:.1f}x one solve at the "
+                     "smallest alpha", "-", "-", "-", "-"])
+    return C.table(rows, ["m", "alpha", "rows", "CD (x GEMM)", "homotopy (x GEMM)",
+                          "CD / homotopy", "excess CD / homotopy",
+                          "breakpoints median / max", "rows finished by CD",
+                          "lars_path_gram"])
+
+
+def conv_predict_table(payloads):
+    """Weight-shared CIFAR-100 model against its teacher (bench_conv_predict.py)."""
+    rows = []
+    for r in payloads:
+        for name, timing in r["timings"].items():
+            rows.append([name, f"{fmt_s(timing['median_s'])} (median of {runs(timing)})",
+                         f"**{timing['over_teacher']:.2f}x**",
+                         f"{100 * r['test_accuracy'][name]:.2f}%"])
+        rows.append(["float32 labels equal to float64", "-", "-",
+                     f"{100 * r['float32_agrees_with_float64']:.2f}%"])
+    return C.table(rows, ["10,000 CIFAR-100 test images", "time", "/ teacher",
+                          "test accuracy"])
+
+
 def replace(text, name, body):
     pattern = re.compile(rf"(<!-- begin:{name} -->\n).*?(<!-- end:{name} -->)", re.S)
     if not pattern.search(text):
@@ -320,6 +366,7 @@ def main():
     for p in fits:  # recomputed from the raw numbers (same definitions as bench_fit)
         p["result"]["ratios"] = ratios(p["result"])
     mems, scal = load("memory_m*.json"), load("scaling.json")
+    homotopy, conv = load("homotopy_m*.json"), load("conv_predict.json")
     text = README.read_text()
     sections = {
         "targets": targets_table(fits, preds, mems, scal),
@@ -329,7 +376,9 @@ def main():
         "memory": memory_table(mems) if mems else "_pending_",
         "scaling": (scaling_table(scal) + "\n\n![fit time against m and states]"
                     "(scaling.png)") if scal else "_pending_",
-        "machine": machine_text(fits + preds + mems + scal),
+        "homotopy": homotopy_table(homotopy) if homotopy else "_pending_",
+        "conv_predict": conv_predict_table(conv) if conv else "_pending_",
+        "machine": machine_text(fits + preds + mems + scal + homotopy + conv),
     }
     for name, body in sections.items():
         text = replace(text, name, body)
