@@ -892,12 +892,8 @@ def _solve_supports_kernel(gram, correlations, target_sq, coef, n_bounded, bound
     for i in prange(correlations.shape[0]):
         support = np.flatnonzero(coef[i])
         if support.size == 0:  # the zero row is the only point: exact
-            records[i, 0] = 0.0
-            records[i, 1] = 0.5 * target_sq[i]
-            records[i, 2] = 0.0
-            records[i, 3] = 0.0
-            records[i, 4] = CONVERGED
-            records[i, 5] = 0.0
+            _store(records[i], (0.0, 0.5 * target_sq[i], 0.0, 0, CONVERGED, 0.0),
+                   records[i, 3])
             continue
         sub_gram = np.ascontiguousarray(gram[support][:, support])
         row = coef[i][support]
