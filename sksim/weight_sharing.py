@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .blocks import (INPUT, Link, Structure, block_offsets, link_output, link_patches,
+from .blocks import (INPUT, Link, Structure, link_output, link_patches,
                      link_width, n_positions, per_state)
 from .design import GramAccumulator
 from .solvers import solve_rows
@@ -332,12 +332,6 @@ def head_outputs(model, X, post):
     per-block arrays, as :func:`block_equilibrium` returns them)."""
     return (head_design(model.structure, X, post) @ np.hstack(model.head_kernels).T
             + model.head_intercept)
-
-
-def split_blocks(structure, states):
-    """The flattened states (n, n_states) as a list of per-block arrays."""
-    edges = block_offsets(structure)
-    return [states[:, a:b] for a, b in zip(edges[:-1], edges[1:])]
 
 
 def count_parameters(model):

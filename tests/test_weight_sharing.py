@@ -49,6 +49,12 @@ def tiny_problem():
     return module, baseline, X, logits
 
 
+def _split_blocks(structure, states):
+    """Flattened states (n, n_states) as the list of per-block arrays."""
+    edges = block_offsets(structure)
+    return [states[:, a:b] for a, b in zip(edges[:-1], edges[1:])]
+
+
 def _exact_inf_norm(matrix):
     return max((math.fsum(np.abs(row)) for row in matrix.toarray()), default=0.0)
 
@@ -209,7 +215,7 @@ def test_block_rows_match_cvxpy_on_the_patch_design(tiny_problem, kappa):
         structure, structure.links[1], problems[1], alpha=alpha, l1_ratio=1.0,
         kappa=kappa, row_bound=np.inf, tol=1e-10, max_iter=100_000)
     states, _ = baseline.record(X)
-    blocks = ws.split_blocks(structure, states)
+    blocks = _split_blocks(structure, states)
     post0 = np.maximum(blocks[0] * scales[0], 0.0)
     W = link_patches(structure, structure.links[1][0], post0)
     Z = (blocks[1] * scales[1]).reshape(len(X), 5, 16).transpose(0, 2, 1).reshape(-1, 5)
@@ -412,10 +418,10 @@ def test_blocks_fitted_on_the_models_own_states(tiny_problem):
     assert _exact_inf_norm(on_model.A_) <= 0.6
     # block 1's rows are optimal for the design built from the model's block 0
     states = on_model.equilibrium(X)
-    post0 = ws.split_blocks(on_model.structure_, states)[0]
+    post0 = _split_blocks(on_model.structure_, states)[0]
     W = link_patches(on_model.structure_, on_model.structure_.links[1][0], post0)
     teacher_states, _ = baseline.record(X)
-    z1 = ws.split_blocks(on_model.structure_, teacher_states)[1] * on_model.block_scales_[1]
+    z1 = _split_blocks(on_model.structure_, teacher_states)[1] * on_model.block_scales_[1]
     Z = z1.reshape(len(X), 5, 16).transpose(0, 2, 1).reshape(-1, 5)
     # block_alpha="positions": alpha * rms(targets) * rms(design) / sqrt(16 positions)
     centred_rms = [np.sqrt(np.mean((M - M.mean(axis=0)) ** 2)) for M in (W, Z)]

@@ -150,11 +150,7 @@ def _exact_point(gram, correlation, lower, active, signs, k, offsets, slopes, t,
     for i in range(k):
         j = active[i]
         scratch_in[i] = correlation[j] - (offsets[j] + t * slopes[j]) * signs[i]
-    _solve_factor(lower, k, scratch_in, scratch_out)
-    coef[:] = 0.0
-    for i in range(k):
-        coef[active[i]] = scratch_out[i]
-    _gram_times(gram, active, k, coef, gram_coef)
+    _solve_on_support(gram, lower, active, k, scratch_in, coef, gram_coef, scratch_out)
 
 
 @njit(cache=True)
@@ -163,11 +159,19 @@ def _direction(gram, lower, active, signs, k, slopes, direction, gram_direction,
     """``dw_S`` per unit of ``t`` (into ``direction``) and ``G dw``."""
     for i in range(k):
         scratch_in[i] = -slopes[active[i]] * signs[i]
-    _solve_factor(lower, k, scratch_in, scratch_out)
-    direction[:] = 0.0
+    _solve_on_support(gram, lower, active, k, scratch_in, direction, gram_direction,
+                      scratch_out)
+
+
+@njit(cache=True)
+def _solve_on_support(gram, lower, active, k, rhs, out, gram_out, scratch):
+    """``out`` = the factor's solution for ``rhs`` on the active columns, zero
+    elsewhere, and ``gram_out = G out``."""
+    _solve_factor(lower, k, rhs, scratch)
+    out[:] = 0.0
     for i in range(k):
-        direction[active[i]] = scratch_out[i]
-    _gram_times(gram, active, k, direction, gram_direction)
+        out[active[i]] = scratch[i]
+    _gram_times(gram, active, k, out, gram_out)
 
 
 @njit(cache=True)
@@ -313,17 +317,34 @@ def _constrained(gram, correlation, alpha, l2, n_bounded, bound, max_steps):
     lower = np.zeros((n, n))
     _, k, breakpoints, status = _alpha_path(gram, correlation, np.ones(n), alpha, l2,
                                             max_steps, coef, active, signs, lower)
+    if status != REACHED or not _violates(coef, n_bounded, bound):
+        return coef, 0.0, breakpoints, status
+    mu, more, status = _bound_path(gram, correlation, alpha, l2, coef, active, signs, k,
+                                   lower, n_bounded, bound, max_steps - breakpoints)
+    return coef, mu, breakpoints + more, status
+
+
+@njit(cache=True)
+def _violates(coef, n_bounded, bound):
     norm = 0.0
     for j in range(n_bounded):
         norm += abs(coef[j])
-    if status != REACHED or norm <= bound:
-        return coef, 0.0, breakpoints, status
+    return norm > bound
+
+
+@njit(cache=True)
+def _bound_path(gram, correlation, alpha, l2, coef, active, signs, k, lower, n_bounded,
+                bound, max_steps):
+    """From the solution at ``alpha``, which violates the bound (the state in
+    ``coef``, ``active``, ``signs``, ``lower``, updated in place), the
+    multiplier path of the bound; returns (multiplier, breakpoints, status)."""
+    n = gram.shape[0]
     slopes = np.zeros(n)
     slopes[:n_bounded] = 1.0
-    mu, k, more, status = _follow(gram, correlation, np.full(n, alpha), slopes, l2, 0.0,
-                                  np.inf, 1.0, coef, active, signs, k, lower, n_bounded,
-                                  bound, max_steps - breakpoints)
-    return coef, mu, breakpoints + more, status
+    mu, _, breakpoints, status = _follow(
+        gram, correlation, np.full(n, alpha), slopes, l2, 0.0, np.inf, 1.0, coef, active,
+        signs, k, lower, n_bounded, bound, max_steps)
+    return mu, breakpoints, status
 
 
 def lasso_homotopy(gram, correlation, alpha, *, l2=0.0, n_bounded=0, bound=np.inf,
@@ -391,16 +412,27 @@ def homotopy_rows_kernel(gram, correlations, target_sq, coef, n_bounded, bound, 
     for i in prange(correlations.shape[0]):
         solution, multiplier, breakpoints, status = _constrained(
             gram, correlations[i], l1, l2, n_bounded, bound, max_steps)
-        gap, primal, roundoff = _certify(gram, correlations[i], target_sq[i], solution,
-                                         multiplier, n_bounded, bound, l1, l2)
+        _record(gram, correlations[i], target_sq[i], solution, multiplier, breakpoints,
+                status, n_bounded, bound, l1, l2, tol, records[i])
         coef[i, :] = solution
-        records[i, 0] = gap
-        records[i, 1] = primal
-        records[i, 2] = multiplier
-        records[i, 3] = breakpoints
-        certified = gap <= tol * primal + 2.0 * roundoff
-        records[i, 4] = 0 if status == REACHED and certified else 1
-        records[i, 5] = 0.0
+
+
+@njit(cache=True)
+def _record(gram, correlation, target_sq, solution, multiplier, breakpoints, status,
+            n_bounded, bound, l1, l2, tol, record):
+    """Certify ``solution`` (made exactly feasible in place) and write
+    (gap, objective, multiplier, breakpoints, status, 0) into ``record``;
+    status 0 when the path ended and the gap meets ``tol`` as the
+    coordinate-descent solver judges it."""
+    gap, primal, roundoff = _certify(gram, correlation, target_sq, solution, multiplier,
+                                     n_bounded, bound, l1, l2)
+    certified = gap <= tol * primal + 2.0 * roundoff
+    record[0] = gap
+    record[1] = primal
+    record[2] = multiplier
+    record[3] = breakpoints
+    record[4] = 0 if status == REACHED and certified else 1
+    record[5] = 0.0
 
 
 @njit(parallel=True, cache=True)
@@ -422,8 +454,6 @@ def homotopy_path_kernel(gram, correlations, target_sq, alphas, n_bounded, bound
         for j in range(n):
             t = max(t, abs(correlation[j]))
         k, breakpoints, status = 0, 0, REACHED
-        slopes = np.zeros(n)
-        slopes[:n_bounded] = 1.0
         for a in range(alphas.shape[0]):
             alpha = alphas[a]
             if t > alpha and status == REACHED:
@@ -433,21 +463,12 @@ def homotopy_path_kernel(gram, correlations, target_sq, alphas, n_bounded, bound
                 breakpoints += more
             solution = coef.copy()
             multiplier, extra, final = 0.0, 0, status
-            norm = 0.0
-            for j in range(n_bounded):
-                norm += abs(solution[j])
-            if status == REACHED and norm > bound:
-                multiplier, _, extra, final = _follow(
-                    gram, correlation, np.full(n, alpha), slopes, l2, 0.0, np.inf, 1.0,
-                    solution, active.copy(), signs.copy(), k, lower.copy(), n_bounded,
-                    bound, max_steps)
-            gap, primal, roundoff = _certify(gram, correlation, target_sq[i], solution,
-                                             multiplier, n_bounded, bound, alpha, l2)
+            if status == REACHED and _violates(solution, n_bounded, bound):
+                # on a copy: the alpha path goes on from coef
+                multiplier, extra, final = _bound_path(
+                    gram, correlation, alpha, l2, solution, active.copy(), signs.copy(),
+                    k, lower.copy(), n_bounded, bound, max_steps)
+            _record(gram, correlation, target_sq[i], solution, multiplier,
+                    breakpoints + extra, final, n_bounded, bound, alpha, l2, tol,
+                    records[a, i])
             coefs[a, i, :] = solution
-            records[a, i, 0] = gap
-            records[a, i, 1] = primal
-            records[a, i, 2] = multiplier
-            records[a, i, 3] = breakpoints + extra
-            certified = gap <= tol * primal + 2.0 * roundoff
-            records[a, i, 4] = 0 if final == REACHED and certified else 1
-            records[a, i, 5] = 0.0
