@@ -16,7 +16,7 @@ CIFAR-100 has no download fallback: ``--data-home`` (default ``$SKSIM_DATA``,
 else ``../shared/data``) must hold ``cifar-100/cifar-100-{train,test}.npz``.
 
 Run:  python benchmarks/bench_conv_predict.py
-      python benchmarks/bench_conv_predict.py --quick    (smoke run, m = 500)
+      python benchmarks/bench_conv_predict.py --quick    (smoke run, m = 1000)
 Writes benchmarks/results/conv_predict.json.
 """
 
@@ -37,25 +37,15 @@ def parse_args():
     parser.set_defaults(repeats=3)
     args = parser.parse_args()
     if args.quick:
-        args.m, args.repeats = 500, 1
+        args.m, args.repeats = 1000, 1  # the first 1,000 images hold all 100 classes
     return args
-
-
-def batched(forward, X, dtype):
-    import torch
-
-    def run():
-        with torch.no_grad():
-            return np.vstack([forward(torch.from_numpy(np.ascontiguousarray(
-                X[start:start + BATCH], dtype=dtype))).double().numpy()
-                for start in range(0, X.shape[0], BATCH)])
-    return run
 
 
 def main():
     args = parse_args()
     sys.path.insert(0, str(C.REPO_ROOT / "examples"))
     import torch
+    from _conv_experiments import batched_outputs, teacher_logits
     from cifar100_teacher import INPUT_SHAPE, WEIGHTS, load_teacher
 
     from sksim import SIMClassifier, TorchBaseline
@@ -65,19 +55,17 @@ def main():
     teacher = load_teacher(WEIGHTS).eval()
     X_train, y_train = data.X_train[:args.m], data.y_train[:args.m]
     X_test = np.ascontiguousarray(data.X_test, dtype=np.float64)
-    teacher_forward = batched(lambda u: teacher(u.reshape(-1, *INPUT_SHAPE)), X_test,
-                              np.float32)
-    train_logits = batched(lambda u: teacher(u.reshape(-1, *INPUT_SHAPE)), X_train,
-                           np.float32)()
+    train_logits = teacher_logits(teacher, X_train, INPUT_SHAPE, BATCH)
     est = SIMClassifier(TorchBaseline(teacher, input_shape=INPUT_SHAPE, batch_size=250),
                         alpha=args.alpha, relax=0.01, output_alpha=3e-3, random_state=0)
     start = time.perf_counter()
     est.fit(X_train, y_train, baseline_outputs=train_logits)
     fit_seconds = time.perf_counter() - start
     module32 = est.to_torch(dtype=torch.float32)
-    candidates = {"teacher_float32": teacher_forward,
+    candidates = {"teacher_float32": lambda: teacher_logits(teacher, X_test, INPUT_SHAPE,
+                                                            BATCH),
                   "sim_decision_function_float64": lambda: est.decision_function(X_test),
-                  "sim_to_torch_float32": batched(module32, X_test, np.float32)}
+                  "sim_to_torch_float32": lambda: batched_outputs(module32, X_test, BATCH)}
     times = {name: [] for name in candidates}
     outputs = {}
     for name, run in candidates.items():  # warm-up (allocations, lazy init)

@@ -18,17 +18,23 @@ def peak_rss_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def teacher_logits(module, X, input_shape, batch=500):
+def batched_outputs(forward, X, batch=500):
+    """``forward`` (a float32 tensor of flat rows -> outputs) over X in
+    batches, without gradients, as a float64 array."""
     import torch
 
     out = []
-    module.eval()
     with torch.no_grad():
         for start in range(0, X.shape[0], batch):
-            images = torch.from_numpy(np.ascontiguousarray(X[start:start + batch],
-                                                           dtype=np.float32))
-            out.append(module(images.reshape(-1, *input_shape)).double().numpy())
+            rows = torch.from_numpy(np.ascontiguousarray(X[start:start + batch],
+                                                         dtype=np.float32))
+            out.append(forward(rows).double().numpy())
     return np.vstack(out)
+
+
+def teacher_logits(module, X, input_shape, batch=500):
+    module.eval()
+    return batched_outputs(lambda rows: module(rows.reshape(-1, *input_shape)), X, batch)
 
 
 def teacher_weight_count(module):
@@ -97,14 +103,9 @@ def float32_predict(model, X, batch=500):
 
     module = model.to_torch(dtype=torch.float32)
     start = time.perf_counter()
-    scores = []
-    with torch.no_grad():
-        for first in range(0, X.shape[0], batch):
-            rows = torch.from_numpy(np.ascontiguousarray(X[first:first + batch],
-                                                         dtype=np.float32))
-            scores.append(module(rows).numpy())
+    scores = batched_outputs(module, X, batch)
     seconds = time.perf_counter() - start
-    return seconds, model.classes_[np.vstack(scores).argmax(axis=1)]
+    return seconds, model.classes_[scores.argmax(axis=1)]
 
 
 def _prunable(module):
