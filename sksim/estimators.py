@@ -170,7 +170,7 @@ class _BaseSIM(BaseEstimator):
         "row_bound": [None, Interval(Real, 0, None, closed="neither")],
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
         "relax": [Interval(Real, 0, 1, closed="right")],
-        "solver": [StrOptions({"cd", "homotopy"})],
+        "solver": [StrOptions({"auto", "cd", "homotopy"})],
         "kappa": [Interval(Real, 0, 1, closed="neither")],
         "activation": [StrOptions(set(_ACTIVATIONS))],
         "fit_intercept": ["boolean"],
@@ -198,7 +198,7 @@ class _BaseSIM(BaseEstimator):
         output_alpha=None,
         l1_ratio=1.0,
         relax=1.0,
-        solver="cd",
+        solver="auto",
         kappa=0.95,
         row_bound=None,
         activation="relu",
@@ -870,14 +870,17 @@ _PARAMETERS_DOC = """
         needs ``row_bound`` as for ``alpha``.
     l1_ratio : float, default=1.0
         Elastic-net mix as in ElasticNet: 1 is the Lasso, 0 pure ridge.
-    solver : {"cd", "homotopy"}, default="cd"
+    solver : {"auto", "cd", "homotopy"}, default="auto"
         Row solver, both exact and certified by the same duality gap:
         coordinate descent with the multiplier search of the ``kappa`` bound
-        (``"cd"``), or the homotopy that follows each row's path exactly from
-        ``alpha_max`` down to ``alpha`` and then the bound's multiplier up to
-        the bound (``"homotopy"``, see :mod:`sksim.solvers.homotopy`; rows it
-        cannot certify, and all rows under ``row_bound``, are solved by
-        coordinate descent).
+        (``"cd"``), or the homotopy that follows each row's bound-constrained
+        path exactly from ``alpha_max`` down to ``alpha`` (``"homotopy"``,
+        see :mod:`sksim.solvers.homotopy`; rows it cannot certify, and all
+        rows under ``row_bound``, are solved by coordinate descent).
+        ``"auto"`` picks per group of rows by
+        :func:`sksim.solvers.auto_solver`: the homotopy for the state rows
+        (bounded by ``kappa``), and for the output rows coordinate descent
+        when the design is well conditioned, else the homotopy.
     relax : float in (0, 1], default=1.0
         The relaxed Lasso: below 1, every row (state and output) is solved
         again on its support with both penalties multiplied by ``relax``,

@@ -116,3 +116,42 @@ def test_path_equals_independent_solves(seed, degenerate, n_bounded, bound):
             assert np.all(np.abs(rows.coef[:, :n_bounded]).sum(axis=1) <= bound)
     # one path shares its breakpoints across the grid
     assert path[-1].n_breakpoints.sum() < independent_breakpoints / 3
+
+
+def _iid_gram(m, n, seed=0):
+    W = np.random.default_rng(seed).normal(size=(m, n))
+    return W.T @ W / m
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("row_bound", "cd"),           # the homotopy does not follow that multiplier
+    ("bounded", "homotopy"),       # the kappa-bounded state rows
+    ("iid", "cd"),                 # well conditioned (condition number ~7)
+    ("iid_ridge", "cd"),
+    ("singular", "homotopy"),      # duplicate and sum-of-two columns
+    ("near_square", "homotopy"),   # m = n + 2: condition number > 1e4
+])
+def test_auto_solver_choice(case, expected):
+    """solver="auto": the rule of auto_solver on designs where its answer is
+    known, and solve_rows(solver="auto") returns exactly what the chosen
+    solver returns."""
+    from sksim.solvers import auto_solver
+
+    gram = (_problem(0, degenerate=True)[0] if case == "singular" else
+            _iid_gram(402, 400) if case == "near_square" else _iid_gram(2000, 60))
+    options = {"row_bound": {"row_bound": 1.0}, "bounded": {"n_bounded": 20, "bound": 0.5},
+               "iid_ridge": {"l2": 0.1}}.get(case, {})
+    assert auto_solver(gram, **options) == expected
+    rng = np.random.default_rng(1)
+    # in the range of the Gram, as c = W^T z / m always is
+    correlations = 0.1 * rng.normal(size=(3, gram.shape[0])) @ gram
+    target_sq = np.full(3, 10.0)
+    l1 = 0.01 if case != "iid_ridge" else 0.005
+    l2 = options.pop("l2", 0.0)
+    auto = solve_rows(gram, correlations, target_sq, l1=l1, l2=l2, solver="auto",
+                      **options)
+    chosen = solve_rows(gram, correlations, target_sq, l1=l1, l2=l2, solver=expected,
+                        **options)
+    np.testing.assert_array_equal(auto.coef, chosen.coef)
+    np.testing.assert_array_equal(auto.method, chosen.method)
+    assert np.all(auto.status == 0)

@@ -2,11 +2,18 @@
 
 from .equilibrium import EquilibriumSolution, solve_equilibrium
 from .projection import enforce_l1_bound_inplace, project_l1_ball_inplace
-from .rows import RowSolution, resolve_n_threads, solve_rows, solve_rows_path
+from .rows import (
+    RowSolution,
+    auto_solver,
+    resolve_n_threads,
+    solve_rows,
+    solve_rows_path,
+)
 
 __all__ = [
     "EquilibriumSolution",
     "RowSolution",
+    "auto_solver",
     "enforce_l1_bound_inplace",
     "project_l1_ball_inplace",
     "resolve_n_threads",

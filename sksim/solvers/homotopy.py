@@ -1,25 +1,28 @@
 """Exact homotopy (LARS-Lasso) for one row problem on a shared Gram matrix.
 
-A row ``min_w 1/2 w'Gw - c'w + sum_j lam_j |w_j| + l2/2 ||w||^2`` with
-penalties that are affine in a path parameter, ``lam_j(t) = a_j + t b_j``, has
-a solution that is piecewise linear in ``t``: on an interval where the active
-set ``S`` and the signs ``s`` are fixed,
+A row ``min_w 1/2 w'Gw - c'w + alpha ||w||_1 + l2/2 ||w||^2`` subject to
+``||w[:n_bounded]||_1 <= bound`` has a solution that is piecewise linear in
+``alpha``. With the bound's multiplier ``mu``, the penalty is ``alpha + mu``
+on the bounded block and ``alpha`` elsewhere, and on an interval where the
+active set ``S`` and the signs ``s`` are fixed,
 
-    (G_SS + l2 I) w_S = c_S - lam_S(t) * s_S,
+    (G_SS + l2 I) w_S = c_S - (alpha + mu [j bounded]) s_S.
 
-so ``w_S`` moves along ``-(G_SS + l2 I)^-1 (b_S * s_S)``. The path changes
-only at breakpoints: an inactive column's correlation ``r_j = c_j - G_j w``
-reaches ``+-lam_j`` (it joins with that sign) or an active coefficient
-reaches zero (it leaves: the Lasso modification of LARS). Between
-breakpoints nothing is approximated, so following them is exact up to
-rounding. Two paths are used:
-
-* the alpha path: ``a = 0``, ``b = weights``, ``t`` from ``max |c_j| / b_j``
-  down to ``alpha`` (``w = 0`` at the start);
-* the multiplier path of the L1 bound on the first ``n_bounded``
-  coefficients: ``a = alpha``, ``b = 1`` on the bounded block (0 elsewhere),
-  ``t = mu`` from 0 up until ``||w_bounded||_1`` equals the bound, which is
-  linear in ``mu`` between breakpoints, so the crossing is solved exactly.
+While the bound is slack, ``mu = 0`` and ``w_S`` moves along
+``-(G_SS + l2 I)^-1 s_S`` per unit of alpha. Once ``||w_bounded||_1``
+reaches the bound, ``mu`` is held at the value that keeps the norm there:
+the norm is affine in ``(alpha, mu)`` on the interval, so ``mu`` is affine in
+``alpha`` and ``w_S`` moves along a combination of two solves. The path
+changes only at breakpoints: an inactive column's correlation
+``r_j = c_j - G_j w`` reaches ``+-(its penalty)`` (it joins with that sign),
+an active coefficient reaches zero (it leaves: the Lasso modification of
+LARS), the norm reaches the bound (it is held from there) or the held ``mu``
+falls to zero (the bound releases). Between breakpoints nothing is
+approximated, so following them from ``w = 0`` at ``alpha_max = max |c_j|``
+is exact up to rounding, and a grid of alphas is one pass down the same
+path. The bounded block's support never grows past what the constrained
+solution uses (following the unconstrained path first and then raising
+``mu`` would build and tear down the much larger unconstrained support).
 
 ``(G_SS + l2 I)`` is kept as a Cholesky factor updated by one row when a
 column joins and re-triangularised by Givens rotations when one leaves. A
@@ -79,12 +82,16 @@ def _forward_substitution(lower, k, rhs, out):
 
 @njit(cache=True)
 def _back_substitution(lower, k, rhs, out):
-    """Solve ``lower[:k, :k]^T out = rhs``."""
+    """Solve ``lower[:k, :k]^T out = rhs``, eliminating by rows of ``lower``
+    (contiguous) rather than by its columns."""
+    for i in range(k):
+        out[i] = rhs[i]
     for i in range(k - 1, -1, -1):
-        total = rhs[i]
-        for j in range(i + 1, k):
-            total -= lower[j, i] * out[j]
-        out[i] = total / lower[i, i]
+        out[i] /= lower[i, i]
+        value = out[i]
+        row = lower[i]
+        for j in range(i):
+            out[j] -= row[j] * value
 
 
 @njit(cache=True)
@@ -142,36 +149,25 @@ def _solve_factor(lower, k, rhs, out):
 
 
 @njit(cache=True)
-def _exact_point(gram, correlation, lower, active, signs, k, offsets, slopes, t, coef,
-                 gram_coef, scratch_in, scratch_out):
-    """``w_S`` at ``t`` solved from the factor (into ``coef``, zero elsewhere)
-    and ``gram_coef = G w``: the exact point, which the linear updates
-    between breakpoints only approximate to rounding."""
+def _solve_factor_pair(lower, k, rhs, other_rhs, out, other_out):
+    """:func:`_solve_factor` for two right-hand sides in one pass over the
+    factor (the held bound needs both directions at every breakpoint)."""
     for i in range(k):
-        j = active[i]
-        scratch_in[i] = correlation[j] - (offsets[j] + t * slopes[j]) * signs[i]
-    _solve_on_support(gram, lower, active, k, scratch_in, coef, gram_coef, scratch_out)
-
-
-@njit(cache=True)
-def _direction(gram, lower, active, signs, k, slopes, direction, gram_direction,
-               scratch_in, scratch_out):
-    """``dw_S`` per unit of ``t`` (into ``direction``) and ``G dw``."""
-    for i in range(k):
-        scratch_in[i] = -slopes[active[i]] * signs[i]
-    _solve_on_support(gram, lower, active, k, scratch_in, direction, gram_direction,
-                      scratch_out)
-
-
-@njit(cache=True)
-def _solve_on_support(gram, lower, active, k, rhs, out, gram_out, scratch):
-    """``out`` = the factor's solution for ``rhs`` on the active columns, zero
-    elsewhere, and ``gram_out = G out``."""
-    _solve_factor(lower, k, rhs, scratch)
-    out[:] = 0.0
-    for i in range(k):
-        out[active[i]] = scratch[i]
-    _gram_times(gram, active, k, out, gram_out)
+        row = lower[i]
+        total, other = rhs[i], other_rhs[i]
+        for j in range(i):
+            total -= row[j] * out[j]
+            other -= row[j] * other_out[j]
+        out[i] = total / row[i]
+        other_out[i] = other / row[i]
+    for i in range(k - 1, -1, -1):
+        row = lower[i]
+        out[i] /= row[i]
+        other_out[i] /= row[i]
+        value, other = out[i], other_out[i]
+        for j in range(i):
+            out[j] -= row[j] * value
+            other_out[j] -= row[j] * other
 
 
 @njit(cache=True)
@@ -187,12 +183,106 @@ def _gram_times(gram, active, k, vector, out):
 
 
 @njit(cache=True)
-def _follow(gram, correlation, offsets, slopes, l2, t, t_end, sign_of_travel,
-            coef, active, signs, k, lower, n_bounded, bound, max_steps):
-    """Follow the path from ``t`` towards ``t_end`` (``sign_of_travel`` +-1),
-    stopping early when ``n_bounded > 0`` and ``||w[:n_bounded]||_1`` falls to
-    ``bound``. ``coef``, ``active``, ``signs``, ``lower`` hold the state at
-    ``t`` on entry and at the end on exit. Returns (t, k, breakpoints, status)."""
+def _on_support(lower, active, signs, k, n_bounded, values, bounded_only, out):
+    """Compact solution ``(G_SS + l2 I)^-1 (values_S * s_S)``; with
+    ``bounded_only`` the right-hand side is zero off the bounded block."""
+    rhs = np.empty(k)
+    for i in range(k):
+        rhs[i] = 0.0 if bounded_only and active[i] >= n_bounded else values[i] * signs[i]
+    _solve_factor(lower, k, rhs, out)
+
+
+@njit(cache=True)
+def _bounded_dot(active, signs, k, n_bounded, compact):
+    """``sum s_i v_i`` over the active columns of the bounded block."""
+    total = 0.0
+    for i in range(k):
+        if active[i] < n_bounded:
+            total += signs[i] * compact[i]
+    return total
+
+
+@njit(cache=True)
+def _scatter(gram, active, k, compact, out, gram_out):
+    out[:] = 0.0
+    for i in range(k):
+        out[active[i]] = compact[i]
+    _gram_times(gram, active, k, out, gram_out)
+
+
+@njit(cache=True)
+def _exact_point(problem, state, k, t, mu, holding, gram_coef):
+    """The exact point at ``t`` (into ``coef``, zero off the support, and
+    ``gram_coef = G w``) and its multiplier: while the bound is held,
+    ``w_S = p + mu q`` with ``q`` the response to ``mu``, and ``mu`` solved
+    from ``||w_bounded||_1 = bound`` (linear in ``mu``). The linear updates
+    between breakpoints only approximate this point to rounding."""
+    gram, correlation, _, n_bounded, bound = problem
+    coef, active, signs, lower = state
+    rhs = np.empty(k)
+    for i in range(k):
+        rhs[i] = correlation[active[i]] - t * signs[i]
+    point = np.empty(k)
+    _solve_factor(lower, k, rhs, point)
+    if holding:
+        response = np.empty(k)
+        _on_support(lower, active, signs, k, n_bounded, -np.ones(k), True, response)
+        slope = _bounded_dot(active, signs, k, n_bounded, response)
+        if slope < 0.0:
+            # clamped, never released here: only the path releases the bound
+            mu = max((bound - _bounded_dot(active, signs, k, n_bounded, point)) / slope,
+                     0.0)
+            for i in range(k):
+                point[i] += mu * response[i]
+    _scatter(gram, active, k, point, coef, gram_coef)
+    return mu
+
+
+@njit(cache=True)
+def _direction(problem, state, k, holding, direction, gram_direction):
+    """``dw/dt`` (into ``direction``) and ``G dw/dt``; returns ``dmu/dt``,
+    which keeps ``||w_bounded||_1`` constant while the bound is held (0
+    otherwise)."""
+    gram, _, _, n_bounded, _ = problem
+    _, active, signs, lower = state
+    compact = np.empty(k)
+    rhs = np.empty(k)
+    for i in range(k):
+        rhs[i] = -signs[i]
+    rate = 0.0
+    if not holding:
+        _solve_factor(lower, k, rhs, compact)
+    else:
+        response = np.empty(k)
+        bounded_rhs = np.empty(k)
+        for i in range(k):
+            bounded_rhs[i] = rhs[i] if active[i] < n_bounded else 0.0
+        _solve_factor_pair(lower, k, rhs, bounded_rhs, compact, response)
+        slope = _bounded_dot(active, signs, k, n_bounded, response)
+        if slope < 0.0:
+            rate = -_bounded_dot(active, signs, k, n_bounded, compact) / slope
+            for i in range(k):
+                compact[i] += rate * response[i]
+    _scatter(gram, active, k, compact, direction, gram_direction)
+    return rate
+
+
+# what ends a step of the path
+_END, _LEAVE, _JOIN, _HOLD, _RELEASE = 0, 1, 2, 3, 4
+
+
+@njit(cache=True)
+def _follow(problem, state, k, t, t_end, mu, holding, max_steps):
+    """Follow the path of the bound-constrained row as the penalty falls from
+    ``t`` to ``t_end``: penalties ``t`` on every column plus ``mu`` on the
+    bounded block, where ``mu = 0`` while ``||w_bounded||_1 < bound`` and,
+    once the norm reaches the bound (``holding``), ``mu`` moves so that the
+    norm stays there (both affine in ``t`` between breakpoints) until it
+    would turn negative (the bound releases). ``state = (coef, active,
+    signs, lower)`` holds the path's point at ``t`` on entry and at the end
+    on exit. Returns (t, k, mu, holding, breakpoints, status)."""
+    gram, correlation, l2, n_bounded, bound = problem
+    coef, active, signs, lower = state
     n = gram.shape[0]
     gram_coef = np.empty(n)
     direction = np.empty(n)
@@ -204,66 +294,75 @@ def _follow(gram, correlation, offsets, slopes, l2, t, t_end, sign_of_travel,
     scratch_in = np.empty(n)
     scratch_out = np.empty(n)
     # the column that just left sits exactly at its penalty with its old sign:
-    # it may not rejoin with that sign before the next breakpoint
-    last_left, last_sign = -1, 0.0
-    breakpoints = 0
+    # it may not rejoin with that sign before the next breakpoint; likewise
+    # the bound may not toggle back at the point where it just toggled
+    last_left, last_sign, just_toggled = -1, 0.0, False
+    breakpoints, since_exact = 0, _REFRESH_EVERY
     while breakpoints < max_steps:
-        if breakpoints % _REFRESH_EVERY == 0:
-            _exact_point(gram, correlation, lower, active, signs, k, offsets, slopes, t,
-                         coef, gram_coef, scratch_in, scratch_out)
-        _direction(gram, lower, active, signs, k, slopes, direction, gram_direction,
-                   scratch_in, scratch_out)
-        # distance to the end of the path (or to the bound)
-        step = abs(t_end - t)
-        event, joining, join_sign = -1, False, 0.0
-        if n_bounded > 0:
-            norm, slope = 0.0, 0.0
+        if since_exact >= _REFRESH_EVERY:
+            mu = _exact_point(problem, state, k, t, mu, holding, gram_coef)
+            since_exact = 0
+        rate = _direction(problem, state, k, holding, direction, gram_direction)
+        # per unit step (t falls): w moves by -direction, mu by -rate
+        step, kind, event, join_sign = t - t_end, _END, -1, 0.0
+        if n_bounded > 0 and not just_toggled:
+            norm, growth = 0.0, 0.0
             for i in range(k):
                 if active[i] < n_bounded:
                     norm += signs[i] * coef[active[i]]
-                    slope += signs[i] * direction[active[i]] * sign_of_travel
-            if norm <= bound:
-                return t, k, breakpoints, REACHED
-            if slope < 0.0 and (bound - norm) / slope < step:
-                step = (bound - norm) / slope
+                    growth -= signs[i] * direction[active[i]]
+            if holding and rate > 0.0 and mu / rate < step:
+                step, kind = mu / rate, _RELEASE
+            elif not holding and growth > 0.0 and max(bound - norm, 0.0) / growth < step:
+                step, kind = max(bound - norm, 0.0) / growth, _HOLD
         for i in range(k):  # an active coefficient moving back to zero
             # judged against its sign, not its value, which may sit a
             # rounding error on the wrong side of zero just after it joined
-            moving = signs[i] * direction[active[i]] * sign_of_travel
-            if moving < 0.0:
-                candidate = max(signs[i] * coef[active[i]], 0.0) / -moving
+            moving = signs[i] * direction[active[i]]
+            if moving > 0.0:
+                candidate = max(signs[i] * coef[active[i]], 0.0) / moving
                 if candidate < step:
-                    step, event, joining = candidate, i, False
+                    step, kind, event = candidate, _LEAVE, i
         for j in range(n):  # an inactive correlation reaching its penalty
             if is_active[j] or held_out[j]:
                 continue
             residual = correlation[j] - gram_coef[j]
-            penalty = offsets[j] + t * slopes[j]
-            change = -gram_direction[j] * sign_of_travel  # d residual / d step
-            rate = slopes[j] * sign_of_travel  # d penalty / d step
-            if change - rate > 0.0 and not (j == last_left and last_sign > 0.0):
-                candidate = max(penalty - residual, 0.0) / (change - rate)
+            bounded = j < n_bounded
+            penalty = t + mu if bounded else t
+            closing = 1.0 + rate if bounded else 1.0  # penalty's fall per step
+            if gram_direction[j] + closing > 0.0 and not (j == last_left
+                                                          and last_sign > 0.0):
+                candidate = max(penalty - residual, 0.0) / (gram_direction[j] + closing)
                 if candidate < step:
-                    step, event, joining, join_sign = candidate, j, True, 1.0
-            if -change - rate > 0.0 and not (j == last_left and last_sign < 0.0):
-                candidate = max(penalty + residual, 0.0) / (-change - rate)
+                    step, kind, event, join_sign = candidate, _JOIN, j, 1.0
+            if closing - gram_direction[j] > 0.0 and not (j == last_left
+                                                          and last_sign < 0.0):
+                candidate = max(penalty + residual, 0.0) / (closing - gram_direction[j])
                 if candidate < step:
-                    step, event, joining, join_sign = candidate, j, True, -1.0
+                    step, kind, event, join_sign = candidate, _JOIN, j, -1.0
         if not np.isfinite(step):  # nothing left to move the path: cannot happen
             break                    # for a consistent problem; reported as not reached
-        t += sign_of_travel * step
-        if event < 0:
-            _exact_point(gram, correlation, lower, active, signs, k, offsets, slopes, t,
-                         coef, gram_coef, scratch_in, scratch_out)
-            return t, k, breakpoints, REACHED
+        t -= step
+        if holding:
+            mu = max(mu - step * rate, 0.0)
+        if kind == _END:
+            mu = _exact_point(problem, state, k, t, mu, holding, gram_coef)
+            return t, k, mu, holding, breakpoints, REACHED
         # the path is linear up to the breakpoint
-        moved = sign_of_travel * step
         for i in range(k):
-            coef[active[i]] += moved * direction[active[i]]
+            coef[active[i]] -= step * direction[active[i]]
         for j in range(n):
-            gram_coef[j] += moved * gram_direction[j]
+            gram_coef[j] -= step * gram_direction[j]
         breakpoints += 1
-        if joining:
+        since_exact += 1
+        if step > 0.0:
+            just_toggled = False
+        if kind == _HOLD or kind == _RELEASE:
+            holding = kind == _HOLD
+            mu = 0.0 if kind == _RELEASE else mu
+            just_toggled = True
+            since_exact = _REFRESH_EVERY
+        elif kind == _JOIN:
             if _try_add(gram, l2, lower, active, k, event, scratch_in, scratch_out):
                 active[k] = event
                 signs[k] = join_sign
@@ -286,65 +385,34 @@ def _follow(gram, correlation, offsets, slopes, l2, t, t_end, sign_of_travel,
             is_active[leaving] = False
             last_left = leaving
             held_out[:] = False
-    _exact_point(gram, correlation, lower, active, signs, k, offsets, slopes, t, coef,
-                 gram_coef, scratch_in, scratch_out)
-    return t, k, breakpoints, MAX_STEPS_REACHED
+    mu = _exact_point(problem, state, k, t, mu, holding, gram_coef)
+    return t, k, mu, holding, breakpoints, MAX_STEPS_REACHED
 
 
 @njit(cache=True)
-def _alpha_path(gram, correlation, weights, alpha, l2, max_steps, coef, active, signs,
-                lower):
-    """Follow the alpha path from ``w = 0``; returns (t, k, breakpoints, status)."""
+def _start(gram, correlation, l2, n_bounded, bound):
+    """The path's problem record, an empty state at ``w = 0`` and the
+    penalty where it starts, ``alpha_max = max_j |c_j|``."""
     n = gram.shape[0]
-    t_start = 0.0
+    bounded = n_bounded if n_bounded > 0 and np.isfinite(bound) else 0
+    problem = (gram, correlation, l2, bounded, bound)
+    state = (np.zeros(n), np.empty(n, dtype=np.int64), np.empty(n), np.zeros((n, n)))
+    t = 0.0
     for j in range(n):
-        if weights[j] > 0.0 and abs(correlation[j]) / weights[j] > t_start:
-            t_start = abs(correlation[j]) / weights[j]
-    if t_start <= alpha:
-        return alpha, 0, 0, REACHED
-    return _follow(gram, correlation, np.zeros(n), weights, l2, t_start, alpha, -1.0,
-                   coef, active, signs, 0, lower, 0, np.inf, max_steps)
+        t = max(t, abs(correlation[j]))
+    return problem, state, t
 
 
 @njit(cache=True)
 def _constrained(gram, correlation, alpha, l2, n_bounded, bound, max_steps):
-    """The alpha path, then the multiplier path of the bound when it is
-    violated; returns (coef, multiplier, breakpoints, status)."""
-    n = gram.shape[0]
-    coef = np.zeros(n)
-    active = np.empty(n, dtype=np.int64)
-    signs = np.empty(n)
-    lower = np.zeros((n, n))
-    _, k, breakpoints, status = _alpha_path(gram, correlation, np.ones(n), alpha, l2,
-                                            max_steps, coef, active, signs, lower)
-    if status != REACHED or not _violates(coef, n_bounded, bound):
-        return coef, 0.0, breakpoints, status
-    mu, more, status = _bound_path(gram, correlation, alpha, l2, coef, active, signs, k,
-                                   lower, n_bounded, bound, max_steps - breakpoints)
-    return coef, mu, breakpoints + more, status
-
-
-@njit(cache=True)
-def _violates(coef, n_bounded, bound):
-    norm = 0.0
-    for j in range(n_bounded):
-        norm += abs(coef[j])
-    return norm > bound
-
-
-@njit(cache=True)
-def _bound_path(gram, correlation, alpha, l2, coef, active, signs, k, lower, n_bounded,
-                bound, max_steps):
-    """From the solution at ``alpha``, which violates the bound (the state in
-    ``coef``, ``active``, ``signs``, ``lower``, updated in place), the
-    multiplier path of the bound; returns (multiplier, breakpoints, status)."""
-    n = gram.shape[0]
-    slopes = np.zeros(n)
-    slopes[:n_bounded] = 1.0
-    mu, _, breakpoints, status = _follow(
-        gram, correlation, np.full(n, alpha), slopes, l2, 0.0, np.inf, 1.0, coef, active,
-        signs, k, lower, n_bounded, bound, max_steps)
-    return mu, breakpoints, status
+    """The bound-constrained path from ``alpha_max`` down to ``alpha``;
+    returns (coef, multiplier, breakpoints, status)."""
+    problem, state, t = _start(gram, correlation, l2, n_bounded, bound)
+    if t <= alpha:
+        return state[0], 0.0, 0, REACHED
+    _, _, mu, _, breakpoints, status = _follow(problem, state, 0, t, alpha, 0.0, False,
+                                               max_steps)
+    return state[0], mu, breakpoints, status
 
 
 def lasso_homotopy(gram, correlation, alpha, *, l2=0.0, n_bounded=0, bound=np.inf,
@@ -438,37 +506,19 @@ def _record(gram, correlation, target_sq, solution, multiplier, breakpoints, sta
 @njit(parallel=True, cache=True)
 def homotopy_path_kernel(gram, correlations, target_sq, alphas, n_bounded, bound, l2,
                          tol, max_steps, coefs, records):
-    """Every row's solutions at all ``alphas`` (decreasing) from one alpha
-    path per row: at each alpha the unconstrained state is kept for the next
-    one, and a copy follows the multiplier path when the bound is violated.
+    """Every row's solutions at all ``alphas`` (decreasing) from one
+    bound-constrained path per row, recorded as it passes each alpha.
     ``coefs[a, i]`` and ``records[a, i]`` (as :func:`homotopy_rows_kernel`)
     receive the certified results."""
-    n = gram.shape[0]
     for i in prange(correlations.shape[0]):
-        correlation = correlations[i]
-        coef = np.zeros(n)
-        active = np.empty(n, dtype=np.int64)
-        signs = np.empty(n)
-        lower = np.zeros((n, n))
-        t = 0.0
-        for j in range(n):
-            t = max(t, abs(correlation[j]))
-        k, breakpoints, status = 0, 0, REACHED
+        problem, state, t = _start(gram, correlations[i], l2, n_bounded, bound)
+        k, mu, holding, breakpoints, status = 0, 0.0, False, 0, REACHED
         for a in range(alphas.shape[0]):
-            alpha = alphas[a]
-            if t > alpha and status == REACHED:
-                t, k, more, status = _follow(
-                    gram, correlation, np.zeros(n), np.ones(n), l2, t, alpha, -1.0, coef,
-                    active, signs, k, lower, 0, np.inf, max_steps - breakpoints)
+            if t > alphas[a] and status == REACHED:
+                t, k, mu, holding, more, status = _follow(
+                    problem, state, k, t, alphas[a], mu, holding, max_steps - breakpoints)
                 breakpoints += more
-            solution = coef.copy()
-            multiplier, extra, final = 0.0, 0, status
-            if status == REACHED and _violates(solution, n_bounded, bound):
-                # on a copy: the alpha path goes on from coef
-                multiplier, extra, final = _bound_path(
-                    gram, correlation, alpha, l2, solution, active.copy(), signs.copy(),
-                    k, lower.copy(), n_bounded, bound, max_steps)
-            _record(gram, correlation, target_sq[i], solution, multiplier,
-                    breakpoints + extra, final, n_bounded, bound, alpha, l2, tol,
-                    records[a, i])
+            solution = state[0].copy()
+            _record(gram, correlations[i], target_sq[i], solution, mu, breakpoints,
+                    status, n_bounded, bound, alphas[a], l2, tol, records[a, i])
             coefs[a, i, :] = solution

@@ -946,13 +946,14 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
         The support is chosen by the full penalty; the smaller penalty on it
         undoes most of the shrinkage. The returned record then certifies the
         restricted problem (``n_iter`` counts the epochs of both solves).
-    solver : {"cd", "homotopy"}, default="cd"
+    solver : {"auto", "cd", "homotopy"}, default="cd"
         ``"cd"``: coordinate descent with the multiplier search (any bounds,
         warm starts). ``"homotopy"``: the exact path of
         :mod:`sksim.solvers.homotopy` from ``w = 0`` (``coef_init`` is not
         used), certified the same way; a row it cannot certify is finished by
         coordinate descent from its point. Rows with a finite ``row_bound``
-        are always solved by coordinate descent.
+        are always solved by coordinate descent. ``"auto"``: the choice of
+        :func:`auto_solver`.
 
     Returns
     -------
@@ -966,6 +967,8 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
         coef = np.zeros((n_rows, n_columns))
     else:
         coef = np.array(coef_init, dtype=np.float64, order="C", copy=True)
+    if solver == "auto":
+        solver = auto_solver(gram, n_bounded, bound, row_bound, l2)
     records = np.zeros((n_rows, 6))
     breakpoints = np.zeros(n_rows, dtype=np.int64)
     method = np.zeros(n_rows, dtype=np.int64)
@@ -999,15 +1002,63 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
                        row_multiplier.copy(), breakpoints, method)
 
 
+# Unbounded rows go to coordinate descent under solver="auto" when the Gram,
+# scaled to a unit diagonal, is at most this ill-conditioned: there its
+# epochs stay in the tens to low hundreds (measured up to a condition number
+# of 2.3e3, where it was still 2x faster than the homotopy on full supports),
+# while the homotopy's cost grows with the support whatever the conditioning.
+_AUTO_CD_MAX_CONDITION = 1e4
+
+
+def auto_solver(gram, n_bounded=0, bound=np.inf, row_bound=np.inf, l2=0.0):
+    """The solver ``solver="auto"`` uses for rows on ``gram``.
+
+    * ``"cd"`` under a finite ``row_bound`` (the homotopy does not follow its
+      multiplier);
+    * ``"homotopy"`` for rows with an L1 bound on a block (the state rows):
+      coordinate descent needs a multiplier search of several weighted
+      solves there, and the homotopy measured faster on every such design
+      (benchmarks/README.md);
+    * otherwise ``"cd"`` when ``G + l2 I`` scaled to a unit diagonal has a
+      condition number of at most ``1e4`` (dead columns excluded), else
+      ``"homotopy"``, whose cost does not depend on conditioning.
+
+    Parameters
+    ----------
+    gram : ndarray of shape (n_columns, n_columns)
+    n_bounded, bound, row_bound, l2
+        As in :func:`solve_rows`.
+
+    Returns
+    -------
+    solver : {"cd", "homotopy"}
+    """
+    if np.isfinite(row_bound):
+        return "cd"
+    if n_bounded > 0 and np.isfinite(bound):
+        return "homotopy"
+    diagonal = np.diag(gram) + l2
+    live = diagonal > 0.0
+    if not np.any(live):
+        return "cd"
+    scale = 1.0 / np.sqrt(diagonal[live])
+    scaled = (gram[np.ix_(live, live)] + l2 * np.eye(int(live.sum()))) * np.outer(scale,
+                                                                                   scale)
+    eigenvalues = np.linalg.eigvalsh(scaled)
+    well_conditioned = eigenvalues[0] * _AUTO_CD_MAX_CONDITION >= eigenvalues[-1]
+    return "cd" if well_conditioned else "homotopy"
+
+
 def solve_rows_path(gram, correlations, target_sq, alphas, *, n_bounded=0,
                     bound=np.inf, l1_ratio=1.0, tol=1e-6, max_iter=1000):
     """:func:`solve_rows` at every penalty of ``alphas`` in one call.
 
-    With ``l1_ratio=1`` each row's solutions come from one exact homotopy
-    (:mod:`sksim.solvers.homotopy`) followed from ``alpha_max`` through all of
-    ``alphas`` (in decreasing order), plus, at each alpha where the bound is
-    violated, the bound's multiplier path; rows the homotopy cannot certify
-    are re-solved by coordinate descent warm-started from its point. With an
+    With ``l1_ratio=1`` each row's solutions come from one exact homotopy of
+    the bound-constrained row (:mod:`sksim.solvers.homotopy`) followed from
+    ``alpha_max`` through all of ``alphas`` (in decreasing order), so the
+    grid costs about as much as its smallest alpha alone; rows the homotopy
+    cannot certify are re-solved by coordinate descent warm-started from its
+    point. With an
     elastic net (``l1_ratio < 1``, ``l2 = alpha (1 - l1_ratio)`` moves with
     alpha) each alpha is solved by the homotopy on its own.
 
