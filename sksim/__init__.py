@@ -2,15 +2,20 @@
 
 from .baselines.torch import TorchBaseline
 from .estimators import SIMClassifier, SIMRegressor
+from .path import SIMClassifierCV, SIMPath, SIMRegressorCV, sim_path
 from .persistence import load_model, save_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SIMClassifier",
+    "SIMClassifierCV",
+    "SIMPath",
     "SIMRegressor",
+    "SIMRegressorCV",
     "TorchBaseline",
     "__version__",
     "load_model",
     "save_model",
+    "sim_path",
 ]

@@ -456,6 +456,28 @@ class _BaseSIM(BaseEstimator):
 
     def _fit_sim(self, X, targets, states, baseline_outputs, y_for_teacher):
         """Fit all rows. ``targets`` are the output-row targets from y."""
+        states, targets, teacher_maps = self._record_teacher(
+            X, targets, states, baseline_outputs, y_for_teacher)
+        if teacher_maps is not None:
+            return self._fit_weight_shared(X, targets, teacher_maps)
+        with _numba_threads(self.n_jobs):
+            post_activations, problem = self._state_problem(X, states)
+            state_rows = solve_rows(
+                *problem[:3], n_bounded=states.shape[1], bound=self.kappa,
+                row_bound=self._row_bound(), l1=self.alpha * self.l1_ratio,
+                l2=self.alpha * (1.0 - self.l1_ratio), tol=self.tol,
+                max_iter=self.max_iter, relax=self.relax, solver=self.solver,
+            )
+            self._set_state_rows(state_rows.coef, *problem[3:])
+            del problem  # the Gram: the output stage builds its own
+            output_rows = self._fit_output_rows(X, targets, post_activations)
+        return self._set_certificates(state_rows, output_rows, self._matrix_norms())
+
+    def _record_teacher(self, X, targets, states, baseline_outputs, y_for_teacher):
+        """Validate the fit inputs and record the teacher. Returns ``(states,
+        targets, teacher_maps)``: the (scaled) pre-activations of the flat
+        model and the output-row targets, or the teacher's maps when the
+        weight-shared model is fitted (then ``states`` is None)."""
         if self.row_bound is None:
             for name in ("alpha", "output_alpha"):
                 if getattr(self, name) == 0:
@@ -480,7 +502,7 @@ class _BaseSIM(BaseEstimator):
             self.__dict__.pop(name, None)
         teacher_maps = self._weight_shared_teacher(X, states)
         if teacher_maps is not None:
-            return self._fit_weight_shared(X, targets, teacher_maps)
+            return None, targets, teacher_maps
         if states is not None:
             self.baseline_ = None
             self.state_scales_ = None
@@ -493,55 +515,59 @@ class _BaseSIM(BaseEstimator):
             if not np.all(np.isfinite(states)):
                 raise ValueError("baseline produced non-finite states.")
         del teacher_outputs  # outputs are fitted to y unless baseline_outputs given
+        return states, targets, None
 
-        activation = _ACTIVATIONS[self.activation]
-        n_states = states.shape[1]
-        row_bound = np.inf if self.row_bound is None else float(self.row_bound)
+    def _row_bound(self):
+        return np.inf if self.row_bound is None else float(self.row_bound)
+
+    def _state_problem(self, X, states):
+        """Post-activations of the teacher's states and the Gram problem of
+        the state rows: ``(gram, correlations, target_sq, design_mean,
+        state_mean)``."""
+        post_activations = _ACTIVATIONS[self.activation](states)
+        return post_activations, _centred_gram_problem(
+            [post_activations, X], states, self.fit_intercept)
+
+    def _set_state_rows(self, state_coef, design_mean, state_mean):
+        """``A_``, ``B_`` and the state intercepts from the solved state rows."""
+        n_states = state_coef.shape[0]
         self.n_states_ = n_states
-        l1 = self.alpha * self.l1_ratio
-        l2 = self.alpha * (1.0 - self.l1_ratio)
+        self.A_ = sp.csr_array(state_coef[:, :n_states])
+        self.B_ = sp.csr_array(state_coef[:, n_states:])
+        self.A_.eliminate_zeros()
+        self.B_.eliminate_zeros()
+        self.state_intercept_ = state_mean - state_coef @ design_mean
 
-        with _numba_threads(self.n_jobs):
-            post_activations = activation(states)
-            gram, corr, target_sq, design_mean, state_mean = _centred_gram_problem(
-                [post_activations, X], states, self.fit_intercept
-            )
-            state_rows = solve_rows(
-                gram, corr, target_sq, n_bounded=n_states, bound=self.kappa,
-                row_bound=row_bound, l1=l1, l2=l2, tol=self.tol,
-                max_iter=self.max_iter, relax=self.relax, solver=self.solver,
-            )
-            del gram
-            state_coef = state_rows.coef
-            self.A_ = sp.csr_array(state_coef[:, :n_states])
-            self.B_ = sp.csr_array(state_coef[:, n_states:])
-            self.A_.eliminate_zeros()
-            self.B_.eliminate_zeros()
-            self.state_intercept_ = state_mean - state_coef @ design_mean
-
-            if self.refit_outputs:
-                output_states, _ = self._equilibrium(X, warn=True)
-            else:
-                output_states = post_activations
-            output_alpha = self.alpha if self.output_alpha is None else self.output_alpha
-            gram, corr, target_sq, design_mean, target_mean = _centred_gram_problem(
-                [output_states, X], targets, self.fit_intercept
-            )
-            output_rows = solve_rows(
-                gram, corr, target_sq, row_bound=row_bound,
-                l1=output_alpha * self.l1_ratio,
-                l2=output_alpha * (1.0 - self.l1_ratio), tol=self.tol,
-                max_iter=self.max_iter, relax=self.relax, solver=self.solver,
-            )
+    def _fit_output_rows(self, X, targets, post_activations):
+        """Solve the output rows (on the model's equilibrium states when
+        ``refit_outputs``, else on the teacher's) and set ``C_``, ``D_`` and
+        ``intercept_``; returns their RowSolution."""
+        n_states = self.n_states_
+        if self.refit_outputs:
+            output_states, _ = self._equilibrium(X, warn=True)
+        else:
+            output_states = post_activations
+        output_alpha = self.alpha if self.output_alpha is None else self.output_alpha
+        gram, corr, target_sq, design_mean, target_mean = _centred_gram_problem(
+            [output_states, X], targets, self.fit_intercept
+        )
+        output_rows = solve_rows(
+            gram, corr, target_sq, row_bound=self._row_bound(),
+            l1=output_alpha * self.l1_ratio,
+            l2=output_alpha * (1.0 - self.l1_ratio), tol=self.tol,
+            max_iter=self.max_iter, relax=self.relax, solver=self.solver,
+        )
         output_coef = output_rows.coef
         self.C_ = sp.csr_array(output_coef[:, :n_states])
         self.D_ = sp.csr_array(output_coef[:, n_states:])
         self.C_.eliminate_zeros()
         self.D_.eliminate_zeros()
         self.intercept_ = target_mean - output_coef @ design_mean
+        return output_rows
 
-        return self._set_certificates(state_rows, output_rows, tuple(
-            _row_infinity_norm(getattr(self, name)) for name in ("A_", "B_", "C_", "D_")))
+    def _matrix_norms(self):
+        return tuple(_row_infinity_norm(getattr(self, name))
+                     for name in ("A_", "B_", "C_", "D_"))
 
     def _set_certificates(self, state_rows, output_rows, norms):
         """Row certificates, warnings and the Lipschitz bound from the
@@ -1078,6 +1104,11 @@ class SIMRegressor(RegressorMixin, _BaseSIM):
         -------
         self : SIMRegressor
         """
+        X, targets, y = self._validated_targets(X, y)
+        return self._fit_sim(X, targets, states, baseline_outputs, y)
+
+    def _validated_targets(self, X, y):
+        """Validated ``X``, the output-row targets and ``y`` for the teacher."""
         _check_numeric(X, "X")
         _check_numeric(y, "y")
         X, y = validate_data(
@@ -1088,7 +1119,7 @@ class SIMRegressor(RegressorMixin, _BaseSIM):
         self._y_ndim = y.ndim
         targets = y.reshape(-1, 1) if y.ndim == 1 else y
         self._n_targets = targets.shape[1]
-        return self._fit_sim(X, targets, states, baseline_outputs, y)
+        return X, targets, y
 
     def predict(self, X):
         """Predict ``C x* + D u + b_y`` at the equilibrium ``x*``.
@@ -1183,6 +1214,11 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
         -------
         self : SIMClassifier
         """
+        X, targets, y = self._validated_targets(X, y)
+        return self._fit_sim(X, targets, states, baseline_outputs, y)
+
+    def _validated_targets(self, X, y):
+        """Validated ``X``, the indicator targets and ``y`` for the teacher."""
         _check_numeric(X, "X")
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
@@ -1196,7 +1232,7 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
         targets = binarizer.transform(y).astype(np.float64)
         if targets.shape[1] == 1:  # binary: one indicator column per class
             targets = np.hstack([1.0 - targets, targets])
-        return self._fit_sim(X, targets, states, baseline_outputs, y)
+        return X, targets, y
 
     def decision_function(self, X):
         """Outputs ``C x* + D u + b_y`` at the equilibrium.

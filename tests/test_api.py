@@ -194,7 +194,7 @@ def test_equilibrium_nonconvergence_warns(small_teacher_problem):
 def test_row_nonconvergence_warns_once_and_model_is_usable(digits_split):
     X_train, _, y_train, _ = digits_split
     with pytest.warns(ConvergenceWarning, match="max_iter") as record:
-        model = SIMClassifier(max_iter=1, random_state=0, alpha=1e-4).fit(X_train, y_train)
+        model = SIMClassifier(max_iter=1, random_state=0, alpha=1e-4, solver="cd").fit(X_train, y_train)
     messages = [str(w.message) for w in record if issubclass(w.category, ConvergenceWarning)
                 and "rows did not reach" in str(w.message)]
     assert 1 <= len(messages) <= 2  # one summary for state rows, one for output rows

@@ -485,6 +485,35 @@ def homotopy_rows_kernel(gram, correlations, target_sq, coef, n_bounded, bound, 
         coef[i, :] = solution
 
 
+@njit(parallel=True, cache=True)
+def homotopy_supports_kernel(gram, correlations, target_sq, coef, n_bounded, bound, l1,
+                             l2, tol, max_steps, records):
+    """Every row again by :func:`_constrained` restricted to its support (the
+    columns where ``coef`` is nonzero, bounded ones first as in the full
+    row), written back in place with its record (as
+    :func:`homotopy_rows_kernel`, certified on the restricted problem)."""
+    for i in prange(correlations.shape[0]):
+        support = np.flatnonzero(coef[i])
+        if support.size == 0:  # the zero row is the only point: exact
+            records[i, 0], records[i, 1] = 0.0, 0.5 * target_sq[i]
+            records[i, 2], records[i, 3], records[i, 4], records[i, 5] = 0.0, 0, 0, 0.0
+            continue
+        sub_gram = np.ascontiguousarray(gram[support][:, support])
+        sub_correlation = np.ascontiguousarray(correlations[i][support])
+        kept_bounded = 0
+        for j in support:
+            if j < n_bounded:
+                kept_bounded += 1
+        sub_bound = bound if kept_bounded else np.inf
+        solution, multiplier, breakpoints, status = _constrained(
+            sub_gram, sub_correlation, l1, l2, kept_bounded, sub_bound, max_steps)
+        _record(sub_gram, sub_correlation, target_sq[i], solution, multiplier,
+                breakpoints, status, kept_bounded, sub_bound, l1, l2, tol, records[i])
+        coef[i, :] = 0.0
+        for k in range(support.size):
+            coef[i, support[k]] = solution[k]
+
+
 @njit(cache=True)
 def _record(gram, correlation, target_sq, solution, multiplier, breakpoints, status,
             n_bounded, bound, l1, l2, tol, record):

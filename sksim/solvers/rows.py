@@ -910,6 +910,34 @@ def _solve_supports_kernel(gram, correlations, target_sq, coef, n_bounded, bound
         _store(records[i], result, records[i, 3])
 
 
+def _relax_rows(problem, coef, records, breakpoints, options, solver):
+    """Solve every row again restricted to its support (the relaxed Lasso),
+    in place: ``options`` are ``(n_bounded, bound, row_bound, l1, l2, tol,
+    max_iter)`` with the relaxed penalties. The homotopy when it solved the
+    rows (its breakpoints are added to ``breakpoints``), coordinate descent
+    from the unrelaxed point for rows it cannot certify and otherwise."""
+    n_bounded, bound, row_bound, l1, l2, tol, max_iter = options
+    rows = np.arange(coef.shape[0])
+    if solver == "homotopy" and not np.isfinite(row_bound):
+        from .homotopy import homotopy_supports_kernel  # imports this module
+
+        relaxed, relaxed_records = coef.copy(), records.copy()
+        homotopy_supports_kernel(*problem, relaxed, n_bounded, bound, l1, l2, tol,
+                                 10 * coef.shape[1] + 100, relaxed_records)
+        done = relaxed_records[:, 4] == 0
+        breakpoints[done] += relaxed_records[done, 3].astype(np.int64)
+        relaxed_records[:, 3] = records[:, 3]  # no coordinate-descent epochs
+        coef[done], records[done] = relaxed[done], relaxed_records[done]
+        rows = np.flatnonzero(~done)
+    if rows.size:
+        gram, correlations, target_sq = problem
+        rest, rest_records = np.ascontiguousarray(coef[rows]), records[rows]
+        _solve_supports_kernel(gram, np.ascontiguousarray(correlations[rows]),
+                               np.ascontiguousarray(target_sq[rows]), rest, *options,
+                               rest_records)
+        coef[rows], records[rows] = rest, rest_records
+
+
 def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
                row_bound=np.inf, l1=0.0, l2=0.0, tol=1e-6, max_iter=1000,
                coef_init=None, relax=1.0, solver="cd"):
@@ -994,8 +1022,8 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
     elif n_rows:
         _solve_rows_kernel(gram, correlations, target_sq, coef, *arguments)
     if n_rows and relax < 1.0:
-        relaxed = arguments[:3] + (l1 * relax, l2 * relax) + arguments[5:]
-        _solve_supports_kernel(gram, correlations, target_sq, coef, *relaxed)
+        _relax_rows((gram, correlations, target_sq), coef, records, breakpoints,
+                    arguments[:3] + (l1 * relax, l2 * relax) + arguments[5:7], solver)
     gap, objective, multiplier, n_iter, status, row_multiplier = records.T
     return RowSolution(coef, gap.copy(), objective.copy(), multiplier.copy(),
                        n_iter.astype(np.int64), status.astype(np.int64),
@@ -1050,26 +1078,30 @@ def auto_solver(gram, n_bounded=0, bound=np.inf, row_bound=np.inf, l2=0.0):
 
 
 def solve_rows_path(gram, correlations, target_sq, alphas, *, n_bounded=0,
-                    bound=np.inf, l1_ratio=1.0, tol=1e-6, max_iter=1000):
+                    bound=np.inf, row_bound=np.inf, l1_ratio=1.0, tol=1e-6,
+                    max_iter=1000, relax=1.0, solver="homotopy"):
     """:func:`solve_rows` at every penalty of ``alphas`` in one call.
 
-    With ``l1_ratio=1`` each row's solutions come from one exact homotopy of
-    the bound-constrained row (:mod:`sksim.solvers.homotopy`) followed from
+    With the homotopy (``solver="homotopy"``, or ``"auto"`` choosing it) and
+    ``l1_ratio=1``, each row's solutions come from one exact homotopy of the
+    bound-constrained row (:mod:`sksim.solvers.homotopy`) followed from
     ``alpha_max`` through all of ``alphas`` (in decreasing order), so the
     grid costs about as much as its smallest alpha alone; rows the homotopy
     cannot certify are re-solved by coordinate descent warm-started from its
-    point. With an
-    elastic net (``l1_ratio < 1``, ``l2 = alpha (1 - l1_ratio)`` moves with
-    alpha) each alpha is solved by the homotopy on its own.
+    point. Otherwise (coordinate descent, a finite ``row_bound``, or an
+    elastic net, whose ``l2 = alpha (1 - l1_ratio)`` moves with alpha so the
+    path is not piecewise linear) each alpha is solved on its own, coordinate
+    descent warm-started from the previous alpha's rows.
 
     Parameters
     ----------
-    gram, correlations, target_sq, n_bounded, bound, tol, max_iter
+    gram, correlations, target_sq, n_bounded, bound, row_bound, tol, max_iter, relax
         As in :func:`solve_rows`.
     alphas : array-like of shape (n_alphas,)
         Penalties, each split as ``l1 = alpha * l1_ratio``,
         ``l2 = alpha * (1 - l1_ratio)``.
     l1_ratio : float, default=1.0
+    solver : {"homotopy", "cd", "auto"}, default="homotopy"
 
     Returns
     -------
@@ -1079,11 +1111,19 @@ def solve_rows_path(gram, correlations, target_sq, alphas, *, n_bounded=0,
         One per alpha, in that order.
     """
     alphas = np.sort(np.asarray(alphas, dtype=np.float64))[::-1].copy()
-    common = {"n_bounded": n_bounded, "bound": bound, "tol": tol, "max_iter": max_iter,
-              "solver": "homotopy"}
-    if l1_ratio < 1.0 or not alphas.size:
-        return alphas, [solve_rows(gram, correlations, target_sq, l1=a * l1_ratio,
-                                   l2=a * (1.0 - l1_ratio), **common) for a in alphas]
+    if solver == "auto":
+        solver = auto_solver(gram, n_bounded, bound, row_bound, 0.0)
+    common = {"n_bounded": n_bounded, "bound": bound, "row_bound": row_bound, "tol": tol,
+              "max_iter": max_iter, "relax": relax}
+    if solver == "cd" or l1_ratio < 1.0 or np.isfinite(row_bound) or not alphas.size:
+        solutions, previous = [], None
+        for alpha in alphas:
+            rows = solve_rows(gram, correlations, target_sq, l1=alpha * l1_ratio,
+                              l2=alpha * (1.0 - l1_ratio), coef_init=previous,
+                              solver=solver, **common)
+            solutions.append(rows)
+            previous = rows.coef
+        return alphas, solutions
     from .homotopy import homotopy_path_kernel  # imports this module
 
     gram = np.ascontiguousarray(gram, dtype=np.float64)
@@ -1105,12 +1145,16 @@ def solve_rows_path(gram, correlations, target_sq, alphas, *, n_bounded=0,
         if unresolved.size:
             rest = solve_rows(gram, correlations[unresolved], target_sq[unresolved],
                               l1=alpha, coef_init=coef[unresolved],
-                              **{**common, "solver": "cd"})
+                              **{**common, "relax": 1.0}, solver="cd")
             coef[unresolved] = rest.coef
             record[unresolved] = np.column_stack(
                 [rest.duality_gap, rest.objective, rest.multiplier, rest.n_iter,
                  rest.status, rest.row_multiplier])
             method[unresolved] = 2
+        if n_rows and relax < 1.0:
+            _relax_rows((gram, correlations, target_sq), coef, record, breakpoints,
+                        (int(n_bounded), float(bound), np.inf, alpha * relax, 0.0,
+                         float(tol), int(max_iter)), "homotopy")
         gap, objective, multiplier, n_iter, status, row_multiplier = record.T
         solutions.append(RowSolution(coef, gap.copy(), objective.copy(), multiplier.copy(),
                                      n_iter.astype(np.int64), status.astype(np.int64),

@@ -1,0 +1,317 @@
+"""Regularization paths of SIM models and the cross-validated estimators.
+
+The state rows of every alpha of a grid come from one homotopy per row
+(:func:`sksim.solvers.solve_rows_path`) on one Gram matrix; the output rows
+depend on each alpha's equilibrium states and are solved per alpha.
+"""
+
+from numbers import Integral, Real
+from typing import NamedTuple
+
+import numpy as np
+from sklearn.base import _fit_context, clone
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import check_cv
+from sklearn.utils._param_validation import Interval
+
+from .estimators import SIMClassifier, SIMRegressor, _numba_threads
+from .solvers import solve_rows_path
+
+
+class SIMPath(NamedTuple):
+    """Result record of :func:`sim_path`.
+
+    Attributes
+    ----------
+    alphas : ndarray of shape (n_alphas,)
+        The penalties, in decreasing order.
+    models : list of fitted estimators
+        One per alpha, each a fitted model of the estimator's class with its
+        own certificates (``state_duality_gaps_``, ...) and ``alpha`` set.
+    n_nonzero : ndarray of shape (n_alphas,)
+        ``n_nonzero_`` of each model.
+    max_relative_gap : ndarray of shape (n_alphas,)
+        Largest ``duality gap / objective`` over the state and output rows of
+        each model.
+    """
+
+    alphas: np.ndarray
+    models: list
+    n_nonzero: np.ndarray
+    max_relative_gap: np.ndarray
+
+
+def _alpha_grid(correlations, l1_ratio, n_alphas, eps):
+    """``n_alphas`` penalties from ``alpha_max`` (where every state row is
+    zero) down to ``eps * alpha_max``, log-spaced."""
+    if l1_ratio == 0:
+        raise ValueError("alphas must be given when l1_ratio=0: a pure ridge "
+                         "penalty has no alpha at which the rows vanish.")
+    alpha_max = float(np.abs(correlations).max(initial=0.0)) / l1_ratio
+    if alpha_max <= 0:
+        raise ValueError("The states are uncorrelated with the design (every "
+                         "correlation is 0); there is no path to follow.")
+    return np.geomspace(alpha_max, alpha_max * eps, n_alphas)
+
+
+def _recorded(estimator, X, y, states, baseline_outputs):
+    """A validated, unfitted copy of ``estimator`` holding what a fit records
+    before solving (the teacher, ``classes_``, ...), the targets and the
+    states of the flat model."""
+    template = clone(estimator)
+    template._validate_params()
+    X, targets, y_teacher = template._validated_targets(X, y)
+    states, targets, maps = template._record_teacher(X, targets, states,
+                                                     baseline_outputs, y_teacher)
+    if maps is not None:
+        raise ValueError("Paths and cross-validation fit the flat SIM model; this "
+                         "teacher would be fitted with weight sharing. Set "
+                         "weight_sharing=False.")
+    return template, X, targets, states
+
+
+def _path_models(template, X, targets, states, alphas):
+    """Fitted copies of ``template`` at each of ``alphas`` on these states:
+    the state rows from one path, the output rows per alpha."""
+    recorded = {name: value for name, value in vars(template).items()
+                if name not in template.get_params(deep=False)}
+    with _numba_threads(template.n_jobs):
+        post_activations, problem = template._state_problem(X, states)
+        alphas, state_rows = solve_rows_path(
+            *problem[:3], alphas, n_bounded=states.shape[1], bound=template.kappa,
+            row_bound=template._row_bound(), l1_ratio=template.l1_ratio,
+            tol=template.tol, max_iter=template.max_iter, relax=template.relax,
+            solver=template.solver)
+        models = []
+        for alpha, rows in zip(alphas, state_rows):
+            model = clone(template).set_params(alpha=float(alpha))
+            model.__dict__.update(recorded)
+            model._set_state_rows(rows.coef, *problem[3:])
+            output_rows = model._fit_output_rows(X, targets, post_activations)
+            model._set_certificates(rows, output_rows, model._matrix_norms())
+            models.append(model)
+    return alphas, models
+
+
+def _max_relative_gap(model):
+    gaps = np.concatenate([model.state_duality_gaps_, model.output_duality_gaps_])
+    objectives = np.concatenate([model.state_objectives_, model.output_objectives_])
+    return float(np.max(gaps / np.maximum(objectives, 1e-300), initial=0.0))
+
+
+def sim_path(estimator, X, y, *, alphas=None, n_alphas=20, eps=1e-3, states=None,
+             baseline_outputs=None):
+    """Fit a SIM model at every penalty of a grid in one call.
+
+    In the style of :func:`sklearn.linear_model.lasso_path`: the teacher is
+    recorded once, and the state rows of all alphas come from one exact
+    homotopy per row (each row's bound-constrained path followed from
+    ``alpha_max`` down through the grid), so the whole grid costs about one
+    fit at its smallest alpha plus one output stage per alpha. With
+    ``solver="cd"``, a finite ``row_bound`` or ``l1_ratio < 1`` the alphas
+    are solved one by one, each warm-started from the previous one. Every
+    model is certified as a single fit is.
+
+    Parameters
+    ----------
+    estimator : SIMRegressor or SIMClassifier
+        Template (unfitted is fine): every parameter but ``alpha`` is used as
+        set. ``output_alpha=None`` gives the output rows each alpha as well.
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+    alphas : array-like of shape (n_alphas,), default=None
+        Penalties; ``None`` uses ``n_alphas`` log-spaced values from
+        ``alpha_max`` (the smallest alpha at which every state row is zero:
+        ``max |correlation| / l1_ratio``) down to ``eps * alpha_max``.
+    n_alphas : int, default=20
+    eps : float, default=1e-3
+    states, baseline_outputs : array-like, default=None
+        As in the estimator's ``fit``.
+
+    Returns
+    -------
+    SIMPath
+        ``alphas`` (decreasing), ``models``, ``n_nonzero`` and
+        ``max_relative_gap`` per alpha.
+    """
+    if not isinstance(estimator, (SIMRegressor, SIMClassifier)):
+        raise ValueError("estimator must be a SIMRegressor or a SIMClassifier; got "
+                         f"{type(estimator).__name__}.")
+    template, X, targets, states = _recorded(estimator, X, y, states, baseline_outputs)
+    if alphas is None:
+        grid = _alpha_grid(template._state_problem(X, states)[1][1], template.l1_ratio,
+                           n_alphas, eps)
+    else:
+        grid = _check_alphas(alphas)
+    alphas, models = _path_models(template, X, targets, states, grid)
+    return SIMPath(alphas, models, np.array([m.n_nonzero_ for m in models]),
+                   np.array([_max_relative_gap(m) for m in models]))
+
+
+def _check_alphas(alphas):
+    grid = np.asarray(alphas, dtype=np.float64).ravel()
+    if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid < 0):
+        raise ValueError("alphas must be a non-empty array of finite penalties >= 0; "
+                         f"got {alphas!r}.")
+    return grid
+
+
+_CV_PARAMETERS_DOC = """
+    alphas : array-like of shape (n_alphas,), default=None
+        Penalties to choose from; ``None`` uses ``n_alphas`` log-spaced values
+        from ``alpha_max`` of the full training data down to
+        ``eps * alpha_max`` (see :func:`sksim.sim_path`).
+    n_alphas : int, default=20
+    eps : float, default=1e-3
+    cv : int, cross-validation generator or iterable, default=None
+        As in :class:`sklearn.linear_model.LassoCV` (``None``: 5 folds,
+        stratified for the classifier).
+    scoring : str or callable, default=None
+        Scorer on the held-out fold; ``None`` uses the estimator's ``score``.
+        The alpha with the best mean score wins; ties go to the largest
+        alpha (the sparsest model).
+"""
+
+_CV_ATTRIBUTES_DOC = """
+    alpha_ : float
+        The chosen penalty; the fitted attributes above are those of the
+        model refitted at it on all the data.
+    alphas_ : ndarray of shape (n_alphas,)
+        The grid, in decreasing order.
+    scores_path_ : ndarray of shape (n_alphas, n_folds)
+        Held-out score of each alpha on each fold.
+    n_nonzero_path_ : ndarray of shape (n_alphas, n_folds)
+        ``n_nonzero_`` of each fold's model.
+    best_estimator_ : SIMRegressor or SIMClassifier
+        The refitted model (``save_model`` saves it).
+"""
+
+
+class _CVMixin:
+    """Alpha by cross-validation over folds of the recorded states.
+
+    The teacher is recorded once on all of X (as a pretrained teacher would
+    be), its states are split per fold, and each fold fits the whole path
+    with :func:`sim_path`'s machinery; the model at the chosen alpha is then
+    refitted on all the data from the same states.
+    """
+
+    _cv_constraints = {
+        "alphas": ["array-like", None],
+        "n_alphas": [Interval(Integral, 1, None, closed="left")],
+        "eps": [Interval(Real, 0, 1, closed="neither")],
+        "cv": ["cv_object"],
+        "scoring": [None, str, callable],
+    }
+
+    def _plain(self):
+        """The plain estimator with this one's parameters (alpha is set per fit)."""
+        params = {name: value for name, value in self.get_params(deep=False).items()
+                  if name not in self._cv_constraints}
+        return self._plain_class(alpha=1.0, **params)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, states=None, baseline_outputs=None):
+        """Choose alpha by cross-validation, then refit on all the data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        states : array-like of shape (n_samples, n_states), default=None
+            As in the plain estimator's ``fit``.
+        baseline_outputs : array-like of shape (n_samples, n_outputs), default=None
+            As in the plain estimator's ``fit``.
+
+        Returns
+        -------
+        self
+        """
+        template, X, targets, states = _recorded(self._plain(), X, y, states,
+                                                 baseline_outputs)
+        grid = (_alpha_grid(template._state_problem(X, states)[1][1], template.l1_ratio,
+                            self.n_alphas, self.eps)
+                if self.alphas is None else _check_alphas(self.alphas))
+        grid = np.sort(grid)[::-1]
+        y = np.asarray(y)
+        is_classifier = isinstance(template, SIMClassifier)
+        folds = list(check_cv(self.cv, y, classifier=is_classifier).split(X, y))
+        scorer = check_scoring(template, scoring=self.scoring)
+        scores = np.empty((grid.size, len(folds)))
+        n_nonzero = np.empty((grid.size, len(folds)), dtype=np.int64)
+        for f, (train, test) in enumerate(folds):
+            _, models = _path_models(template, X[train], targets[train], states[train],
+                                     grid)
+            for a, model in enumerate(models):
+                scores[a, f] = scorer(model, X[test], y[test])
+                n_nonzero[a, f] = model.n_nonzero_
+        mean = scores.mean(axis=1)
+        best = int(np.flatnonzero(mean == mean.max())[0])  # the largest alpha of a tie
+        _, (model,) = _path_models(template, X, targets, states, grid[best:best + 1])
+        fitted = {name: value for name, value in vars(model).items()
+                  if name not in model.get_params(deep=False)}
+        self.__dict__.update(fitted)
+        self.alpha_ = float(grid[best])
+        self.alphas_ = grid
+        self.scores_path_ = scores
+        self.n_nonzero_path_ = n_nonzero
+        self.best_estimator_ = model
+        return self
+
+
+def _cv_class(plain, name, summary):
+    constraints = {key: value for key, value in plain._parameter_constraints.items()
+                   if key != "alpha"}
+    constraints.update(_CVMixin._cv_constraints)
+    doc_params = plain.__doc__.split("    Parameters\n    ----------")[1].split(
+        "    Attributes\n    ----------")[0]
+    # the plain estimator's parameter list minus alpha (which CV chooses)
+    entries = doc_params.split("\n    alpha : ")
+    tail = entries[1].split("\n    output_alpha : ", 1)[1]
+    doc_params = entries[0] + "\n    output_alpha : " + tail
+    attributes = plain.__doc__.split("    Attributes\n    ----------")[1].split(
+        "    Examples\n    --------")[0]
+    doc = (f"{summary}\n\n    Parameters\n    ----------{doc_params.rstrip()}\n"
+           f"{_CV_PARAMETERS_DOC}\n    Attributes\n    ----------{attributes.rstrip()}\n"
+           f"{_CV_ATTRIBUTES_DOC}")
+    return constraints, doc
+
+
+class SIMRegressorCV(_CVMixin, SIMRegressor):
+    _plain_class = SIMRegressor
+    _parameter_constraints, __doc__ = _cv_class(
+        SIMRegressor, "SIMRegressorCV",
+        "SIMRegressor with alpha chosen by cross-validation along the path.")
+
+    def __init__(self, baseline=None, *, alphas=None, n_alphas=20, eps=1e-3, cv=None,
+                 scoring=None, output_alpha=None, l1_ratio=1.0, relax=1.0,
+                 solver="auto", kappa=0.95, row_bound=None, activation="relu",
+                 fit_intercept=True, refit_outputs=True, tol=1e-6, max_iter=20000,
+                 equilibrium_tol=1e-12, equilibrium_max_iter=1000, n_jobs=None,
+                 random_state=None, verbose=0, weight_sharing="auto",
+                 lateral_kernel=None, skip_links=0, positions_per_image=None,
+                 block_alpha="positions", state_inputs="teacher"):
+        _init_cv(self, locals())
+
+
+class SIMClassifierCV(_CVMixin, SIMClassifier):
+    _plain_class = SIMClassifier
+    _parameter_constraints, __doc__ = _cv_class(
+        SIMClassifier, "SIMClassifierCV",
+        "SIMClassifier with alpha chosen by cross-validation along the path.")
+
+    def __init__(self, baseline=None, *, alphas=None, n_alphas=20, eps=1e-3, cv=None,
+                 scoring=None, output_alpha=None, l1_ratio=1.0, relax=1.0,
+                 solver="auto", kappa=0.95, row_bound=None, activation="relu",
+                 fit_intercept=True, refit_outputs=True, tol=1e-6, max_iter=20000,
+                 equilibrium_tol=1e-12, equilibrium_max_iter=1000, n_jobs=None,
+                 random_state=None, verbose=0, weight_sharing="auto",
+                 lateral_kernel=None, skip_links=0, positions_per_image=None,
+                 block_alpha="positions", state_inputs="teacher"):
+        _init_cv(self, locals())
+
+
+def _init_cv(estimator, arguments):
+    for name, value in arguments.items():
+        if name not in ("self", "__class__"):
+            setattr(estimator, name, value)
