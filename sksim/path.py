@@ -229,6 +229,9 @@ class _CVMixin:
         """
         template, X, targets, states = _recorded(self._plain(), X, y, states,
                                                  baseline_outputs)
+        if X.shape[0] < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 samples to "
+                             f"cross-validate; got {X.shape[0]} sample.")
         grid = (_alpha_grid(template._state_problem(X, states)[1][1], template.l1_ratio,
                             self.n_alphas, self.eps)
                 if self.alphas is None else _check_alphas(self.alphas))
