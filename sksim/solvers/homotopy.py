@@ -71,13 +71,21 @@ class HomotopySolution(NamedTuple):
     status: int
 
 
+@njit(cache=True, fastmath=True)
+def _dot(row, vector, count):
+    """``row[:count] @ vector[:count]``; fastmath lets the reduction use SIMD
+    (the order of the sum changes the last bits only; every returned point
+    is certified afresh)."""
+    total = 0.0
+    for j in range(count):
+        total += row[j] * vector[j]
+    return total
+
+
 @njit(cache=True)
 def _forward_substitution(lower, k, rhs, out):
     for i in range(k):
-        total = rhs[i]
-        for j in range(i):
-            total -= lower[i, j] * out[j]
-        out[i] = total / lower[i, i]
+        out[i] = (rhs[i] - _dot(lower[i], out, i)) / lower[i, i]
 
 
 @njit(cache=True)
@@ -151,15 +159,11 @@ def _solve_factor(lower, k, rhs, out):
 @njit(cache=True)
 def _solve_factor_pair(lower, k, rhs, other_rhs, out, other_out):
     """:func:`_solve_factor` for two right-hand sides in one pass over the
-    factor (the held bound needs both directions at every breakpoint)."""
+    factor's rows (the held bound needs both directions at every breakpoint)."""
     for i in range(k):
         row = lower[i]
-        total, other = rhs[i], other_rhs[i]
-        for j in range(i):
-            total -= row[j] * out[j]
-            other -= row[j] * other_out[j]
-        out[i] = total / row[i]
-        other_out[i] = other / row[i]
+        out[i] = (rhs[i] - _dot(row, out, i)) / row[i]
+        other_out[i] = (other_rhs[i] - _dot(row, other_out, i)) / row[i]
     for i in range(k - 1, -1, -1):
         row = lower[i]
         out[i] /= row[i]
