@@ -2,7 +2,7 @@
 
 Only the text between ``<!-- begin:NAME -->`` and ``<!-- end:NAME -->`` markers
 is replaced (NAME in targets, fit, anchors, predict, memory, scaling, homotopy,
-conv_predict, machine);
+homotopy_fit, target_scale, conv_predict, machine);
 smoke-run results (benchmarks/results/quick/) are ignored.
 
 Run:  python benchmarks/report.py
@@ -309,32 +309,79 @@ def targets_table(fits, preds, mems, scal):
 def homotopy_table(payloads):
     """Homotopy vs coordinate descent vs lars_path_gram (bench_homotopy.py)."""
     rows = []
-    for r in payloads:  # these benchmarks write their fields at the top level
-        for alpha, entry in r["alphas"].items():
+    for r in sorted(payloads, key=lambda p: p["m"]):  # fields at the top level
+        for alpha, entry in r.get("alphas", {}).items():
             for kind, part in entry.items():
-                cd, homotopy = part["cd"], part["homotopy"]
+                cd, homotopy = part.get("cd"), part["homotopy"]
                 lars = part.get("lars_path_gram")
                 rows.append([
                     f"{r['m']:,}", alpha, kind,
+                    "not run" if cd is None else
                     f"{fmt_s(cd['median_s'])} ({cd['over_gemm']:.1f}x)",
                     f"{fmt_s(homotopy['median_s'])} ({homotopy['over_gemm']:.1f}x)",
-                    f"**{part['homotopy_speedup_over_cd']:.1f}x**",
-                    f"{cd['max_rel_excess_over_best_lower_bound']:.1e} / "
+                    "-" if cd is None else f"**{part['homotopy_speedup_over_cd']:.1f}x**",
+                    ("-" if cd is None else
+                     f"{cd['max_rel_excess_over_best_lower_bound']:.1e}") + " / "
                     f"{homotopy['max_rel_excess_over_best_lower_bound']:.1e}",
                     f"{homotopy['breakpoints_median']:.0f} / {homotopy['breakpoints_max']}",
                     homotopy["rows_by_method"]["homotopy_then_cd"],
                     "-" if lars is None else
                     f"{fmt_s(lars['seconds'])} for {lars['rows']} rows: homotopy "
                     f"**{lars['homotopy_speedup']:.0f}x** per row"])
-        path = r["path"]
-        rows.append([f"{r['m']:,}", f"path of {path['n_alphas']}", "bounded", "-",
-                     fmt_s(path["median_s"]),
-                     f"{path['over_single_smallest_alpha']:.1f}x one solve at the "
-                     "smallest alpha", "-", "-", "-", "-"])
+        path = r.get("path")
+        if path:
+            rows.append([f"{r['m']:,}", f"path of {path['n_alphas']}", "bounded", "-",
+                         fmt_s(path["median_s"]),
+                         f"**{path['over_single_smallest_alpha']:.2f}x** one solve at "
+                         f"{min(path['alphas']):g} "
+                         f"({fmt_s(path['single_smallest_alpha']['median_s'])})",
+                         "-", "-", "-", "-"])
     return C.table(rows, ["m", "alpha", "rows", "CD (x GEMM)", "homotopy (x GEMM)",
                           "CD / homotopy", "excess CD / homotopy",
                           "breakpoints median / max", "rows finished by CD",
                           "lars_path_gram"])
+
+
+def homotopy_fit_table(payloads):
+    """The whole fit per solver over GEMM, and cvxpy per row (bench_homotopy.py)."""
+    rows = []
+    for r in sorted(payloads, key=lambda p: p["m"]):
+        for solver, fit in r.get("fit", {}).items():
+            rows.append([f"{r['m']:,}", f"SIMClassifier.fit, solver={solver!r}",
+                         fmt_s(fit["median_s"]), f"**{fit['over_gemm']:.1f}x**",
+                         f"{fit['max_reported_rel_gap']:.1e}",
+                         f"{fit['n_nonzero']:,}"])
+        cv = r.get("cvxpy")
+        if cv:
+            rows.append([f"{r['m']:,}", f"cvxpy + Clarabel, {len(cv['rows'])} bounded rows",
+                         f"{fmt_s(cv['mean_seconds_per_row'])} per row",
+                         f"homotopy **{cv['homotopy_speedup_per_row']:,.0f}x** faster "
+                         "per row",
+                         "homotopy objective - cvxpy's: "
+                         + ", ".join(f"{x['homotopy_rel_diff']:+.0e}" for x in cv["rows"]),
+                         "-"])
+    return C.table(rows, ["m", "what", "time", "/ GEMM", "max relative gap", "nonzeros"])
+
+
+def scale_table(payloads):
+    """Raw against standardised regression targets (bench_homotopy.py)."""
+    rows = []
+    for r in payloads:
+        scale = r.get("scale")
+        if not scale:
+            continue
+        for key, entry in scale.items():
+            if key == "y_std":
+                continue
+            setting, solver = key.rsplit("_", 1)
+            raw, std = entry["raw"], entry["standardised"]
+            rows.append([setting.replace("_", " "), repr(solver),
+                         f"{fmt_s(std['median_s'])} ({std['n_nonzero']:,} nonzeros)",
+                         f"{fmt_s(raw['median_s'])} ({raw['n_nonzero']:,} nonzeros)",
+                         f"**{entry['raw_over_standardised']:.2f}x**",
+                         f"{max(raw['max_reported_rel_gap'], std['max_reported_rel_gap']):.1e}"])
+    return C.table(rows, ["teacher", "solver", "standardised y", "raw y (std 211)",
+                          "raw / standardised", "max relative gap"])
 
 
 def conv_predict_table(payloads):
@@ -377,6 +424,8 @@ def main():
         "scaling": (scaling_table(scal) + "\n\n![fit time against m and states]"
                     "(scaling.png)") if scal else "_pending_",
         "homotopy": homotopy_table(homotopy) if homotopy else "_pending_",
+        "homotopy_fit": homotopy_fit_table(homotopy) if homotopy else "_pending_",
+        "target_scale": scale_table(homotopy) if homotopy else "_pending_",
         "conv_predict": conv_predict_table(conv) if conv else "_pending_",
         "machine": machine_text(fits + preds + mems + scal + homotopy + conv),
     }

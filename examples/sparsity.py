@@ -37,7 +37,7 @@ from pathlib import Path
 
 import _experiments as E
 
-DEFAULT_ALPHAS = [1e-1, 5e-2, 3e-2, 2e-2, 1e-2, 5e-3, 3e-3, 2e-3, 1e-3]
+DEFAULT_ALPHAS = [1e-1, 5e-2, 3e-2, 2e-2, 1e-2, 5e-3, 3e-3, 2e-3, 1e-3, 5e-4, 3e-4, 2e-4, 1e-4]
 DEFAULT_ROW_BOUNDS = [10, 20, 30, 50]
 PRUNE_GRID = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0]
 FINETUNE_LRS = (1e-4, 1e-3)
