@@ -188,6 +188,7 @@ class _BaseSIM(BaseEstimator):
         "positions_per_image": [None, Interval(Integral, 1, None, closed="left")],
         "block_alpha": [StrOptions({"positions", "relative", "absolute"})],
         "state_inputs": [StrOptions({"teacher", "model"})],
+        "output_target": [StrOptions({"baseline", "y"})],
     }
 
     def __init__(
@@ -217,6 +218,7 @@ class _BaseSIM(BaseEstimator):
         positions_per_image=None,
         block_alpha="positions",
         state_inputs="teacher",
+        output_target="baseline",
     ):
         self.baseline = baseline
         self.alpha = alpha
@@ -242,6 +244,7 @@ class _BaseSIM(BaseEstimator):
         self.positions_per_image = positions_per_image
         self.block_alpha = block_alpha
         self.state_inputs = state_inputs
+        self.output_target = output_target
 
     # ------------------------------------------------------------------ teacher
     def _default_teacher(self):
@@ -500,13 +503,17 @@ class _BaseSIM(BaseEstimator):
         self._shared_model = None
         for name in ("A_", "B_", "C_", "D_") + _WEIGHT_SHARED_ATTRIBUTES:
             self.__dict__.pop(name, None)
+        # the output rows match the teacher's raw outputs when it ran here
+        use_teacher = baseline_outputs is None and self.output_target == "baseline"
         teacher_maps = self._weight_shared_teacher(X, states)
         if teacher_maps is not None:
+            if use_teacher:
+                targets = self._teacher_targets(np.vstack(
+                    [out for _, _, out in self.baseline.iter_batches(X)]), n_samples)
             return None, targets, teacher_maps
         if states is not None:
             self.baseline_ = None
             self.state_scales_ = None
-            teacher_outputs = None
         else:
             self.baseline_, states, teacher_outputs = self._fit_teacher(
                 X, y_for_teacher
@@ -514,8 +521,23 @@ class _BaseSIM(BaseEstimator):
             states = np.asarray(states, dtype=np.float64)
             if not np.all(np.isfinite(states)):
                 raise ValueError("baseline produced non-finite states.")
-        del teacher_outputs  # outputs are fitted to y unless baseline_outputs given
+            if use_teacher:
+                targets = self._teacher_targets(teacher_outputs, n_samples)
         return states, targets, None
+
+    def _teacher_targets(self, outputs, n_samples):
+        """The teacher's raw outputs as output-row targets, checked against y."""
+        outputs = np.asarray(outputs, dtype=np.float64)
+        outputs = outputs.reshape(n_samples, -1)
+        expected = self._n_output_columns(outputs)
+        if outputs.shape[1] != expected:
+            raise ValueError(
+                f"The teacher has {outputs.shape[1]} outputs but y needs {expected} "
+                "output columns; the output rows cannot match the teacher. Set "
+                "output_target='y' to fit y instead.")
+        if not np.all(np.isfinite(outputs)):
+            raise ValueError("baseline produced non-finite outputs.")
+        return outputs
 
     def _row_bound(self):
         return np.inf if self.row_bound is None else float(self.row_bound)
@@ -596,9 +618,17 @@ class _BaseSIM(BaseEstimator):
                 f"{output_rows.duality_gap.size} output rows, max epochs "
                 f"{self.n_iter_}, max relative gap "
                 f"{self._max_relative_gap(state_rows):.2e} (states), "
-                f"{self._max_relative_gap(output_rows):.2e} (outputs)"
+                f"{self._max_relative_gap(output_rows):.2e} (outputs); rows by "
+                f"solver: {self._solver_counts(state_rows)} (states), "
+                f"{self._solver_counts(output_rows)} (outputs)"
             )
         return self
+
+    @staticmethod
+    def _solver_counts(rows):
+        counts = np.bincount(rows.method, minlength=3)
+        return ", ".join(f"{name} {count}" for name, count in
+                         zip(("cd", "homotopy", "homotopy then cd"), counts) if count)
 
     @staticmethod
     def _max_relative_gap(rows):
@@ -986,6 +1016,15 @@ _PARAMETERS_DOC = """
         blocks (``"model"``: blocks fitted in order, one pass each), so that
         each block learns from the inputs it will see at predict time; the
         targets are the teacher's states either way.
+    output_target : {"baseline", "y"}, default="baseline"
+        What the output rows fit when the teacher runs in ``fit`` (no
+        ``states``): the teacher's raw outputs (``"baseline"``: logits for a
+        classifier, before softmax or sigmoid, computed from ``coefs_`` and
+        ``intercepts_`` for a scikit-learn MLP; its predictions for a
+        regressor), so the model distils the teacher; or ``y`` (``"y"``:
+        indicator targets for a classifier). ``baseline_outputs`` passed to
+        ``fit`` are used whatever this says; with precomputed ``states`` and
+        no ``baseline_outputs`` the output rows fit ``y``.
 """
 
 _ATTRIBUTES_DOC = """
@@ -1098,7 +1137,8 @@ class SIMRegressor(RegressorMixin, _BaseSIM):
             ``baseline``.
         baseline_outputs : array-like of shape (n_samples, n_outputs), default=None
             The baseline's outputs; when given, the output rows fit them
-            instead of ``y``.
+            instead of ``y`` (without them, the teacher's own outputs when it
+            runs here, see ``output_target``).
 
         Returns
         -------
@@ -1145,13 +1185,18 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
     __doc__ = (
         """State-driven implicit model for classification.
 
-    Without ``baseline_outputs`` the output rows fit indicator targets (one
-    column per class, 1 for the sample's class and 0 elsewhere); with them,
-    the baseline's logits (one column for a binary problem, or one per class).
-    ``decision_function`` returns those outputs (their difference for two
-    indicator columns), and ``predict_proba`` their softmax (sigmoid for a
-    single logit); with indicator targets these are normalised scores, not
-    calibrated probabilities.
+    The output rows fit the teacher's logits (one column for a binary
+    problem, or one per class) when the teacher runs in ``fit`` (the default
+    ``output_target="baseline"``) or when ``baseline_outputs`` are given;
+    otherwise (precomputed ``states``, or ``output_target="y"``) indicator
+    targets (one column per class, 1 for the sample's class and 0
+    elsewhere). ``decision_function`` returns those outputs (their difference
+    for two indicator columns), and ``predict_proba`` their softmax (sigmoid
+    for a single logit): for a model that fits the teacher's logits these are
+    the teacher's probabilities up to the fit's error (scikit-learn's
+    ``MLPClassifier.predict_proba`` is the same map of its logits); with
+    indicator targets they are normalised scores, not calibrated
+    probabilities.
 """
         + _OBJECTIVE_DOC
         + """
@@ -1208,7 +1253,8 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
         baseline_outputs : array-like of shape (n_samples, n_classes) or (n_samples, 1), default=None
             The baseline's logits (one column for a binary problem is
             allowed); when given, the output rows fit them instead of the
-            indicator targets.
+            indicator targets (without them, the teacher's own logits when it
+            runs here, see ``output_target``).
 
         Returns
         -------

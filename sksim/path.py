@@ -293,7 +293,8 @@ class SIMRegressorCV(_CVMixin, SIMRegressor):
                  equilibrium_tol=1e-12, equilibrium_max_iter=1000, n_jobs=None,
                  random_state=None, verbose=0, weight_sharing="auto",
                  lateral_kernel=None, skip_links=0, positions_per_image=None,
-                 block_alpha="positions", state_inputs="teacher"):
+                 block_alpha="positions", state_inputs="teacher",
+                 output_target="baseline"):
         _init_cv(self, locals())
 
 
@@ -310,7 +311,8 @@ class SIMClassifierCV(_CVMixin, SIMClassifier):
                  equilibrium_tol=1e-12, equilibrium_max_iter=1000, n_jobs=None,
                  random_state=None, verbose=0, weight_sharing="auto",
                  lateral_kernel=None, skip_links=0, positions_per_image=None,
-                 block_alpha="positions", state_inputs="teacher"):
+                 block_alpha="positions", state_inputs="teacher",
+                 output_target="baseline"):
         _init_cv(self, locals())
 
 
