@@ -271,7 +271,10 @@ class _BaseSIM(BaseEstimator):
             # A torch adapter (TorchBaseline): records its own states.
             teacher = self.baseline
             pre_activations, outputs = teacher.record(X)
-            self.state_scales_ = None
+            self.state_scales_ = self._torch_state_scales(teacher, X,
+                                                          pre_activations.shape[1])
+            if self.state_scales_ is not None:
+                pre_activations = pre_activations * self.state_scales_
             return teacher, pre_activations, outputs
         else:
             teacher = self.baseline
@@ -305,6 +308,27 @@ class _BaseSIM(BaseEstimator):
             [np.full(c.shape[1], s) for c, s in zip(mlp.coefs_[:-1], scales)]
         )
         return teacher, pre_activations, outputs
+
+    def _torch_state_scales(self, teacher, X, n_states):
+        """Per-state scales that make a torch teacher itself well posed, as for
+        a scikit-learn MLP: block ``b`` reading block ``b - 1`` through a
+        kernel of largest row L1 norm ``r`` is scaled by ``min(1, kappa / r)``
+        relative to it (ReLU is positively homogeneous, so the teacher's
+        outputs do not change). The kernels are read off the traced teacher
+        (Linear and Conv2d between ReLUs, BatchNorm folded); a teacher that is
+        not such a chain (skip connections, unknown modules) keeps its states
+        as recorded (None)."""
+        from .baselines.torch_structure import NotAChainError
+
+        try:
+            maps = teacher.trace(X)
+        except NotAChainError:
+            return None
+        sizes = maps.structure.block_sizes()
+        if sum(sizes) != n_states:  # pragma: no cover - trace and record disagree
+            return None
+        return np.repeat(shared.block_scales(maps.structure, maps.kernels, self.kappa),
+                         sizes)
 
     # ------------------------------------------------------------------ fitting
     def _check_sample_aligned(self, array, name, n_samples, n_columns=None):
@@ -914,9 +938,10 @@ _PARAMETERS_DOC = """
         trains an embedded ReLU MLP teacher with hidden layers (64, 32); an
         MLP is cloned and trained on (X, y); one wrapped in
         ``sklearn.frozen.FrozenEstimator`` is used as is. The states of an
-        sklearn teacher are rescaled layer by layer (ReLU is positively
-        homogeneous) so that the teacher itself satisfies the well-posedness
-        bound; the scales are in ``state_scales_``.
+        sklearn teacher, and of a TorchBaseline whose module is a chain of
+        Linear/Conv2d layers between ReLUs, are rescaled block by block
+        (ReLU is positively homogeneous) so that the teacher itself satisfies
+        the well-posedness bound; the scales are in ``state_scales_``.
     alpha : float, default=1e-3
         Penalty weight of the state rows. Must be positive unless
         ``row_bound`` is set (``alpha=0`` is then the pure constrained form:
@@ -1038,7 +1063,11 @@ _ATTRIBUTES_DOC = """
     baseline_ : estimator or None
         The fitted teacher (None when ``states`` were given).
     state_scales_ : ndarray of shape (n_states,) or None
-        Scale applied to each teacher state (None for user states).
+        Scale applied to each teacher state so that the teacher itself
+        satisfies the ``kappa`` bound (scikit-learn MLPs and torch teachers
+        that trace as a chain of Linear/Conv2d layers between ReLUs); None
+        for user states and for torch teachers that are not such a chain
+        (their states are used as recorded).
     state_duality_gaps_ : ndarray of shape (n_states,)
         Duality gap of each constrained state row (optimality certificate).
         For a weight-shared model this and the other per-row state arrays

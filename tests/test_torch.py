@@ -193,14 +193,53 @@ def test_recording_runs_the_module_in_eval_mode():
     np.testing.assert_allclose(outputs_1, expected, rtol=1e-6, atol=1e-6)
 
 
-def test_state_scales_are_none_for_torch_and_user_states(digits_teacher):
+def test_torch_state_scales_make_the_teacher_well_posed(digits_teacher):
+    """A chain teacher's states are rescaled block by block as an sklearn
+    MLP's are: the scales written out from its weights, its own A within
+    kappa in the scaled units, its logits unchanged, and the model fitted on
+    exactly those scaled states."""
     module, X_train, _, y_train, _ = digits_teacher
     baseline = TorchBaseline(module)
     model = SIMClassifier(baseline, alpha=1e-2).fit(X_train, y_train)
+    linears = [m for m in module if isinstance(m, nn.Linear)]
+    weights = [layer.weight.detach().double().numpy() for layer in linears]
+    second = min(1.0, 0.95 / np.abs(weights[1]).sum(axis=1).max())
+    assert second < 1.0  # the trained teacher is not well posed as recorded
+    np.testing.assert_allclose(model.state_scales_,
+                               np.r_[np.ones(32), np.full(16, second)], rtol=1e-12)
+    assert np.abs(weights[1] * second).sum(axis=1).max() <= 0.95 * (1 + 1e-12)
+    states, logits = baseline.record(X_train)
+    scaled = states * model.state_scales_
+    bias = linears[2].bias.detach().double().numpy()
+    np.testing.assert_allclose(np.maximum(scaled[:, 32:], 0) / second @ weights[2].T + bias,
+                               logits, rtol=1e-5, atol=1e-5)
+    given = SIMClassifier(alpha=1e-2).fit(X_train, y_train, states=scaled,
+                                         baseline_outputs=logits)
+    assert abs(model.A_ - given.A_).max() == 0 and abs(model.C_ - given.C_).max() == 0
+    assert given.state_scales_ is None and given.baseline_ is None
+
+
+class _Residual(nn.Module):
+    """Not a chain: the second ReLU reads the first block twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = nn.Linear(64, 16), nn.Linear(16, 16)
+        self.out = nn.Linear(16, 10)
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
+
+    def forward(self, x):
+        h = self.relu1(self.first(x))
+        return self.out(self.relu2(self.second(h) + h))
+
+
+def test_state_scales_are_none_for_a_teacher_that_is_not_a_chain(digits_teacher):
+    _, X_train, _, y_train, _ = digits_teacher
+    torch.manual_seed(0)
+    baseline = TorchBaseline(_Residual())
+    model = SIMClassifier(baseline, alpha=1e-2, weight_sharing=False).fit(X_train,
+                                                                          y_train)
     assert model.state_scales_ is None
-    states, _ = baseline.record(X_train)
-    model = SIMClassifier(alpha=1e-2).fit(X_train, y_train, states=states)
-    assert model.state_scales_ is None and model.baseline_ is None
 
 
 def _well_posed_teacher(kappa_teacher, seed=0):
@@ -315,7 +354,8 @@ def test_to_torch_matches_numpy(digits_teacher, sparse):
                                               else np.float64))
         with torch.no_grad():
             got = module(torch.as_tensor(X_test, dtype=dtype)).numpy()
-        assert np.abs(got - expected).max() <= tol
+        # relative to the outputs' scale (logits of the teacher, ~10 here)
+        assert np.abs(got - expected).max() <= tol * max(1.0, np.abs(expected).max())
     module = model.to_torch()
     states = module.equilibrium(torch.as_tensor(X_test)).numpy()
     np.testing.assert_allclose(states, model.equilibrium(X_test), atol=1e-10)
