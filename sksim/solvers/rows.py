@@ -41,6 +41,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 from numba import njit, prange
+from threadpoolctl import threadpool_limits
 
 from .projection import enforce_l1_bound_inplace, l1_norm, soft_threshold
 
@@ -1072,7 +1073,10 @@ def auto_solver(gram, n_bounded=0, bound=np.inf, row_bound=np.inf, l2=0.0):
     scale = 1.0 / np.sqrt(diagonal[live])
     scaled = (gram[np.ix_(live, live)] + l2 * np.eye(int(live.sum()))) * np.outer(scale,
                                                                                    scale)
-    eigenvalues = np.linalg.eigvalsh(scaled)
+    # one BLAS thread: n is small, and a multi-threaded eigensolver competing
+    # with busy cores was measured 100x slower (5.8 s instead of 0.05 s)
+    with threadpool_limits(limits=1, user_api="blas"):
+        eigenvalues = np.linalg.eigvalsh(scaled)
     well_conditioned = eigenvalues[0] * _AUTO_CD_MAX_CONDITION >= eigenvalues[-1]
     return "cd" if well_conditioned else "homotopy"
 
