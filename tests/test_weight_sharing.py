@@ -353,7 +353,8 @@ def test_weight_shared_model_round_trips_without_pickle(tiny_problem, tmp_path,
 
     _, baseline, X, logits = tiny_problem
     model = SIMRegressor(baseline, alpha=1e-3, kappa=0.7, lateral_kernel=lateral_kernel,
-                         row_bound=row_bound, relax=0.5).fit(X, logits[:, 0])
+                         row_bound=row_bound, relax=0.5,
+                         output_target="y").fit(X, logits[:, 0])
     save_model(model, tmp_path / "cnn.npz")
     loaded = load_model(tmp_path / "cnn.npz")
     assert loaded.structure_ == model.structure_
@@ -434,7 +435,7 @@ def test_blocks_fitted_on_the_models_own_states(tiny_problem):
         reference = _cvxpy_objective(W, Z[:, c], W.shape[1], 0.6, alpha)
         assert abs(ours - reference) <= 1e-6 * reference
     with pytest.raises(ValueError, match="state_inputs='model' needs a feed-forward"):
-        SIMRegressor(baseline, state_inputs="model", lateral_kernel=3).fit(X, logits[:, 0])
+        SIMRegressor(baseline, state_inputs="model", lateral_kernel=3).fit(X, logits)
 
 
 def _gram_problem(W, Z):
@@ -445,7 +446,7 @@ def _gram_problem(W, Z):
 
 def test_refitting_a_flat_model_drops_the_weight_shared_attributes(tiny_problem):
     _, baseline, X, logits = tiny_problem
-    model = SIMRegressor(baseline, alpha=1e-2).fit(X, logits[:, 0])
+    model = SIMRegressor(baseline, alpha=1e-2, output_target="y").fit(X, logits[:, 0])
     assert model.kernels_ and model.A_.shape[0] == model.n_states_
     model.set_params(weight_sharing=False).fit(X, logits[:, 0])
     for name in ("structure_", "kernels_", "block_intercepts_", "output_kernels_",
