@@ -956,12 +956,16 @@ _PARAMETERS_DOC = """
         coordinate descent with the multiplier search of the ``kappa`` bound
         (``"cd"``), or the homotopy that follows each row's bound-constrained
         path exactly from ``alpha_max`` down to ``alpha`` (``"homotopy"``,
-        see :mod:`sksim.solvers.homotopy`; rows it cannot certify, and all
-        rows under ``row_bound``, are solved by coordinate descent).
+        see :mod:`sksim.solvers.homotopy`; it follows one bound, so state
+        rows under ``row_bound`` and rows it cannot certify are solved by
+        coordinate descent; output rows under ``row_bound`` follow that
+        bound over the whole row).
         ``"auto"`` picks per group of rows by
-        :func:`sksim.solvers.auto_solver`: the homotopy for the state rows
-        (bounded by ``kappa``), and for the output rows coordinate descent
-        when the design is well conditioned, else the homotopy.
+        :func:`sksim.solvers.auto_solver`: the homotopy for rows with one
+        bound (the state rows' ``kappa``, the output rows' ``row_bound``),
+        coordinate descent for rows with both, and for unbounded output rows
+        coordinate descent when the design is well conditioned, else the
+        homotopy.
     relax : float in (0, 1], default=1.0
         The relaxed Lasso: below 1, every row (state and output) is solved
         again on its support with both penalties multiplied by ``relax``,

@@ -684,6 +684,34 @@ def test_row_bound_rows_match_cvxpy(index, l1, l2, row_bound):
     assert np.mean(solution.row_multiplier > 0) >= 0.5
 
 
+@pytest.mark.parametrize("index, l1, l2, row_bound", [
+    (0, 1e-3, 0.0, 1.0), (1, 5e-3, 5e-3, 0.3), (2, 0.0, 0.0, 0.7), (6, 5e-3, 0.0, 0.3)])
+def test_row_bound_alone_by_the_homotopy_matches_cvxpy(index, l1, l2, row_bound):
+    """Rows with the row bound and no bounded block (output rows under
+    row_bound): the homotopy follows the row bound's multiplier over the
+    whole row, lands exactly on it, matches cvxpy+Clarabel, and reports the
+    multiplier as the row bound's."""
+    seed, m, nb, nf, _, _, _, degenerate = SOLVER_CASES[index]
+    W, targets = make_row_problem(seed, m, nb, nf, degenerate)
+    solution = solve_rows(*gram_problem(W, targets), row_bound=row_bound, l1=l1, l2=l2,
+                          tol=SOLVER_TOL, max_iter=100000, solver="homotopy")
+    assert np.all(solution.status == 0), solution.status
+    assert np.all(solution.method == 1)  # no coordinate-descent fallback
+    reference = cvxpy_optima_two_bounds(W, targets, n_bounded=0, bound=np.inf,
+                                        row_bound=row_bound, l1=l1, l2=l2)
+    primal = np.array([primal_objective(W, t, w, l1, l2)
+                       for t, w in zip(targets, solution.coef)])
+    rel = (primal - reference) / reference
+    _record("cvxpy", rel)
+    np.testing.assert_array_less(np.abs(rel), OBJECTIVE_RTOL)
+    assert_l1_bound_exact(solution.coef, row_bound)
+    assert np.all(solution.multiplier == 0)
+    active = solution.row_multiplier > 0
+    assert np.mean(active) >= 0.5
+    norms = np.abs(solution.coef).sum(axis=1)
+    np.testing.assert_allclose(norms[active], row_bound, rtol=1e-12)
+
+
 def test_row_bound_estimator_matches_cvxpy_and_bounds_sensitivity():
     """SIMRegressor(row_bound=R): state rows (free intercept) and output rows
     match cvxpy with both bounds; every row of [A B] and [C D] has L1 norm

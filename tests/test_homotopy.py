@@ -124,7 +124,8 @@ def _iid_gram(m, n, seed=0):
 
 
 @pytest.mark.parametrize("case, expected", [
-    ("row_bound", "cd"),           # the homotopy does not follow that multiplier
+    ("row_bound", "homotopy"),     # one bound: the whole row is the bounded block
+    ("both_bounds", "cd"),         # two multipliers: coordinate descent
     ("bounded", "homotopy"),       # the kappa-bounded state rows
     ("iid", "cd"),                 # well conditioned (condition number ~7)
     ("iid_ridge", "cd"),
@@ -140,6 +141,7 @@ def test_auto_solver_choice(case, expected):
     gram = (_problem(0, degenerate=True)[0] if case == "singular" else
             _iid_gram(402, 400) if case == "near_square" else _iid_gram(2000, 60))
     options = {"row_bound": {"row_bound": 1.0}, "bounded": {"n_bounded": 20, "bound": 0.5},
+               "both_bounds": {"n_bounded": 20, "bound": 0.5, "row_bound": 1.0},
                "iid_ridge": {"l2": 0.1}}.get(case, {})
     assert auto_solver(gram, **options) == expected
     rng = np.random.default_rng(1)

@@ -911,6 +911,11 @@ def _solve_supports_kernel(gram, correlations, target_sq, coef, n_bounded, bound
         _store(records[i], result, records[i, 3])
 
 
+def _one_bound(n_bounded, bound, row_bound):
+    """At most one of the two L1 bounds is finite (what the homotopy follows)."""
+    return not (n_bounded > 0 and np.isfinite(bound) and np.isfinite(row_bound))
+
+
 def _relax_rows(problem, coef, records, breakpoints, options, solver):
     """Solve every row again restricted to its support (the relaxed Lasso),
     in place: ``options`` are ``(n_bounded, bound, row_bound, l1, l2, tol,
@@ -980,9 +985,10 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
         warm starts). ``"homotopy"``: the exact path of
         :mod:`sksim.solvers.homotopy` from ``w = 0`` (``coef_init`` is not
         used), certified the same way; a row it cannot certify is finished by
-        coordinate descent from its point. Rows with a finite ``row_bound``
-        are always solved by coordinate descent. ``"auto"``: the choice of
-        :func:`auto_solver`.
+        coordinate descent from its point. It follows one bound: the
+        block's, or a finite ``row_bound`` (over the whole row) when the
+        block has none; rows with both are solved by coordinate descent.
+        ``"auto"``: the choice of :func:`auto_solver`.
 
     Returns
     -------
@@ -1003,12 +1009,19 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
     method = np.zeros(n_rows, dtype=np.int64)
     arguments = (int(n_bounded), float(bound), float(row_bound), float(l1), float(l2),
                  float(tol), int(max_iter), records)
-    if n_rows and solver == "homotopy" and not np.isfinite(row_bound):
+    if n_rows and solver == "homotopy" and _one_bound(n_bounded, bound, row_bound):
         from .homotopy import homotopy_rows_kernel  # imports this module
 
-        homotopy_rows_kernel(gram, correlations, target_sq, coef, int(n_bounded),
-                             float(bound), float(l1), float(l2), float(tol),
-                             10 * n_columns + 100, records)
+        # the homotopy follows one L1 bound: the block's, or the row bound's
+        # over every column
+        whole_row = np.isfinite(row_bound)
+        homotopy_rows_kernel(gram, correlations, target_sq, coef,
+                             n_columns if whole_row else int(n_bounded),
+                             float(row_bound) if whole_row else float(bound),
+                             float(l1), float(l2), float(tol), 10 * n_columns + 100,
+                             records)
+        if whole_row:  # its multiplier is the row bound's
+            records[:, 5], records[:, 2] = records[:, 2], 0.0
         breakpoints[:] = records[:, 3]
         records[:, 3] = 0  # no coordinate-descent epochs
         method[:] = 1
@@ -1042,12 +1055,12 @@ _AUTO_CD_MAX_CONDITION = 1e4
 def auto_solver(gram, n_bounded=0, bound=np.inf, row_bound=np.inf, l2=0.0):
     """The solver ``solver="auto"`` uses for rows on ``gram``.
 
-    * ``"cd"`` under a finite ``row_bound`` (the homotopy does not follow its
-      multiplier);
-    * ``"homotopy"`` for rows with an L1 bound on a block (the state rows):
-      coordinate descent needs a multiplier search of several weighted
-      solves there, and the homotopy measured faster on every such design
-      (benchmarks/README.md);
+    * ``"cd"`` for rows under both bounds (the kappa block and a finite
+      ``row_bound``: the homotopy follows one multiplier);
+    * ``"homotopy"`` for rows with one L1 bound (the state rows' kappa, or a
+      ``row_bound``): coordinate descent needs a multiplier search of
+      several weighted solves there, and the homotopy measured faster on
+      every design with the kappa bound (benchmarks/README.md);
     * otherwise ``"cd"`` when ``G + l2 I`` scaled to a unit diagonal has a
       condition number of at most ``1e4`` (dead columns excluded), else
       ``"homotopy"``, whose cost does not depend on conditioning.
@@ -1062,9 +1075,9 @@ def auto_solver(gram, n_bounded=0, bound=np.inf, row_bound=np.inf, l2=0.0):
     -------
     solver : {"cd", "homotopy"}
     """
-    if np.isfinite(row_bound):
+    if not _one_bound(n_bounded, bound, row_bound):
         return "cd"
-    if n_bounded > 0 and np.isfinite(bound):
+    if (n_bounded > 0 and np.isfinite(bound)) or np.isfinite(row_bound):
         return "homotopy"
     diagonal = np.diag(gram) + l2
     live = diagonal > 0.0
