@@ -27,7 +27,7 @@ A, B, C, D for SIM (intercepts excluded), the weight matrices for the teacher
 
 Writes ``examples/results/sparsity_<dataset>.json`` and ``.png``
 (``sparsity_<dataset>_m<m>.*`` when ``--m`` is given, ``..._oa<value>.*``
-when ``--output-alpha`` is).
+when ``--output-alpha`` is, ``..._feedforward.*`` with ``--structure feedforward``).
 """
 
 import argparse
@@ -61,6 +61,10 @@ def main():
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--output-alpha", type=float, default=None,
                         help="output_alpha of the alpha-sweep series (default: alpha)")
+    parser.add_argument("--structure", choices=["implicit", "feedforward"],
+                        default="implicit",
+                        help="structure of every SIM fit (feedforward: blocks are the "
+                             "teacher's hidden layers)")
     args = parser.parse_args()
     start_all = time.perf_counter()
     out_dir = Path(args.output_dir)
@@ -77,11 +81,15 @@ def main():
     X, y = data.X_train[index], data.y_train[index]
     states, logits = E.record(teacher, X)
     scales = E.layer_scales(teacher)
+    structure = {"structure": args.structure}
+    if args.structure == "feedforward":
+        structure["state_blocks"] = [layer.out_features
+                                     for layer in E.linear_layers(teacher)[:-1]]
 
     series = {"sim": [], "sim_rescaled": [], "sim_row_bound": []}
     for alpha in args.alphas:
         est, sec = E.fit_sim(X, y, states, logits, alpha=alpha,
-                             output_alpha=args.output_alpha)
+                             output_alpha=args.output_alpha, **structure)
         point = {"alpha": alpha, "output_alpha": args.output_alpha,
                  **E.sim_summary(est, data, n_teacher, sec)}
         series["sim"].append(point)
@@ -90,7 +98,7 @@ def main():
               f"{point['lipschitz_bound']:.3g}, {sec:.1f} s")
         if not args.no_rescaled:
             est, sec = E.fit_sim(X, y, states * scales, logits, alpha=alpha,
-                                 output_alpha=args.output_alpha)
+                                 output_alpha=args.output_alpha, **structure)
             point = {"alpha": alpha, "output_alpha": args.output_alpha,
                      **E.sim_summary(est, data, n_teacher, sec)}
             series["sim_rescaled"].append(point)
@@ -101,6 +109,7 @@ def main():
     if row_bound_available:
         for bound in args.row_bounds:
             est, sec = E.fit_sim(X, y, states, logits, alpha=args.row_bound_alpha,
+                                 **structure,
                                  row_bound=bound, kappa=args.row_bound_kappa,
                                  max_iter=5000)
             point = {"alpha": args.row_bound_alpha, "row_bound": bound,
@@ -184,9 +193,12 @@ def main():
         "command": f"python examples/sparsity.py --dataset {args.dataset}"
                    + ("" if args.m is None else f" --m {m}")
                    + ("" if args.output_alpha is None
-                      else f" --output-alpha {args.output_alpha:g}"),
+                      else f" --output-alpha {args.output_alpha:g}")
+                   + ("" if args.structure == "implicit"
+                      else f" --structure {args.structure}"),
         "teacher": {**tinfo, "n_weights_total": n_teacher},
         "m": m, "kappa": E.KAPPA, "output_alpha": args.output_alpha,
+        "structure": args.structure,
         "counting": "weights only: nnz(A)+nnz(B)+nnz(C)+nnz(D) for SIM (intercepts "
                     "excluded); nonzero entries of the weight matrices for the "
                     "teacher and pruned networks (biases excluded, kept by pruning); "
@@ -205,7 +217,8 @@ def main():
         "environment": E.environment(),
     }
     stem = (f"sparsity_{args.dataset}" + ("" if args.m is None else f"_m{m}")
-            + ("" if args.output_alpha is None else f"_oa{args.output_alpha:g}"))
+            + ("" if args.output_alpha is None else f"_oa{args.output_alpha:g}")
+            + ("" if args.structure == "implicit" else f"_{args.structure}"))
     E.write_json(out_dir / f"{stem}.json", payload)
     plot(payload, out_dir / f"{stem}.png")
 

@@ -160,6 +160,40 @@ def _row_infinity_norm(matrix):
     return float(np.max(np.asarray(abs(matrix).sum(axis=1))))
 
 
+def _feedforward_rows(problem, n_states, blocks, solve):
+    """The state rows of a feed-forward model, block by block: the rows of
+    block ``b`` may use the states of blocks ``< b`` and the inputs only, so
+    each block is solved on the principal sub-Gram of those columns (the
+    others are fixed at zero: a constraint, so each row is exact and certified
+    on its problem) with the kappa bound on its state columns. ``solve`` is as
+    in ``_BaseSIM._solve_state_rows``; the result has full-width rows."""
+    gram, correlations, target_sq = problem
+    n_columns = gram.shape[0]
+    parts, start = [], 0
+    for size in blocks:
+        columns = np.r_[0:start, n_states:n_columns]
+        rows = slice(start, start + size)
+        parts.append((columns, solve(np.ascontiguousarray(gram[np.ix_(columns, columns)]),
+                                     np.ascontiguousarray(correlations[rows][:, columns]),
+                                     target_sq[rows], start)))
+        start += size
+    if isinstance(parts[0][1], RowSolution):
+        return _stack_rows(parts, n_columns)
+    return [_stack_rows([(columns, path[a]) for columns, path in parts], n_columns)
+            for a in range(len(parts[0][1]))]
+
+
+def _stack_rows(parts, n_columns):
+    """One RowSolution from ``(columns, RowSolution)`` pieces of consecutive rows."""
+    coef = np.zeros((sum(rows.coef.shape[0] for _, rows in parts), n_columns))
+    start = 0
+    for columns, rows in parts:
+        coef[start:start + rows.coef.shape[0], columns] = rows.coef
+        start += rows.coef.shape[0]
+    return RowSolution(coef, *[np.concatenate([getattr(rows, field) for _, rows in parts])
+                               for field in RowSolution._fields[1:]])
+
+
 class _BaseSIM(BaseEstimator):
     """Shared fitting logic of the SIM estimators (see the subclasses)."""
 
@@ -189,6 +223,8 @@ class _BaseSIM(BaseEstimator):
         "block_alpha": [StrOptions({"positions", "relative", "absolute"})],
         "state_inputs": [StrOptions({"teacher", "model"})],
         "output_target": [StrOptions({"baseline", "y"})],
+        "structure": [StrOptions({"implicit", "feedforward"})],
+        "state_blocks": [None, "array-like"],
     }
 
     def __init__(
@@ -219,6 +255,8 @@ class _BaseSIM(BaseEstimator):
         block_alpha="positions",
         state_inputs="teacher",
         output_target="baseline",
+        structure="implicit",
+        state_blocks=None,
     ):
         self.baseline = baseline
         self.alpha = alpha
@@ -245,6 +283,8 @@ class _BaseSIM(BaseEstimator):
         self.block_alpha = block_alpha
         self.state_inputs = state_inputs
         self.output_target = output_target
+        self.structure = structure
+        self.state_blocks = state_blocks
 
     # ------------------------------------------------------------------ teacher
     def _default_teacher(self):
@@ -271,6 +311,9 @@ class _BaseSIM(BaseEstimator):
             # A torch adapter (TorchBaseline): records its own states.
             teacher = self.baseline
             pre_activations, outputs = teacher.record(X)
+            batches = teacher.iter_batches(X[:1])
+            self._teacher_blocks = [block.shape[1] for block in next(batches)[1]]
+            batches.close()
             self.state_scales_ = self._torch_state_scales(teacher, X,
                                                           pre_activations.shape[1])
             if self.state_scales_ is not None:
@@ -302,6 +345,7 @@ class _BaseSIM(BaseEstimator):
                 f"baseline expects {mlp.coefs_[0].shape[0]} features, X has "
                 f"{X.shape[1]}."
             )
+        self._teacher_blocks = [coef.shape[1] for coef in mlp.coefs_[:-1]]
         scales = well_posed_layer_scales(mlp.coefs_, self.kappa)
         pre_activations, outputs = mlp_forward(mlp.coefs_, mlp.intercepts_, X, scales)
         self.state_scales_ = np.concatenate(
@@ -402,6 +446,9 @@ class _BaseSIM(BaseEstimator):
                       self.row_bound * shared.teacher_row_norms(maps, scales))
         common = dict(l1_ratio=self.l1_ratio, kappa=self.kappa, tol=self.tol,
                       max_iter=self.max_iter, relax=self.relax, solver=self.solver)
+        if self.structure == "feedforward" and self.lateral_kernel:
+            raise ValueError("structure='feedforward' excludes lateral_kernel (the "
+                             "lateral kernels link a block to itself).")
         if self.state_inputs == "model" and self.lateral_kernel:
             raise ValueError("state_inputs='model' needs a feed-forward structure "
                              "(lateral_kernel=None).")
@@ -489,12 +536,10 @@ class _BaseSIM(BaseEstimator):
             return self._fit_weight_shared(X, targets, teacher_maps)
         with _numba_threads(self.n_jobs):
             post_activations, problem = self._state_problem(X, states)
-            state_rows = solve_rows(
-                *problem[:3], n_bounded=states.shape[1], bound=self.kappa,
-                row_bound=self._row_bound(), l1=self.alpha * self.l1_ratio,
-                l2=self.alpha * (1.0 - self.l1_ratio), tol=self.tol,
-                max_iter=self.max_iter, relax=self.relax, solver=self.solver,
-            )
+            state_rows = self._solve_state_rows(
+                problem[:3], states.shape[1],
+                lambda gram, corr, target_sq, n_bounded: solve_rows(
+                    gram, corr, target_sq, **self._state_row_options(n_bounded)))
             self._set_state_rows(state_rows.coef, *problem[3:])
             del problem  # the Gram: the output stage builds its own
             output_rows = self._fit_output_rows(X, targets, post_activations)
@@ -538,6 +583,7 @@ class _BaseSIM(BaseEstimator):
         if states is not None:
             self.baseline_ = None
             self.state_scales_ = None
+            self._teacher_blocks = None
         else:
             self.baseline_, states, teacher_outputs = self._fit_teacher(
                 X, y_for_teacher
@@ -565,6 +611,41 @@ class _BaseSIM(BaseEstimator):
 
     def _row_bound(self):
         return np.inf if self.row_bound is None else float(self.row_bound)
+
+    def _state_row_options(self, n_bounded):
+        """Keyword arguments of the state rows' solve (``n_bounded`` columns
+        carry the kappa bound)."""
+        return dict(n_bounded=n_bounded, bound=self.kappa, row_bound=self._row_bound(),
+                    l1=self.alpha * self.l1_ratio, l2=self.alpha * (1.0 - self.l1_ratio),
+                    tol=self.tol, max_iter=self.max_iter, relax=self.relax,
+                    solver=self.solver)
+
+    def _solve_state_rows(self, problem, n_states, solve):
+        """All state rows by ``solve(gram, correlations, target_sq, n_bounded)``
+        (a RowSolution, or a list of them along a path): at once for the
+        implicit structure, block by block for the feed-forward one."""
+        if self.structure == "implicit":
+            return solve(*problem, n_states)
+        return _feedforward_rows(problem, n_states, self._feedforward_blocks(n_states),
+                                 solve)
+
+    def _feedforward_blocks(self, n_states):
+        """The sizes of the state blocks in forward order: ``state_blocks``, or
+        the teacher's layers."""
+        blocks = self.state_blocks
+        if blocks is None:
+            blocks = getattr(self, "_teacher_blocks", None)
+        if blocks is None:
+            raise ValueError(
+                "structure='feedforward' with precomputed states needs state_blocks: "
+                "the number of states in each block (layer), in forward order.")
+        blocks = np.asarray(blocks)
+        if (blocks.ndim != 1 or blocks.size == 0 or blocks.dtype.kind not in "iu"
+                or np.any(blocks < 1) or blocks.sum() != n_states):
+            raise ValueError(
+                f"state_blocks must be positive integers summing to the {n_states} "
+                f"states; got {self.state_blocks!r}.")
+        return [int(size) for size in blocks]
 
     def _state_problem(self, X, states):
         """Post-activations of the teacher's states and the Gram problem of
@@ -1045,6 +1126,22 @@ _PARAMETERS_DOC = """
         blocks (``"model"``: blocks fitted in order, one pass each), so that
         each block learns from the inputs it will see at predict time; the
         targets are the teacher's states either way.
+    structure : {"implicit", "feedforward"}, default="implicit"
+        ``"implicit"``: every state row may use every state (a general ``A``,
+        well posed through ``kappa``). ``"feedforward"``: the rows of a block
+        of states (a layer of the teacher) may use only the states of earlier
+        blocks and the inputs, so ``A`` is strictly block lower triangular,
+        the equilibrium is one pass, and the model is well posed for any
+        ``A`` (``kappa`` still bounds its rows and the Lipschitz
+        certificate). It is a constraint on the row problems (the excluded
+        columns are fixed at zero), so every row stays exact and certified.
+        The blocks are the teacher's layers, or ``state_blocks``. For a
+        weight-shared model (already block-structured) it excludes
+        ``lateral_kernel``.
+    state_blocks : array-like of int, default=None
+        Sizes of the blocks of states in forward order (summing to the number
+        of states), for ``structure="feedforward"``: needed with precomputed
+        ``states``; overrides the teacher's layers otherwise.
     output_target : {"baseline", "y"}, default="baseline"
         What the output rows fit when the teacher runs in ``fit`` (no
         ``states``): the teacher's raw outputs (``"baseline"``: logits for a

@@ -77,11 +77,15 @@ def _path_models(template, X, targets, states, alphas):
                 if name not in template.get_params(deep=False)}
     with _numba_threads(template.n_jobs):
         post_activations, problem = template._state_problem(X, states)
-        alphas, state_rows = solve_rows_path(
-            *problem[:3], alphas, n_bounded=states.shape[1], bound=template.kappa,
-            row_bound=template._row_bound(), l1_ratio=template.l1_ratio,
-            tol=template.tol, max_iter=template.max_iter, relax=template.relax,
-            solver=template.solver)
+        alphas = np.sort(np.asarray(alphas, dtype=np.float64))[::-1]
+        state_rows = template._solve_state_rows(
+            problem[:3], states.shape[1],
+            lambda gram, corr, target_sq, n_bounded: solve_rows_path(
+                gram, corr, target_sq, alphas, n_bounded=n_bounded,
+                bound=template.kappa, row_bound=template._row_bound(),
+                l1_ratio=template.l1_ratio, tol=template.tol,
+                max_iter=template.max_iter, relax=template.relax,
+                solver=template.solver)[1])
         models = []
         for alpha, rows in zip(alphas, state_rows):
             model = clone(template).set_params(alpha=float(alpha))
@@ -294,7 +298,7 @@ class SIMRegressorCV(_CVMixin, SIMRegressor):
                  random_state=None, verbose=0, weight_sharing="auto",
                  lateral_kernel=None, skip_links=0, positions_per_image=None,
                  block_alpha="positions", state_inputs="teacher",
-                 output_target="baseline"):
+                 output_target="baseline", structure="implicit", state_blocks=None):
         _init_cv(self, locals())
 
 
@@ -312,7 +316,7 @@ class SIMClassifierCV(_CVMixin, SIMClassifier):
                  random_state=None, verbose=0, weight_sharing="auto",
                  lateral_kernel=None, skip_links=0, positions_per_image=None,
                  block_alpha="positions", state_inputs="teacher",
-                 output_target="baseline"):
+                 output_target="baseline", structure="implicit", state_blocks=None):
         _init_cv(self, locals())
 
 

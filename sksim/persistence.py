@@ -65,6 +65,8 @@ def _json_param(name, value):
         value = value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if name == "state_blocks":  # a sequence of block sizes
+        return [int(size) for size in np.asarray(value).ravel()]
     if name == "random_state":
         return None  # a RandomState/Generator instance: not reproducible from JSON
     raise ValueError(

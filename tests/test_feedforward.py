@@ -1,0 +1,144 @@
+"""structure="feedforward": each block of states reads only earlier blocks and
+the inputs, so A is strictly block lower triangular, the equilibrium is one
+forward pass, and every row is optimal for its restricted problem."""
+
+import cvxpy as cp
+import numpy as np
+import pytest
+from sklearn.frozen import FrozenEstimator
+from sklearn.neural_network import MLPClassifier
+
+from sksim import SIMClassifier, SIMRegressor, sim_path
+from sksim.baselines import mlp_forward
+
+BLOCKS = (8, 6, 4)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    y = (X[:, 0] + X[:, 1] ** 2 > 1).astype(int) + (X[:, 2] > 0.5)
+    mlp = MLPClassifier(hidden_layer_sizes=BLOCKS, max_iter=2000, random_state=0)
+    mlp.fit(X, y)
+    states, logits = mlp_forward(mlp.coefs_, mlp.intercepts_, X)
+    return X, y, states, logits, mlp
+
+
+def _block_of(blocks):
+    return np.repeat(np.arange(len(blocks)), blocks)
+
+
+def _forward_pass(model, X, blocks):
+    """The states computed block by block in numpy: one pass, no iteration."""
+    A, B = model.A_.toarray(), model.B_.toarray()
+    states = np.zeros((X.shape[0], A.shape[0]))
+    start = 0
+    for size in blocks:
+        rows = slice(start, start + size)
+        states[:, rows] = np.maximum(states @ A[rows].T + X @ B[rows].T
+                                     + model.state_intercept_[rows], 0.0)
+        start += size
+    return states
+
+
+def test_feedforward_model_is_cycle_free_and_one_pass(problem):
+    X, y, states, logits, _ = problem
+    model = SIMClassifier(structure="feedforward", state_blocks=BLOCKS, alpha=1e-3,
+                          kappa=0.9).fit(X, y, states=states, baseline_outputs=logits)
+    block = _block_of(BLOCKS)
+    rows, columns = model.A_.nonzero()
+    assert rows.size > 0
+    assert np.all(block[columns] < block[rows])  # only earlier blocks: no cycles
+    assert np.abs(model.A_).sum(axis=1).max() <= 0.9
+    np.testing.assert_allclose(model.equilibrium(X), _forward_pass(model, X, BLOCKS),
+                               rtol=0, atol=1e-12)
+    implicit = SIMClassifier(alpha=1e-3, kappa=0.9).fit(X, y, states=states,
+                                                       baseline_outputs=logits)
+    assert np.any(block[implicit.A_.nonzero()[1]] >= block[implicit.A_.nonzero()[0]])
+
+
+def test_feedforward_rows_match_cvxpy_on_their_restricted_design(problem):
+    """Block b's rows solve the kappa-bounded Lasso on [relu(earlier states), X]."""
+    X, _, states, _, _ = problem
+    alpha, kappa = 3e-3, 0.5
+    model = SIMRegressor(structure="feedforward", state_blocks=BLOCKS, alpha=alpha,
+                         kappa=kappa, tol=1e-10).fit(X, states[:, 0], states=states)
+    start = 0
+    for size in BLOCKS:
+        W = np.hstack([np.maximum(states[:, :start], 0.0), X])
+        W = W - W.mean(axis=0)
+        for i in range(start, start + size):
+            z = states[:, i] - states[:, i].mean()
+            w = cp.Variable(W.shape[1])
+            objective = cp.sum_squares(z - W @ w) / (2 * len(z)) + alpha * cp.norm1(w)
+            constraints = [cp.norm1(w[:start]) <= kappa] if start else []
+            reference = cp.Problem(cp.Minimize(objective), constraints).solve(
+                solver=cp.CLARABEL)
+            ours = np.r_[model.A_.toarray()[i, :start], model.B_.toarray()[i]]
+            value = np.sum((z - W @ ours) ** 2) / (2 * len(z)) + alpha * np.abs(ours).sum()
+            assert value <= reference * (1 + 1e-6) + 1e-12
+        start += size
+
+
+def test_teacher_layers_are_the_blocks(problem):
+    X, y, _, _, mlp = problem
+    model = SIMClassifier(FrozenEstimator(mlp), structure="feedforward").fit(X, y)
+    block = _block_of(BLOCKS)
+    rows, columns = model.A_.nonzero()
+    assert np.all(block[columns] < block[rows])
+    np.testing.assert_allclose(model.equilibrium(X), _forward_pass(model, X, BLOCKS),
+                               rtol=0, atol=1e-12)
+
+
+def test_torch_teacher_blocks_come_from_its_activations():
+    torch = pytest.importorskip("torch")
+    from sksim import TorchBaseline
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(),
+                                 torch.nn.Linear(7, 3), torch.nn.ReLU(),
+                                 torch.nn.Linear(3, 2)).double()
+    X = np.random.default_rng(1).normal(size=(100, 5))
+    baseline = TorchBaseline(module, dtype="float64")
+    _, outputs = baseline.record(X)
+    model = SIMRegressor(baseline, structure="feedforward", alpha=1e-3).fit(X, outputs)
+    block = _block_of((7, 3))
+    rows, columns = model.A_.nonzero()
+    assert np.all(block[columns] < block[rows])
+
+
+def test_feedforward_path_equals_single_fits(problem):
+    X, y, states, logits, _ = problem
+    options = dict(structure="feedforward", state_blocks=BLOCKS)
+    path = sim_path(SIMClassifier(**options), X, y, alphas=[1e-2, 1e-3], states=states,
+                    baseline_outputs=logits)
+    for alpha, model in zip(path.alphas, path.models):
+        single = SIMClassifier(alpha=alpha, **options).fit(X, y, states=states,
+                                                          baseline_outputs=logits)
+        # block 0 reads only the inputs (well conditioned: auto picks CD, warm-
+        # started along the path, so the two agree within its tolerance)
+        assert abs(model.A_ - single.A_).max() <= 1e-6
+        assert abs(model.B_ - single.B_).max() <= 1e-6
+
+
+@pytest.mark.parametrize("state_blocks, message", [
+    (None, "needs state_blocks"), ((8, 6), "summing to the 18 states"),
+    ((8, 6, 4.5), "positive integers"), ((20, -2), "positive integers")])
+def test_bad_state_blocks_raise(problem, state_blocks, message):
+    X, y, states, _, _ = problem
+    with pytest.raises(ValueError, match=message):
+        SIMClassifier(structure="feedforward", state_blocks=state_blocks).fit(
+            X, y, states=states)
+
+
+def test_feedforward_model_round_trips_without_pickle(problem, tmp_path):
+    from sksim import load_model, save_model
+
+    X, y, states, logits, _ = problem
+    model = SIMClassifier(structure="feedforward", state_blocks=np.array(BLOCKS)).fit(
+        X, y, states=states, baseline_outputs=logits)
+    save_model(model, tmp_path / "ff.npz")
+    loaded = load_model(tmp_path / "ff.npz")
+    assert loaded.get_params()["state_blocks"] == list(BLOCKS)
+    np.testing.assert_array_equal(loaded.decision_function(X), model.decision_function(X))
