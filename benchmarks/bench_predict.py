@@ -8,7 +8,9 @@ the 10,000 Fashion-MNIST test images times (median of ``--repeats``):
   (the residual ``||x - relu(A x + B u + b)||_inf`` per sample is checked
   against 1e-8), and the full ``est.predict(X)``;
 * the teacher's own forward pass in numpy (weights taken from the torch
-  module; dense GEMMs + ReLU), in float64 and in float32.
+  module; dense GEMMs + ReLU), in float64 and in float32;
+* the same for ``structure="feedforward"`` (blocks = the teacher's layers;
+  issue 13): equilibrium (one pass) and ``predict``.
 
 ``equilibrium_tol`` is relative to the state scale (a sample is accepted when
 its residual <= tol * max(1, max|x|)); when that leaves an absolute residual
@@ -148,8 +150,27 @@ def main():
     result["equilibrium_default_tol"] = {**C.summary(times_tight), "equilibrium_tol": 1e-12,
                                          "max_residual": float(residual_tight.max())}
 
+    # issue 13: the feed-forward structure (blocks = the teacher's layers), whose
+    # equilibrium is one Gauss-Seidel pass (plus the residual pass)
+    ff = C.fit_sim(X64, y, Z, logits, structure="feedforward", state_blocks=list(widths))
+    ff.set_params(equilibrium_tol=RESIDUAL_TARGET)
+    times_ff_eq, (_, residual_ff) = C.timed(
+        lambda: ff.equilibrium(X_test64, return_residual=True), args.repeats, warmup=1)
+    times_ff_pred, pred_ff = C.timed(lambda: ff.predict(X_test64), args.repeats, warmup=1)
+    result["feedforward"] = {
+        "equilibrium": {**C.summary(times_ff_eq), "max_residual": float(residual_ff.max())},
+        "predict": C.summary(times_ff_pred), "n_nonzero": int(ff.n_nonzero_),
+        "implicit_n_nonzero": int(est.n_nonzero_),
+        "test_accuracy": float(np.mean(pred_ff == data.y_test)),
+        "agreement_with_teacher": float(np.mean(pred_ff == torch_logits.argmax(1)))}
+    log(f"feedforward: equilibrium {np.median(times_ff_eq) * 1e3:.2f} ms (max residual "
+        f"{residual_ff.max():.1e}), predict {np.median(times_ff_pred) * 1e3:.2f} ms, "
+        f"accuracy {result['feedforward']['test_accuracy']:.4f}, nnz {ff.n_nonzero_}")
+
     f64 = result["forward_float64"]["median_s"]
     result["ratios"] = {
+        "feedforward_equilibrium_over_forward64": np.median(times_ff_eq) / f64,
+        "feedforward_predict_over_forward64": np.median(times_ff_pred) / f64,
         "equilibrium_over_forward64": result["equilibrium"]["median_s"] / f64,
         "equilibrium_over_forward32": (result["equilibrium"]["median_s"]
                                        / result["forward_float32"]["median_s"]),

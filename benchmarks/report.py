@@ -1,8 +1,8 @@
 """Rewrite the result tables of benchmarks/README.md from benchmarks/results/*.json.
 
 Only the text between ``<!-- begin:NAME -->`` and ``<!-- end:NAME -->`` markers
-is replaced (NAME in targets, fit, anchors, predict, memory, scaling, homotopy,
-homotopy_fit, target_scale, conv_predict, machine);
+is replaced (NAME in targets, fit, anchors, predict, predict_structure, memory, scaling,
+homotopy, homotopy_fit, target_scale, conv_predict, machine);
 smoke-run results (benchmarks/results/quick/) are ignored.
 
 Run:  python benchmarks/report.py
@@ -154,6 +154,28 @@ def predict_table(preds):
                           "abs.-1e-8 equilibrium / forward64 (target <= 2)",
                           "equilibrium / forward32", "predict / forward64",
                           "test accuracy teacher / SIM"])
+
+
+def predict_structure_table(preds):
+    """Implicit against feed-forward structure (bench_predict.py, issue 13)."""
+    rows = []
+    for p in by_m(preds):
+        r = p["result"]
+        ff = r.get("feedforward")
+        if not ff:
+            continue
+        f64 = r["forward_float64"]["median_s"]
+        rows.append([f"{r['m']:,}", "implicit", f"{ff['implicit_n_nonzero']:,}",
+                     f"{r['test_accuracy']['sim']:.4f}", fmt_s(r["equilibrium"]["median_s"]),
+                     fmt_s(r["predict"]["median_s"]),
+                     f"**{r['ratios']['predict_over_forward64']:.2f}x**"])
+        rows.append([f"{r['m']:,}", "feedforward", f"{ff['n_nonzero']:,}",
+                     f"{ff['test_accuracy']:.4f}", fmt_s(ff["equilibrium"]["median_s"]),
+                     fmt_s(ff["predict"]["median_s"]),
+                     f"**{ff['predict']['median_s'] / f64:.2f}x**"])
+    return C.table(rows, ["fit on m", "structure", "nonzeros", "test accuracy",
+                          "equilibrium (tol 1e-8)", "predict",
+                          "predict / teacher forward64 (feedforward target <= 2)"])
 
 
 def memory_table(mems):
@@ -420,6 +442,7 @@ def main():
         "fit": fit_table(fits) if fits else "_pending_",
         "anchors": anchor_table(fits) if fits else "_pending_",
         "predict": predict_table(preds) if preds else "_pending_",
+        "predict_structure": (predict_structure_table(preds) if preds else "_pending_"),
         "memory": memory_table(mems) if mems else "_pending_",
         "scaling": (scaling_table(scal) + "\n\n![fit time against m and states]"
                     "(scaling.png)") if scal else "_pending_",
