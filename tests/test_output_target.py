@@ -90,7 +90,8 @@ def test_teacher_output_count_mismatch_is_a_clear_error(digits):
                                  torch.nn.Linear(8, 4)).double()
     with pytest.raises(ValueError, match="output_target='y'"):
         SIMClassifier(TorchBaseline(module, dtype="float64")).fit(X_train, y_train)
-    model = SIMClassifier(TorchBaseline(module, dtype="float64"), output_target="y").fit(X_train, y_train)
+    model = SIMClassifier(TorchBaseline(module, dtype="float64"), output_target="y")
+    model.fit(X_train, y_train)
     assert model.C_.shape[0] == 10
 
 
