@@ -183,6 +183,41 @@ def _feedforward_rows(problem, n_states, blocks, solve):
             for a in range(len(parts[0][1]))]
 
 
+def _forward_blocks(A):
+    """``[(start, stop), ...]``: consecutive blocks of states such that each
+    row of ``A`` reads only states of earlier blocks (the coarsest such
+    split, found from the last nonzero column of each row), or None when
+    ``A`` is not strictly lower triangular."""
+    A = sp.csr_array(A)
+    n_states = A.shape[0]
+    last = np.full(n_states, -1)
+    filled = np.flatnonzero(np.diff(A.indptr))
+    if filled.size:
+        last[filled] = np.maximum.reduceat(A.indices, A.indptr[filled])
+    if np.any(last >= np.arange(n_states)):
+        return None
+    starts = [0]
+    for i in range(n_states):
+        if last[i] >= starts[-1]:
+            starts.append(i)
+    return list(zip(starts, starts[1:] + [n_states]))
+
+
+def _forward_pass(A, drive, blocks):
+    """The equilibrium of a strictly block lower triangular ``A`` in one pass
+    of block products (BLAS): block ``b``'s states are
+    ``relu(drive_b + A[b, :start_b] x[:start_b])`` from the earlier blocks'.
+    Each state is set to exactly the right-hand side the fixed-point equation
+    evaluates, so the residual is 0 (returned as such)."""
+    states = np.empty_like(drive)
+    for start, stop in blocks:
+        pre = drive[:, start:stop]
+        if start:
+            pre = pre + _times_transpose(states[:, :start], A[start:stop, :start])
+        states[:, start:stop] = np.maximum(pre, 0.0)
+    return states, np.zeros(drive.shape[0])
+
+
 def _stack_rows(parts, n_columns):
     """One RowSolution from ``(columns, RowSolution)`` pieces of consecutive rows."""
     coef = np.zeros((sum(rows.coef.shape[0] for _, rows in parts), n_columns))
@@ -770,6 +805,7 @@ class _BaseSIM(BaseEstimator):
         arrays) and residuals; once all are yielded, one ConvergenceWarning
         if a sample missed ``equilibrium_tol``."""
         n_unconverged, largest = 0, 0.0
+        forward_blocks = None if self._is_weight_shared() else _forward_blocks(self.A_)
         for start, stop in _sample_chunks(X.shape[0], X.shape[1] + self.n_states_):
             rows = _float64_rows(X, start, stop)
             if self._is_weight_shared():
@@ -780,9 +816,12 @@ class _BaseSIM(BaseEstimator):
                 blocks = states
             else:
                 drive = _times_transpose(rows, self.B_) + self.state_intercept_
-                chunk = solve_equilibrium(self.A_, drive, tol=self.equilibrium_tol,
-                                          max_iter=self.equilibrium_max_iter)
-                states, residual = chunk.states, chunk.residual
+                if forward_blocks is not None:
+                    states, residual = _forward_pass(self.A_, drive, forward_blocks)
+                else:
+                    chunk = solve_equilibrium(self.A_, drive, tol=self.equilibrium_tol,
+                                              max_iter=self.equilibrium_max_iter)
+                    states, residual = chunk.states, chunk.residual
                 blocks = [states]
             if not all(np.all(np.isfinite(block)) for block in blocks):
                 raise ValueError(
