@@ -1,7 +1,8 @@
 """Solving the equilibrium ``x = relu(A x + B u + b)`` with a residual certificate.
 
-Gauss-Seidel sweeps over the states in index order, one sample per thread, each
-state's self-loop solved exactly. When
+Gauss-Seidel sweeps over the states in index order, for blocks of samples in
+parallel with each state's update vectorised over a block, each state's
+self-loop solved exactly. When
 ``||A||_inf <= kappa < 1`` each sweep contracts the error by ``kappa`` in the
 infinity norm, and when ``A`` is strictly lower triangular in this order (a
 feed-forward teacher whose states are stored layer by layer) one sweep is exact.
@@ -25,7 +26,7 @@ class EquilibriumSolution(NamedTuple):
     residual : ndarray of shape (n_samples,)
         ``||x - relu(A x + B u + b)||_inf`` per sample.
     n_iter : ndarray of shape (n_samples,)
-        Gauss-Seidel sweeps per sample.
+        Gauss-Seidel sweeps per sample (those of its block of samples).
     """
 
     states: np.ndarray
@@ -33,34 +34,69 @@ class EquilibriumSolution(NamedTuple):
     n_iter: np.ndarray
 
 
-@njit(cache=True)
-def _relu_row(indptr, indices, data, states, i, offset):
-    total = offset
-    for k in range(indptr[i], indptr[i + 1]):
-        total += data[k] * states[indices[k]]
-    return total if total > 0.0 else 0.0
+# samples per block of the vectorised kernel: the block's states (n_states x
+# this, float64) stay in cache while a sweep walks the rows of A
+_SAMPLE_BLOCK = 128
 
 
 @njit(cache=True)
-def _off_diagonal_relu_row(indptr, indices, data, states, i, offset, diagonal):
-    """Exact solution of ``x_i = relu(a_ii x_i + r_i)`` for the state ``i``.
+def _sweep_block(indptr, indices, data, diagonal, offsets, x, accumulator, change):
+    """One Gauss-Seidel sweep over the states of a block of samples, state by
+    state, each update vectorised over the block (``x`` and ``offsets`` are
+    (n_states, width)); ``change`` receives each sample's largest update.
 
-    With ``r_i`` the rest of the row and ``a_ii < 1`` (``||A||_inf < 1``), the
-    unique solution is ``max(r_i, 0) / (1 - a_ii)``: self-loops, which SIM
-    fits often (a state's own ReLU predicts its pre-activation), cost no
-    iterations.
+    A state's self-loop is solved exactly: with ``r`` the rest of its row and
+    ``a_ii < 1`` (``||A||_inf < 1``), ``x_i = relu(a_ii x_i + r)`` has the
+    unique solution ``max(r, 0) / (1 - a_ii)``, so self-loops, which SIM fits
+    often (a state's own ReLU predicts its pre-activation), cost no sweeps.
     """
-    total = offset
-    for k in range(indptr[i], indptr[i + 1]):
-        j = indices[k]
-        if j != i:
-            total += data[k] * states[j]
-    return (total if total > 0.0 else 0.0) / (1.0 - diagonal)
+    n_states, width = x.shape
+    change[:] = 0.0
+    for i in range(n_states):
+        accumulator[:] = offsets[i]
+        for k in range(indptr[i], indptr[i + 1]):
+            j = indices[k]
+            if j != i:
+                weight = data[k]
+                row = x[j]
+                for s in range(width):
+                    accumulator[s] += weight * row[s]
+        factor = 1.0 / (1.0 - diagonal[i])
+        for s in range(width):
+            value = accumulator[s] * factor if accumulator[s] > 0.0 else 0.0
+            step = abs(value - x[i, s])
+            if step > change[s]:
+                change[s] = step
+            x[i, s] = value
+
+
+@njit(cache=True)
+def _residual_block(indptr, indices, data, offsets, x, accumulator, worst, scale):
+    """``||x - relu(A x + offsets)||_inf`` and ``max(1, ||x||_inf)`` per sample."""
+    n_states, width = x.shape
+    worst[:] = 0.0
+    scale[:] = 1.0
+    for i in range(n_states):
+        accumulator[:] = offsets[i]
+        for k in range(indptr[i], indptr[i + 1]):
+            weight = data[k]
+            row = x[indices[k]]
+            for s in range(width):
+                accumulator[s] += weight * row[s]
+        for s in range(width):
+            value = accumulator[s] if accumulator[s] > 0.0 else 0.0
+            worst[s] = max(worst[s], abs(value - x[i, s]))
+            scale[s] = max(scale[s], abs(x[i, s]))
 
 
 @njit(parallel=True, cache=True)
 def _equilibrium_kernel(indptr, indices, data, drive, tol, max_iter, states,
-                        residual, n_iter):
+                                residual, n_iter):
+    """Gauss-Seidel sweeps in state order for blocks of ``_SAMPLE_BLOCK``
+    samples (blocks in parallel), each state update vectorised over the
+    block's samples; a block sweeps until every one of its samples meets the
+    tolerance (the others only get closer), then each sample's residual is
+    the exact fixed-point residual of its returned states."""
     n_samples, n_states = drive.shape
     diagonal = np.zeros(n_states)
     a_norm = 0.0
@@ -71,36 +107,47 @@ def _equilibrium_kernel(indptr, indices, data, drive, tol, max_iter, states,
             if indices[k] == i:
                 diagonal[i] += data[k]
         a_norm = max(a_norm, row_norm)
-    for s in prange(n_samples):
-        x = states[s]
-        offsets = drive[s]
+    n_blocks = (n_samples + _SAMPLE_BLOCK - 1) // _SAMPLE_BLOCK
+    for b in prange(n_blocks):
+        start = b * _SAMPLE_BLOCK
+        stop = min(start + _SAMPLE_BLOCK, n_samples)
+        width = stop - start
+        offsets = np.ascontiguousarray(drive[start:stop].T)
+        x = np.zeros((n_states, width))
+        accumulator = np.empty(width)
+        change = np.empty(width)
+        worst = np.full(width, np.inf)
+        scale = np.ones(width)
         sweeps = 0
-        worst = np.inf
         while sweeps < max_iter:
-            change = 0.0
-            scale = 1.0
-            for i in range(n_states):
-                old = x[i]
-                x[i] = _off_diagonal_relu_row(indptr, indices, data, x, i,
-                                              offsets[i], diagonal[i])
-                change = max(change, abs(x[i] - old))
-                scale = max(scale, abs(x[i]))
+            _sweep_block(indptr, indices, data, diagonal, offsets, x, accumulator, change)
             sweeps += 1
-            # After a Gauss-Seidel sweep, state i's residual comes only from
-            # the states j > i updated after it, so the residual is at most
-            # ||A||_inf * (largest change of the sweep). The exact residual
-            # pass (as costly as a sweep) is run only once that bound (with
-            # a margin for rounding) says the tolerance may be met.
-            if a_norm * change > 2.0 * tol * scale and sweeps < max_iter:
+            # as in the per-sample kernel: the residual after a sweep is at most
+            # ||A||_inf * (largest change), so the exact residual pass runs only
+            # once that bound says every sample may meet the tolerance
+            bound_met = True
+            for s in range(width):
+                largest = 1.0
+                for i in range(n_states):
+                    largest = max(largest, abs(x[i, s]))
+                if a_norm * change[s] > 2.0 * tol * largest:
+                    bound_met = False
+                    break
+            if not bound_met and sweeps < max_iter:
                 continue
-            worst = 0.0
-            for i in range(n_states):
-                value = _relu_row(indptr, indices, data, x, i, offsets[i])
-                worst = max(worst, abs(value - x[i]))
-            if worst <= tol * scale:
+            _residual_block(indptr, indices, data, offsets, x, accumulator, worst, scale)
+            done = True
+            for s in range(width):
+                if worst[s] > tol * scale[s]:
+                    done = False
+                    break
+            if done:
                 break
-        residual[s] = worst
-        n_iter[s] = sweeps
+        for s in range(width):
+            residual[start + s] = worst[s]
+            n_iter[start + s] = sweeps
+            for i in range(n_states):
+                states[start + s, i] = x[i, s]
 
 
 def solve_equilibrium(A, drive, *, tol=1e-10, max_iter=1000):
@@ -114,7 +161,7 @@ def solve_equilibrium(A, drive, *, tol=1e-10, max_iter=1000):
     tol : float
         Stop a sample when its residual is at most ``tol * max(1, ||x||_inf)``.
     max_iter : int
-        Maximum Gauss-Seidel sweeps per sample.
+        Maximum Gauss-Seidel sweeps per sample (per block of samples).
 
     Returns
     -------
