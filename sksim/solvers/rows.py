@@ -1022,22 +1022,37 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
                              records)
         if whole_row:  # its multiplier is the row bound's
             records[:, 5], records[:, 2] = records[:, 2], 0.0
-        breakpoints[:] = records[:, 3]
-        records[:, 3] = 0  # no coordinate-descent epochs
-        method[:] = 1
-        unresolved = np.flatnonzero(records[:, 4] != 0)
-        if unresolved.size:
-            rest = np.ascontiguousarray(coef[unresolved])
-            rest_records = np.zeros((unresolved.size, 6))
-            _solve_rows_kernel(gram, correlations[unresolved], target_sq[unresolved], rest,
-                               *arguments[:-1], rest_records)
-            coef[unresolved], records[unresolved] = rest, rest_records
-            method[unresolved] = 2
+        breakpoints, method = _finish_homotopy_rows(
+            (gram, correlations, target_sq), coef, records, arguments[:-1])
     elif n_rows:
         _solve_rows_kernel(gram, correlations, target_sq, coef, *arguments)
     if n_rows and relax < 1.0:
         _relax_rows((gram, correlations, target_sq), coef, records, breakpoints,
                     arguments[:3] + (l1 * relax, l2 * relax) + arguments[5:7], solver)
+    return _row_solution(coef, records, breakpoints, method)
+
+
+def _finish_homotopy_rows(problem, coef, records, options):
+    """Rows the homotopy solved (``records[:, 3]`` holding their breakpoints):
+    the rows it could not certify are finished by coordinate descent from
+    its point, in place. ``options`` are ``(n_bounded, bound, row_bound, l1,
+    l2, tol, max_iter)``. Returns (breakpoints, method) per row."""
+    gram, correlations, target_sq = problem
+    breakpoints = records[:, 3].astype(np.int64)
+    records[:, 3] = 0  # no coordinate-descent epochs
+    method = np.ones(coef.shape[0], dtype=np.int64)
+    unresolved = np.flatnonzero(records[:, 4] != 0)
+    if unresolved.size:
+        rest = np.ascontiguousarray(coef[unresolved])
+        rest_records = np.zeros((unresolved.size, 6))
+        _solve_rows_kernel(gram, correlations[unresolved], target_sq[unresolved], rest,
+                           *options, rest_records)
+        coef[unresolved], records[unresolved] = rest, rest_records
+        method[unresolved] = 2
+    return breakpoints, method
+
+
+def _row_solution(coef, records, breakpoints, method):
     gap, objective, multiplier, n_iter, status, row_multiplier = records.T
     return RowSolution(coef, gap.copy(), objective.copy(), multiplier.copy(),
                        n_iter.astype(np.int64), status.astype(np.int64),
@@ -1153,29 +1168,16 @@ def solve_rows_path(gram, correlations, target_sq, alphas, *, n_bounded=0,
         homotopy_path_kernel(gram, correlations, target_sq, alphas, int(n_bounded),
                              float(bound) if n_bounded else np.inf, 0.0, float(tol),
                              (10 * n_columns + 100) * alphas.size, coefs, records)
+    problem = (gram, correlations, target_sq)
     solutions = []
     for alpha, coef, record in zip(alphas, coefs, records):
-        method = np.ones(n_rows, dtype=np.int64)
-        breakpoints = record[:, 3].astype(np.int64)
-        record[:, 3] = 0
-        unresolved = np.flatnonzero(record[:, 4] != 0)
-        if unresolved.size:
-            rest = solve_rows(gram, correlations[unresolved], target_sq[unresolved],
-                              l1=alpha, coef_init=coef[unresolved],
-                              **{**common, "relax": 1.0}, solver="cd")
-            coef[unresolved] = rest.coef
-            record[unresolved] = np.column_stack(
-                [rest.duality_gap, rest.objective, rest.multiplier, rest.n_iter,
-                 rest.status, rest.row_multiplier])
-            method[unresolved] = 2
+        options = (int(n_bounded), float(bound), np.inf, float(alpha), 0.0, float(tol),
+                   int(max_iter))
+        breakpoints, method = _finish_homotopy_rows(problem, coef, record, options)
         if n_rows and relax < 1.0:
-            _relax_rows((gram, correlations, target_sq), coef, record, breakpoints,
-                        (int(n_bounded), float(bound), np.inf, alpha * relax, 0.0,
-                         float(tol), int(max_iter)), "homotopy")
-        gap, objective, multiplier, n_iter, status, row_multiplier = record.T
-        solutions.append(RowSolution(coef, gap.copy(), objective.copy(), multiplier.copy(),
-                                     n_iter.astype(np.int64), status.astype(np.int64),
-                                     row_multiplier.copy(), breakpoints, method))
+            _relax_rows(problem, coef, record, breakpoints,
+                        options[:3] + (alpha * relax, 0.0) + options[5:], "homotopy")
+        solutions.append(_row_solution(coef, record, breakpoints, method))
     return alphas, solutions
 
 
