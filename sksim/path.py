@@ -5,6 +5,7 @@ The state rows of every alpha of a grid come from one homotopy per row
 depend on each alpha's equilibrium states and are solved per alpha.
 """
 
+import inspect
 from numbers import Integral, Real
 from typing import NamedTuple
 
@@ -284,22 +285,36 @@ def _cv_class(plain, name, summary):
     return constraints, doc
 
 
+def _cv_init(plain):
+    """``__init__`` of the CV form of ``plain``: its parameters but ``alpha``,
+    with the CV parameters after ``baseline``. The signature is built from
+    the plain estimator's (one source for every default; scikit-learn reads
+    the parameters from it)."""
+    parameters = [p for name, p in inspect.signature(plain.__init__).parameters.items()
+                  if name != "alpha"]
+    cv_parameters = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                       default=default)
+                     for name, default in (("alphas", None), ("n_alphas", 20),
+                                           ("eps", 1e-3), ("cv", None), ("scoring", None))]
+    signature = inspect.Signature(parameters[:2] + cv_parameters + parameters[2:])
+
+    def __init__(self, baseline=None, **params):
+        bound = signature.bind(self, baseline, **params)
+        bound.apply_defaults()
+        for name, value in bound.arguments.items():
+            if name != "self":
+                setattr(self, name, value)
+
+    __init__.__signature__ = signature
+    return __init__
+
+
 class SIMRegressorCV(_CVMixin, SIMRegressor):
     _plain_class = SIMRegressor
     _parameter_constraints, __doc__ = _cv_class(
         SIMRegressor, "SIMRegressorCV",
         "SIMRegressor with alpha chosen by cross-validation along the path.")
-
-    def __init__(self, baseline=None, *, alphas=None, n_alphas=20, eps=1e-3, cv=None,
-                 scoring=None, output_alpha=None, l1_ratio=1.0, relax=1.0,
-                 solver="auto", kappa=0.95, row_bound=None, activation="relu",
-                 fit_intercept=True, refit_outputs=True, tol=1e-6, max_iter=20000,
-                 equilibrium_tol=1e-12, equilibrium_max_iter=1000, n_jobs=None,
-                 random_state=None, verbose=0, weight_sharing="auto",
-                 lateral_kernel=None, skip_links=0, positions_per_image=None,
-                 block_alpha="positions", state_inputs="teacher",
-                 output_target="baseline", structure="implicit", state_blocks=None):
-        _init_cv(self, locals())
+    __init__ = _cv_init(SIMRegressor)
 
 
 class SIMClassifierCV(_CVMixin, SIMClassifier):
@@ -307,20 +322,4 @@ class SIMClassifierCV(_CVMixin, SIMClassifier):
     _parameter_constraints, __doc__ = _cv_class(
         SIMClassifier, "SIMClassifierCV",
         "SIMClassifier with alpha chosen by cross-validation along the path.")
-
-    def __init__(self, baseline=None, *, alphas=None, n_alphas=20, eps=1e-3, cv=None,
-                 scoring=None, output_alpha=None, l1_ratio=1.0, relax=1.0,
-                 solver="auto", kappa=0.95, row_bound=None, activation="relu",
-                 fit_intercept=True, refit_outputs=True, tol=1e-6, max_iter=20000,
-                 equilibrium_tol=1e-12, equilibrium_max_iter=1000, n_jobs=None,
-                 random_state=None, verbose=0, weight_sharing="auto",
-                 lateral_kernel=None, skip_links=0, positions_per_image=None,
-                 block_alpha="positions", state_inputs="teacher",
-                 output_target="baseline", structure="implicit", state_blocks=None):
-        _init_cv(self, locals())
-
-
-def _init_cv(estimator, arguments):
-    for name, value in arguments.items():
-        if name not in ("self", "__class__"):
-            setattr(estimator, name, value)
+    __init__ = _cv_init(SIMClassifier)
