@@ -657,6 +657,19 @@ ROW_BOUND_CASES = [
 ]
 
 
+def _assert_rows_match_cvxpy(W, targets, solution, l1, l2, n_bounded, bound, row_bound):
+    """Every row's objective within OBJECTIVE_RTOL of cvxpy+Clarabel's optimum
+    under both bounds; returns (objectives, cvxpy optima)."""
+    reference = cvxpy_optima_two_bounds(W, targets, n_bounded=n_bounded, bound=bound,
+                                        row_bound=row_bound, l1=l1, l2=l2)
+    primal = np.array([primal_objective(W, t, w, l1, l2)
+                       for t, w in zip(targets, solution.coef)])
+    rel = (primal - reference) / reference
+    _record("cvxpy", rel)
+    np.testing.assert_array_less(np.abs(rel), OBJECTIVE_RTOL)
+    return primal, reference
+
+
 @pytest.mark.parametrize("index, l1, l2, row_bound", ROW_BOUND_CASES)
 def test_row_bound_rows_match_cvxpy(index, l1, l2, row_bound):
     """Both bounds at once: every row converges, matches cvxpy+Clarabel to
@@ -668,13 +681,8 @@ def test_row_bound_rows_match_cvxpy(index, l1, l2, row_bound):
                           row_bound=row_bound, l1=l1, l2=l2, tol=SOLVER_TOL,
                           max_iter=100000)
     assert np.all(solution.status == 0), solution.status
-    reference = cvxpy_optima_two_bounds(W, targets, n_bounded=nb, bound=bound,
-                                        row_bound=row_bound, l1=l1, l2=l2)
-    primal = np.array([primal_objective(W, t, w, l1, l2)
-                       for t, w in zip(targets, solution.coef)])
-    rel = (primal - reference) / reference
-    _record("cvxpy", rel)
-    np.testing.assert_array_less(np.abs(rel), OBJECTIVE_RTOL)
+    primal, reference = _assert_rows_match_cvxpy(W, targets, solution, l1, l2, nb, bound,
+                                                 row_bound)
     assert_l1_bound_exact(solution.coef[:, :nb], bound)
     assert_l1_bound_exact(solution.coef, row_bound)
     assert np.all(primal - solution.duality_gap <= reference * (1 + 1e-9))
@@ -697,13 +705,7 @@ def test_row_bound_alone_by_the_homotopy_matches_cvxpy(index, l1, l2, row_bound)
                           tol=SOLVER_TOL, max_iter=100000, solver="homotopy")
     assert np.all(solution.status == 0), solution.status
     assert np.all(solution.method == 1)  # no coordinate-descent fallback
-    reference = cvxpy_optima_two_bounds(W, targets, n_bounded=0, bound=np.inf,
-                                        row_bound=row_bound, l1=l1, l2=l2)
-    primal = np.array([primal_objective(W, t, w, l1, l2)
-                       for t, w in zip(targets, solution.coef)])
-    rel = (primal - reference) / reference
-    _record("cvxpy", rel)
-    np.testing.assert_array_less(np.abs(rel), OBJECTIVE_RTOL)
+    _assert_rows_match_cvxpy(W, targets, solution, l1, l2, 0, np.inf, row_bound)
     assert_l1_bound_exact(solution.coef, row_bound)
     assert np.all(solution.multiplier == 0)
     active = solution.row_multiplier > 0
