@@ -71,11 +71,16 @@ def _recorded(estimator, X, y, states, baseline_outputs):
     return template, X, targets, states
 
 
+def _fitted_state(estimator):
+    """What a fit set on ``estimator`` (its attributes that are not parameters)."""
+    return {name: value for name, value in vars(estimator).items()
+            if name not in estimator.get_params(deep=False)}
+
+
 def _path_models(template, X, targets, states, alphas):
     """Fitted copies of ``template`` at each of ``alphas`` on these states:
     the state rows from one path, the output rows per alpha."""
-    recorded = {name: value for name, value in vars(template).items()
-                if name not in template.get_params(deep=False)}
+    recorded = _fitted_state(template)
     with _numba_threads(template.n_jobs):
         post_activations, problem = template._state_problem(X, states)
         alphas = np.sort(np.asarray(alphas, dtype=np.float64))[::-1]
@@ -256,9 +261,7 @@ class _CVMixin:
         mean = scores.mean(axis=1)
         best = int(np.flatnonzero(mean == mean.max())[0])  # the largest alpha of a tie
         _, (model,) = _path_models(template, X, targets, states, grid[best:best + 1])
-        fitted = {name: value for name, value in vars(model).items()
-                  if name not in model.get_params(deep=False)}
-        self.__dict__.update(fitted)
+        self.__dict__.update(_fitted_state(model))
         self.alpha_ = float(grid[best])
         self.alphas_ = grid
         self.scores_path_ = scores
@@ -267,7 +270,7 @@ class _CVMixin:
         return self
 
 
-def _cv_class(plain, name, summary):
+def _cv_class(plain, summary):
     constraints = {key: value for key, value in plain._parameter_constraints.items()
                    if key != "alpha"}
     constraints.update(_CVMixin._cv_constraints)
@@ -312,14 +315,12 @@ def _cv_init(plain):
 class SIMRegressorCV(_CVMixin, SIMRegressor):
     _plain_class = SIMRegressor
     _parameter_constraints, __doc__ = _cv_class(
-        SIMRegressor, "SIMRegressorCV",
-        "SIMRegressor with alpha chosen by cross-validation along the path.")
+        SIMRegressor, "SIMRegressor with alpha chosen by cross-validation along the path.")
     __init__ = _cv_init(SIMRegressor)
 
 
 class SIMClassifierCV(_CVMixin, SIMClassifier):
     _plain_class = SIMClassifier
     _parameter_constraints, __doc__ = _cv_class(
-        SIMClassifier, "SIMClassifierCV",
-        "SIMClassifier with alpha chosen by cross-validation along the path.")
+        SIMClassifier, "SIMClassifier with alpha chosen by cross-validation along the path.")
     __init__ = _cv_init(SIMClassifier)
