@@ -10,7 +10,11 @@ the 10,000 Fashion-MNIST test images times (median of ``--repeats``):
 * the teacher's own forward pass in numpy (weights taken from the torch
   module; dense GEMMs + ReLU), in float64 and in float32;
 * the same for ``structure="feedforward"`` (blocks = the teacher's layers;
-  issue 13): equilibrium (one pass) and ``predict``.
+  issue 13): equilibrium (one pass) and ``predict``;
+* ``est.to_torch()`` (float64, CPU, no grad) of both models on the same images:
+  the implicit one runs sksim's Gauss-Seidel kernel, the feed-forward one a
+  pass of block products; for reference once, the implicit module's Jacobi
+  loop (what it ran on CPU before, and runs on other devices).
 
 ``equilibrium_tol`` is relative to the state scale (a sample is accepted when
 its residual <= tol * max(1, max|x|)); when that leaves an absolute residual
@@ -64,6 +68,31 @@ def numpy_forward(teacher, dtype):
         return h
 
     return forward
+
+
+def to_torch_times(est, ff, X_test64, repeats):
+    """Times of the exported modules' forward pass on the test images; the
+    outputs' largest difference from ``decision_function``."""
+    import torch
+
+    u = torch.as_tensor(X_test64)
+    out = {}
+    with torch.no_grad():
+        for name, model in (("implicit", est), ("feedforward", ff)):
+            module = model.to_torch(tol=RESIDUAL_TARGET)
+            times, got = C.timed(lambda module=module: module(u), repeats, warmup=1)
+            out[name] = {**C.summary(times), "max_abs_diff_vs_decision_function": float(
+                np.abs(got.numpy() - model.decision_function(X_test64)).max())}
+        module = est.to_torch(tol=RESIDUAL_TARGET)
+
+        def jacobi():
+            drive = u @ module.B.to_dense().T + module.state_intercept
+            return module._jacobi(drive)
+
+        times, _ = C.timed(jacobi, 1)
+        out["implicit_jacobi"] = {**C.summary(times), "what": "equilibrium alone, "
+                                  "Jacobi steps (the module's loop for non-CPU devices)"}
+    return out
 
 
 def main():
@@ -167,8 +196,14 @@ def main():
         f"{residual_ff.max():.1e}), predict {np.median(times_ff_pred) * 1e3:.2f} ms, "
         f"accuracy {result['feedforward']['test_accuracy']:.4f}, nnz {ff.n_nonzero_}")
 
+    result["to_torch"] = to_torch_times(est, ff, X_test64, args.repeats)
     f64 = result["forward_float64"]["median_s"]
     result["ratios"] = {
+        "to_torch_implicit_over_forward64": result["to_torch"]["implicit"]["median_s"] / f64,
+        "to_torch_implicit_jacobi_over_forward64":
+            result["to_torch"]["implicit_jacobi"]["median_s"] / f64,
+        "to_torch_feedforward_over_forward64":
+            result["to_torch"]["feedforward"]["median_s"] / f64,
         "feedforward_equilibrium_over_forward64": np.median(times_ff_eq) / f64,
         "feedforward_predict_over_forward64": np.median(times_ff_pred) / f64,
         "equilibrium_over_forward64": result["equilibrium"]["median_s"] / f64,

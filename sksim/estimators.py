@@ -30,7 +30,13 @@ from . import weight_sharing as shared
 from .baselines import mlp_forward, well_posed_layer_scales
 from .blocks import per_state, unroll
 from .design import GramAccumulator
-from .solvers import RowSolution, resolve_n_threads, solve_equilibrium, solve_rows
+from .solvers import (
+    RowSolution,
+    forward_substitution,
+    resolve_n_threads,
+    solve_equilibrium,
+    solve_rows,
+)
 
 _ACTIVATIONS = {"relu": lambda z: np.maximum(z, 0.0)}
 
@@ -201,21 +207,6 @@ def _forward_blocks(A):
         if last[i] >= starts[-1]:
             starts.append(i)
     return list(zip(starts, starts[1:] + [n_states]))
-
-
-def _forward_pass(A, drive, blocks):
-    """The equilibrium of a strictly block lower triangular ``A`` in one pass
-    of block products (BLAS): block ``b``'s states are
-    ``relu(drive_b + A[b, :start_b] x[:start_b])`` from the earlier blocks'.
-    Each state is set to exactly the right-hand side the fixed-point equation
-    evaluates, so the residual is 0 (returned as such)."""
-    states = np.empty_like(drive)
-    for start, stop in blocks:
-        pre = drive[:, start:stop]
-        if start:
-            pre = pre + _times_transpose(states[:, :start], A[start:stop, :start])
-        states[:, start:stop] = np.maximum(pre, 0.0)
-    return states, np.zeros(drive.shape[0])
 
 
 def _stack_rows(parts, n_columns):
@@ -553,7 +544,7 @@ class _BaseSIM(BaseEstimator):
         width = sum(shared.link_width(structure, link) for link in structure.head)
         accumulator = GramAccumulator(width, targets.shape[1], self.fit_intercept)
         if self.refit_outputs:
-            for start, stop, rows, post, _ in self._equilibrium_chunks(X):
+            for start, stop, rows, post, _, _ in self._equilibrium_chunks(X):
                 accumulator.add(shared.head_design(structure, rows, post),
                                 targets[start:stop])
         else:
@@ -798,26 +789,36 @@ class _BaseSIM(BaseEstimator):
             )
 
     # --------------------------------------------------------------- inference
-    def _equilibrium_chunks(self, X, warn=True):
-        """Yield ``(start, stop, rows, states, residual)`` over sample chunks
-        of X (any float dtype and layout): the float64 rows and their
+    def _equilibrium_chunks(self, X, warn=True, direct=False):
+        """Yield ``(start, stop, rows, states, residual, direct)`` over sample
+        chunks of X (any float dtype and layout): the float64 rows, their
         equilibrium states (for a weight-shared model the list of per-block
-        arrays) and residuals; once all are yielded, one ConvergenceWarning
-        if a sample missed ``equilibrium_tol``."""
+        arrays) and residuals, and with ``direct`` the inputs' term ``D u`` of
+        the outputs (else None), computed in the same product as ``B u`` so
+        that X is read once; once all are yielded, one ConvergenceWarning if
+        a sample missed ``equilibrium_tol``."""
         n_unconverged, largest = 0, 0.0
-        forward_blocks = None if self._is_weight_shared() else _forward_blocks(self.A_)
+        weight_shared = self._is_weight_shared()
+        if not weight_shared:
+            one_pass = _forward_blocks(self.A_) is not None
+            input_weights = sp.vstack([self.B_, self.D_], format="csr") if direct else self.B_
         for start, stop in _sample_chunks(X.shape[0], X.shape[1] + self.n_states_):
             rows = _float64_rows(X, start, stop)
-            if self._is_weight_shared():
+            direct_term = None
+            if weight_shared:
                 with np.errstate(over="ignore", invalid="ignore"):
                     states, residual, _ = shared.block_equilibrium(
                         self._shared_model, rows, tol=self.equilibrium_tol,
                         max_iter=self.equilibrium_max_iter)
                 blocks = states
             else:
-                drive = _times_transpose(rows, self.B_) + self.state_intercept_
-                if forward_blocks is not None:
-                    states, residual = _forward_pass(self.A_, drive, forward_blocks)
+                both = _times_transpose(rows, input_weights)
+                drive = both[:, :self.n_states_]
+                drive += self.state_intercept_
+                if direct:
+                    direct_term = both[:, self.n_states_:]
+                if one_pass:  # no feedback: one exact pass, residual 0
+                    states, residual = forward_substitution(self.A_, drive), np.zeros(len(rows))
                 else:
                     chunk = solve_equilibrium(self.A_, drive, tol=self.equilibrium_tol,
                                               max_iter=self.equilibrium_max_iter)
@@ -832,7 +833,7 @@ class _BaseSIM(BaseEstimator):
                                             for block in blocks], axis=0))
             n_unconverged += int(np.sum(residual > self.equilibrium_tol * scale))
             largest = max(largest, float(residual.max(initial=0.0)))
-            yield start, stop, rows, states, residual
+            yield start, stop, rows, states, residual, direct_term
         if warn and n_unconverged:
             warnings.warn(
                 f"The equilibrium did not reach equilibrium_tol="
@@ -847,7 +848,7 @@ class _BaseSIM(BaseEstimator):
         """Equilibrium states and residuals of the rows of X, over sample chunks."""
         states = np.empty((X.shape[0], self.n_states_))
         residual = np.empty(X.shape[0])
-        for start, stop, _, chunk_states, chunk_residual in self._equilibrium_chunks(
+        for start, stop, _, chunk_states, chunk_residual, _ in self._equilibrium_chunks(
                 X, warn):
             states[start:stop] = (np.hstack(chunk_states) if isinstance(chunk_states, list)
                                   else chunk_states)
@@ -883,14 +884,13 @@ class _BaseSIM(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         if self._is_weight_shared():
             return self._weight_shared_outputs(X)
-        with _numba_threads(self.n_jobs):
-            states, _ = self._equilibrium(X)
         outputs = np.empty((X.shape[0], self.C_.shape[0]))
-        for start, stop in _sample_chunks(X.shape[0], X.shape[1]):
-            outputs[start:stop] = (
-                _times_transpose(states[start:stop], self.C_)
-                + _times_transpose(_float64_rows(X, start, stop), self.D_)
-                + self.intercept_)
+        with _numba_threads(self.n_jobs):
+            for start, stop, _, states, _, direct in self._equilibrium_chunks(
+                    X, direct=True):
+                outputs[start:stop] = _times_transpose(states, self.C_)
+                outputs[start:stop] += direct
+        outputs += self.intercept_
         self._check_finite_outputs(outputs)
         return outputs
 
@@ -898,7 +898,7 @@ class _BaseSIM(BaseEstimator):
         """Outputs chunk by chunk: the states of all samples (71,680 per image
         for the CIFAR-100 teacher) are never held at once."""
         outputs = np.empty((X.shape[0], self.intercept_.shape[0]))
-        for start, stop, rows, post, _ in self._equilibrium_chunks(X):
+        for start, stop, rows, post, _, _ in self._equilibrium_chunks(X):
             with np.errstate(over="ignore", invalid="ignore"):
                 outputs[start:stop] = shared.head_outputs(self._shared_model, rows, post)
         self._check_finite_outputs(outputs)
@@ -915,43 +915,59 @@ class _BaseSIM(BaseEstimator):
     def _is_weight_shared(self):
         return getattr(self, "_shared_model", None) is not None
 
-    def to_torch(self, *, dtype=None, sparse=None):
+    def to_torch(self, *, dtype=None, sparse=None, tol=None, max_iter=None):
         """The fitted model as a torch ``nn.Module`` (needs torch).
 
         The module computes the equilibrium and the raw outputs (what
         ``decision_function`` / ``predict`` return before any reshaping) on
-        batched tensors of any device it is moved to. Gradients with respect
-        to the inputs flow through the equilibrium by implicit
-        differentiation (an adjoint fixed point), not by storing iterates.
+        batched tensors of any device it is moved to, the way ``predict``
+        does: one pass of block products when ``A`` has no feedback (the
+        ``"feedforward"`` structure), else sksim's Gauss-Seidel kernel for
+        CPU tensors and Jacobi steps on other devices. Gradients with
+        respect to the inputs flow through an iterative equilibrium by
+        implicit differentiation (an adjoint fixed point), not by storing
+        iterates; through a one-pass equilibrium by autograd.
 
         Parameters
         ----------
         dtype : torch.dtype, default=None
             Dtype of the weights; ``None`` means ``torch.float64``. The
-            module's fixed-point loops stop at ``equilibrium_tol`` or, when
-            that is below the dtype's rounding floor (float32), once the
-            residual has stopped decreasing for 20 iterations.
+            Jacobi and adjoint loops stop at ``tol`` or, when that is below
+            the dtype's rounding floor (float32), once the residual has
+            stopped decreasing for 20 iterations; the CPU Gauss-Seidel
+            kernel works in float64.
         sparse : bool, default=None
             Store A, B, C, D as sparse COO tensors; ``None`` does so for each
             matrix with fewer than half of its entries nonzero. A feed-forward
             weight-shared model (no ``lateral_kernel``) is exported as its
             blocks instead: ``conv2d`` and linear layers holding the kernels,
             differentiated by autograd; ``sparse`` does not apply to it.
+        tol : float, default=None
+            Residual tolerance of the module's fixed-point loops (relative
+            to ``max(1, max|x|)``); ``None`` means ``equilibrium_tol``.
+        max_iter : int, default=None
+            Most sweeps or steps per loop; ``None`` means
+            ``10 * equilibrium_max_iter``.
 
         Returns
         -------
         module : torch.nn.Module
             ``module(u)`` has shape (batch, n_outputs);
-            ``module.equilibrium(u)`` has shape (batch, n_states).
+            ``module.equilibrium(u)`` has shape (batch, n_states). The
+            module pickles (``torch.save``) like any other.
         """
         check_is_fitted(self)
         from .torch_export import build_shared_torch_module, build_torch_module
 
-        if self._is_weight_shared() and not any(
-                link.source == b for b, links in enumerate(self.structure_.links)
-                for link in links):
-            return build_shared_torch_module(self, dtype=dtype)
-        return build_torch_module(self, dtype=dtype, sparse=sparse)
+        if self._is_weight_shared():
+            if not any(link.source == b for b, links in enumerate(self.structure_.links)
+                       for link in links):
+                return build_shared_torch_module(self, dtype=dtype)
+            forward_blocks = None
+        else:
+            forward_blocks = _forward_blocks(self.A_)
+        return build_torch_module(self, dtype=dtype, sparse=sparse, tol=tol,
+                                  max_iter=max_iter, forward_blocks=forward_blocks)
 
     @property
     def n_nonzero_(self):

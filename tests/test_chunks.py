@@ -124,12 +124,12 @@ def test_chunked_equilibrium_and_outputs_equal_one_chunk(problem, monkeypatch,
     states, residual = model.equilibrium(X, return_residual=True)
     outputs = model.predict(X)
     counted_chunks.clear()
-    # sized on the narrowest stage (outputs: X's columns); the equilibrium
-    # stage, wider, gets more chunks
+    # sized on X's columns; the equilibrium (and the outputs computed with
+    # it) chunk rows of X and the states, so into at least this many chunks
     monkeypatch.setattr(estimators, "_CHUNK_BYTES", _chunk_bytes(n_chunks, X.shape[1]))
     chunked_states, chunked_residual = model.equilibrium(X, return_residual=True)
     chunked_outputs = model.predict(X)
-    assert min(counted_chunks) == n_chunks
+    assert min(counted_chunks) >= n_chunks
     np.testing.assert_allclose(chunked_states, states, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(chunked_residual, residual, atol=1e-12)
     np.testing.assert_allclose(chunked_outputs, outputs, rtol=1e-12, atol=1e-12)

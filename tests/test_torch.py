@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 from helpers import digits_split
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 
 from sksim import SIMClassifier, SIMRegressor, TorchBaseline
@@ -379,3 +380,48 @@ def test_to_torch_gradcheck_with_feedback():
     # The torch equilibrium matches the numpy one on this cyclic A.
     np.testing.assert_allclose(module.equilibrium(u.detach()).numpy(),
                                model.equilibrium(u.detach().numpy()), atol=1e-10)
+
+
+def test_to_torch_feedforward_is_one_pass_and_differentiable():
+    """A feed-forward model's module computes the states block by block (no
+    fixed-point loop: max_iter=1 would stop any), equal to predict's."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(150, 6))
+    Z = np.maximum(X @ rng.normal(size=(6, 5)), 0.0)
+    Z = np.hstack([Z, np.maximum(Z @ rng.normal(size=(5, 4)), 0.0)])
+    model = SIMRegressor(alpha=1e-3, structure="feedforward", state_blocks=[5, 4]).fit(
+        X, X[:, 0] - Z[:, -1], states=Z)
+    module = model.to_torch(max_iter=1)
+    assert module.forward_blocks == [(0, 5), (5, 9)]
+    u = torch.as_tensor(X[:20])
+    with torch.no_grad():
+        np.testing.assert_allclose(module(u).numpy().ravel(), model.predict(X[:20]),
+                                   rtol=0, atol=1e-12)
+        np.testing.assert_allclose(module.equilibrium(u).numpy(), model.equilibrium(X[:20]),
+                                   rtol=0, atol=1e-12)
+    u = u[:4].clone().requires_grad_()
+    assert torch.autograd.gradcheck(module, (u,), eps=1e-6, atol=1e-6)
+
+
+def test_to_torch_cpu_uses_the_gauss_seidel_kernel(digits_teacher):
+    """On CPU the implicit equilibrium is sksim's kernel (same states as the
+    estimator's to rounding), the Jacobi loop for other devices reaches the same
+    point, tol/max_iter are settable (too few sweeps warn), and the module
+    pickles."""
+    _, X_train, X_test, y_train, _ = digits_teacher
+    model = SIMClassifier(alpha=1e-3, random_state=0).fit(X_train, y_train)
+    assert model.to_torch().forward_blocks is None  # feedback: iterative
+    module = model.to_torch(tol=1e-13)
+    u = torch.as_tensor(X_test)
+    expected = model.set_params(equilibrium_tol=1e-13).equilibrium(X_test)
+    with torch.no_grad():
+        np.testing.assert_allclose(module.equilibrium(u).numpy(), expected, rtol=0,
+                                   atol=1e-12)
+        drive = u @ module.B.to_dense().T + module.state_intercept
+        np.testing.assert_allclose(module._jacobi(drive).numpy(), expected, rtol=0,
+                                   atol=1e-10)
+    restored = pickle.loads(pickle.dumps(module))
+    with torch.no_grad():
+        np.testing.assert_array_equal(restored(u).numpy(), module(u).numpy())
+    with pytest.warns(ConvergenceWarning, match="max_iter=1 sweeps"):
+        model.to_torch(max_iter=1).equilibrium(u)

@@ -1,6 +1,6 @@
 """Numba kernels over plain contiguous arrays; no estimator objects here."""
 
-from .equilibrium import EquilibriumSolution, solve_equilibrium
+from .equilibrium import EquilibriumSolution, forward_substitution, solve_equilibrium
 from .projection import enforce_l1_bound_inplace, project_l1_ball_inplace
 from .rows import (
     RowSolution,
@@ -15,6 +15,7 @@ __all__ = [
     "RowSolution",
     "auto_solver",
     "enforce_l1_bound_inplace",
+    "forward_substitution",
     "project_l1_ball_inplace",
     "resolve_n_threads",
     "solve_equilibrium",
