@@ -12,6 +12,7 @@ which avoids the cancellation of ``sum(w w^T) - n mean mean^T``.
 from typing import NamedTuple
 
 import numpy as np
+from scipy.linalg.blas import dger as ger
 
 
 class GramProblem(NamedTuple):
@@ -46,8 +47,9 @@ class GramAccumulator:
         self.cross = np.zeros((n_targets, n_columns))
         self.target_sq = np.zeros(n_targets)
 
-    def add(self, design, targets):
-        """Add rows: ``design`` (n, n_columns) and ``targets`` (n, n_targets)."""
+    def add(self, design, targets, *, overwrite=False):
+        """Add rows: ``design`` (n, n_columns) and ``targets`` (n, n_targets);
+        with ``overwrite`` the float64 ``design`` is centred in place (no copy)."""
         n = design.shape[0]
         if n == 0:
             return
@@ -60,20 +62,47 @@ class GramAccumulator:
                 self.target_sq += np.einsum("ij,ij->j", targets, targets)
                 self.count += n
                 return
-            batch_design_mean = design.mean(axis=0)
-            batch_target_mean = targets.mean(axis=0)
-            design = design - batch_design_mean
-            targets = targets - batch_target_mean
-            total = self.count + n
-            weight = self.count * n / total
-            delta_design = batch_design_mean - self.design_mean
-            delta_target = batch_target_mean - self.target_mean
-            self.scatter += design.T @ design + weight * np.outer(delta_design, delta_design)
-            self.cross += targets.T @ design + weight * np.outer(delta_target, delta_design)
-            self.target_sq += (np.einsum("ij,ij->j", targets, targets)
-                               + weight * delta_target**2)
-            self.design_mean += delta_design * (n / total)
-            self.target_mean += delta_target * (n / total)
+            batch = GramAccumulator(design.shape[1], targets.shape[1], True)
+            batch.count = n
+            batch.design_mean = design.mean(axis=0)
+            batch.target_mean = targets.mean(axis=0)
+            if overwrite:
+                design -= batch.design_mean
+            else:
+                design = design - batch.design_mean
+            targets = targets - batch.target_mean
+            batch.scatter = design.T @ design
+            batch.cross = targets.T @ design
+            batch.target_sq = np.einsum("ij,ij->j", targets, targets)
+            self.merge(batch)
+
+    def merge(self, other):
+        """Add the rows accumulated by ``other`` (same columns and targets):
+        sums, or with centring the pairwise update of the scatter matrices."""
+        if other.count == 0:
+            return
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not self.fit_intercept:
+                self.scatter += other.scatter
+                self.cross += other.cross
+                self.target_sq += other.target_sq
+                self.count += other.count
+                return
+            total = self.count + other.count
+            weight = self.count * other.count / total
+            delta_design = other.design_mean - self.design_mean
+            delta_target = other.target_mean - self.target_mean
+            self.scatter += other.scatter
+            self.cross += other.cross
+            # rank-one corrections in place (BLAS ger on the transposed,
+            # Fortran-ordered views): no d x d temporary
+            self.scatter = ger(weight, delta_design, delta_design, a=self.scatter.T,
+                               overwrite_a=True).T
+            self.cross = ger(weight, delta_design, delta_target, a=self.cross.T,
+                             overwrite_a=True).T
+            self.target_sq += other.target_sq + weight * delta_target**2
+            self.design_mean += delta_design * (other.count / total)
+            self.target_mean += delta_target * (other.count / total)
             self.count = total
 
     def finish(self):

@@ -35,7 +35,6 @@ from .solvers import (
     forward_substitution,
     resolve_n_threads,
     solve_equilibrium,
-    solve_rows,
 )
 
 _ACTIVATIONS = {"relu": lambda z: np.maximum(z, 0.0)}
@@ -131,12 +130,17 @@ def _centred_gram_problem(blocks, targets, fit_intercept):
     return gram, correlations, target_sq, design_mean, target_mean
 
 
+# Density from which a product with a sparse matrix runs as dense BLAS: sparse
+# products (scipy's, torch's on CPU) are single-threaded and several times
+# slower than BLAS on matrices denser than this.
+DENSE_PRODUCT_DENSITY = 0.05
+
+
 def _times_transpose(rows, matrix):
-    """``rows @ matrix.T`` for a sparse ``matrix``: dense BLAS when it is not
-    very sparse (scipy's sparse-dense product is single-threaded and several
-    times slower there), sparse otherwise."""
+    """``rows @ matrix.T`` for a sparse ``matrix``: dense BLAS from
+    ``DENSE_PRODUCT_DENSITY`` on, sparse below."""
     size = matrix.shape[0] * matrix.shape[1]
-    if size and matrix.nnz >= 0.05 * size:
+    if size and matrix.nnz >= DENSE_PRODUCT_DENSITY * size:
         return rows @ matrix.toarray().T
     return np.asarray(matrix @ rows.T).T
 
@@ -187,6 +191,15 @@ def _feedforward_rows(problem, n_states, blocks, solve):
         return _stack_rows(parts, n_columns)
     return [_stack_rows([(columns, path[a]) for columns, path in parts], n_columns)
             for a in range(len(parts[0][1]))]
+
+
+def _is_streamed(X, states, baseline_outputs):
+    """True when fit must read its data chunk by chunk: a memmap or dask
+    input, or X given as an iterable of batches (see :mod:`sksim.streaming`)."""
+    from .streaming import is_batch_iterable, is_out_of_core
+
+    return is_batch_iterable(X) or any(
+        is_out_of_core(a) for a in (X, states, baseline_outputs) if a is not None)
 
 
 def _forward_blocks(A):
@@ -249,6 +262,7 @@ class _BaseSIM(BaseEstimator):
         "block_alpha": [StrOptions({"positions", "relative", "absolute"})],
         "state_inputs": [StrOptions({"teacher", "model"})],
         "output_target": [StrOptions({"baseline", "y"})],
+        "state_scaling": [StrOptions({"well_posed", "rms", "none"})],
         "structure": [StrOptions({"implicit", "feedforward"})],
         "state_blocks": [None, "array-like"],
     }
@@ -283,6 +297,7 @@ class _BaseSIM(BaseEstimator):
         output_target="baseline",
         structure="implicit",
         state_blocks=None,
+        state_scaling="well_posed",
     ):
         self.baseline = baseline
         self.alpha = alpha
@@ -309,6 +324,7 @@ class _BaseSIM(BaseEstimator):
         self.block_alpha = block_alpha
         self.state_inputs = state_inputs
         self.output_target = output_target
+        self.state_scaling = state_scaling
         self.structure = structure
         self.state_blocks = state_blocks
 
@@ -340,10 +356,9 @@ class _BaseSIM(BaseEstimator):
             batches = teacher.iter_batches(X[:1])
             self._teacher_blocks = [block.shape[1] for block in next(batches)[1]]
             batches.close()
-            self.state_scales_ = self._torch_state_scales(teacher, X,
-                                                          pre_activations.shape[1])
-            if self.state_scales_ is not None:
-                pre_activations = pre_activations * self.state_scales_
+            pre_activations = self._scaled_states(
+                pre_activations, lambda: self._torch_state_scales(
+                    teacher, X, pre_activations.shape[1]))
             return teacher, pre_activations, outputs
         else:
             teacher = self.baseline
@@ -372,12 +387,28 @@ class _BaseSIM(BaseEstimator):
                 f"{X.shape[1]}."
             )
         self._teacher_blocks = [coef.shape[1] for coef in mlp.coefs_[:-1]]
-        scales = well_posed_layer_scales(mlp.coefs_, self.kappa)
-        pre_activations, outputs = mlp_forward(mlp.coefs_, mlp.intercepts_, X, scales)
-        self.state_scales_ = np.concatenate(
-            [np.full(c.shape[1], s) for c, s in zip(mlp.coefs_[:-1], scales)]
-        )
+        pre_activations, outputs = mlp_forward(mlp.coefs_, mlp.intercepts_, X)
+        pre_activations = self._scaled_states(pre_activations, lambda: np.repeat(
+            well_posed_layer_scales(mlp.coefs_, self.kappa), self._teacher_blocks))
         return teacher, pre_activations, outputs
+
+    def _scaled_states(self, pre_activations, well_posed_scales):
+        """The teacher's states scaled as ``state_scaling`` says (sets
+        ``state_scales_``); ``well_posed_scales()`` gives the per-state
+        scales of ``"well_posed"`` or None where they are unknown."""
+        if self.state_scaling == "none":
+            scales = None
+        elif self.state_scaling == "well_posed":
+            scales = well_posed_scales()
+        else:
+            post = _ACTIVATIONS[self.activation](pre_activations)
+            edges = np.cumsum([0] + list(self._teacher_blocks))
+            rms = [np.sqrt(np.mean(post[:, a:b] ** 2)) for a, b in zip(edges[:-1], edges[1:])]
+            # a block that never activates keeps its scale
+            scales = np.repeat([1.0 / r if r > 0 else 1.0 for r in rms],
+                               self._teacher_blocks)
+        self.state_scales_ = scales
+        return pre_activations if scales is None else pre_activations * scales
 
     def _torch_state_scales(self, teacher, X, n_states):
         """Per-state scales that make a torch teacher itself well posed, as for
@@ -462,6 +493,11 @@ class _BaseSIM(BaseEstimator):
         """Fit the weight-shared model: one row per channel of each block."""
         if self.activation != "relu":  # pragma: no cover - only relu exists
             raise ValueError("weight sharing supports activation='relu' only.")
+        if self.state_scaling != "well_posed":
+            raise ValueError(
+                f"state_scaling={self.state_scaling!r} applies to flat teachers; a "
+                "weight-shared fit scales its blocks to make the teacher well posed "
+                "(state_scaling='well_posed'), or set weight_sharing=False.")
         structure = shared.fitting_structure(maps.structure, self.lateral_kernel,
                                              n_outputs=targets.shape[1],
                                              skip_links=self.skip_links)
@@ -562,14 +598,162 @@ class _BaseSIM(BaseEstimator):
             return self._fit_weight_shared(X, targets, teacher_maps)
         with _numba_threads(self.n_jobs):
             post_activations, problem = self._state_problem(X, states)
-            state_rows = self._solve_state_rows(
-                problem[:3], states.shape[1],
-                lambda gram, corr, target_sq, n_bounded: solve_rows(
-                    gram, corr, target_sq, **self._state_row_options(n_bounded)))
+            state_rows = self._solve_state_rows(problem[:3], states.shape[1],
+                                                self._state_solve())
             self._set_state_rows(state_rows.coef, *problem[3:])
             del problem  # the Gram: the output stage builds its own
             output_rows = self._fit_output_rows(X, targets, post_activations)
         return self._set_certificates(state_rows, output_rows, self._matrix_norms())
+
+    def _state_solve(self):
+        """``solve(gram, correlations, target_sq, n_bounded)`` of the state rows
+        (in row batches on a dask cluster under ``parallel_backend("dask")``)."""
+        from .streaming import solve_rows_parallel
+
+        return lambda gram, corr, target_sq, n_bounded: solve_rows_parallel(
+            gram, corr, target_sq, **self._state_row_options(n_bounded))
+
+    # --------------------------------------------------- out-of-core fitting
+    def _fit_streamed(self, X, y, states, baseline_outputs):
+        """Fit from data reduced chunk by chunk (memmaps, dask arrays, batches
+        of a DataLoader; see :mod:`sksim.streaming`): the same row problems and
+        solvers as the in-memory fit, with O(d^2 + chunk) memory. No fitted
+        attribute survives a failure."""
+        try:
+            with _numba_threads(self.n_jobs):
+                return self._fit_streamed_stages(X, y, states, baseline_outputs)
+        except BaseException:
+            for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+                delattr(self, name)
+            raise
+
+    def _fit_streamed_stages(self, X, y, states, baseline_outputs):
+        from functools import partial
+
+        from . import streaming as st
+
+        self._check_streamed_penalties()
+        if st.is_batch_iterable(X):
+            if y is not None or states is not None or baseline_outputs is not None:
+                raise ValueError(
+                    "X is an iterable of (inputs, labels) batches: y, states and "
+                    "baseline_outputs come from it and the teacher, so pass y=None "
+                    "and no states or baseline_outputs.")
+            if not hasattr(self.baseline, "record"):
+                raise ValueError("X as an iterable of batches needs a TorchBaseline "
+                                 "teacher (baseline) to record the states.")
+            source = st.BatchSource(X)
+            y, n_features = source.labels()
+        else:
+            n_features = self._check_streamed_arrays(X, y, states, baseline_outputs)
+            y = np.asarray(y.compute() if st.is_dask_array(y) else y)
+            source = st.make_source(X, y, states, baseline_outputs)
+        self.n_features_in_ = n_features
+        encode, n_targets = self._streamed_targets(y)
+        if baseline_outputs is not None and baseline_outputs.shape[1] != \
+                self._n_output_columns(baseline_outputs):
+            raise ValueError(
+                f"baseline_outputs must have {self._n_output_columns(baseline_outputs)} "
+                f"columns; got {baseline_outputs.shape[1]}.")
+        recipe, n_states = self._streamed_recipe(source, states, baseline_outputs,
+                                                 encode, n_targets)
+        if self.state_scaling == "rms" and recipe.teacher is not None:
+            edges = np.cumsum([0] + list(self._teacher_blocks))
+            count, squares = source.reduce(partial(st.block_square_sums, recipe, edges),
+                                           st.merge_sums)
+            rms = np.sqrt(squares / (count * np.diff(edges)))
+            scales = np.repeat(np.where(rms > 0, 1.0 / np.where(rms > 0, rms, 1.0), 1.0),
+                               self._teacher_blocks)
+            recipe = recipe._replace(scales=scales)
+            self.state_scales_ = scales
+        problem = source.reduce(partial(st.state_partial, recipe, self.fit_intercept),
+                                st.merge_accumulators).finish()
+        state_rows = self._solve_state_rows(problem[:3], n_states, self._state_solve())
+        self._set_state_rows(state_rows.coef, problem.design_mean, problem.target_mean)
+        del problem
+        model = None
+        if self.refit_outputs:
+            model = st.StateModel(self.A_, self.B_, self.state_intercept_,
+                                  _forward_blocks(self.A_) is not None,
+                                  self.equilibrium_tol, self.equilibrium_max_iter)
+        problem = source.reduce(partial(st.output_partial, recipe, model, self.fit_intercept),
+                                st.merge_accumulators).finish()
+        output_rows = self._solve_output_rows(problem)
+        return self._set_certificates(state_rows, output_rows, self._matrix_norms())
+
+    def _check_streamed_penalties(self):
+        if self.row_bound is None and 0 in (self.alpha, self.output_alpha):
+            raise ValueError("alpha=0 and output_alpha=0 need row_bound (see fit).")
+
+    @staticmethod
+    def _check_streamed_arrays(X, y, states, baseline_outputs):
+        """Shapes and dtypes of out-of-core inputs (their values are checked
+        chunk by chunk as they are read); returns the number of features."""
+        n_samples = X.shape[0] if len(X.shape) == 2 else None
+        if n_samples is None:
+            raise ValueError(f"X must be a 2-D array; got shape {X.shape}.")
+        for name, array in (("X", X), ("states", states), ("baseline_outputs",
+                                                            baseline_outputs)):
+            if array is None:
+                continue
+            if len(array.shape) != 2 or array.shape[0] != n_samples:
+                raise ValueError(
+                    f"{name} must have shape (n_samples, n_columns) with the {n_samples} "
+                    f"rows of X; got {tuple(array.shape)}.")
+            if np.dtype(array.dtype).kind not in "fiu":
+                raise ValueError(f"{name} must hold numbers; it has dtype {array.dtype}.")
+        if y is None or np.shape(y)[0] != n_samples:
+            raise ValueError(f"y must have the {n_samples} rows of X; got "
+                             f"{None if y is None else np.shape(y)}.")
+        return X.shape[1]
+
+    def _streamed_recipe(self, source, states, baseline_outputs, encode, n_targets):
+        """The ChunkRecipe of a streamed fit (sets ``baseline_``,
+        ``state_scales_`` and the teacher's blocks) and the number of states."""
+        from . import streaming as st
+
+        use_teacher = baseline_outputs is None and self.output_target == "baseline"
+        targets = "outputs" if baseline_outputs is not None else "y"
+        self._shared_model = None
+        for name in ("A_", "B_", "C_", "D_") + _WEIGHT_SHARED_ATTRIBUTES:
+            self.__dict__.pop(name, None)
+        if states is not None:
+            self.baseline_, self.state_scales_, self._teacher_blocks = None, None, None
+            return st.ChunkRecipe(None, None, targets, encode, n_targets), states.shape[1]
+        first = source.first_rows(2)
+        teacher = self.baseline
+        if hasattr(teacher, "record"):
+            if self._weight_shared_teacher(first, None) is not None:
+                raise ValueError(
+                    "An out-of-core fit fits the flat model: this teacher would be fitted "
+                    "with weight sharing. Set weight_sharing=False.")
+            batches = teacher.iter_batches(first[:1])
+            self._teacher_blocks = [block.shape[1] for block in next(batches)[1]]
+            batches.close()
+            n_states = sum(self._teacher_blocks)
+            scales = self._torch_state_scales(teacher, first, n_states) \
+                if self.state_scaling == "well_posed" else None
+            recipe_teacher = teacher
+        elif isinstance(teacher, FrozenEstimator) and isinstance(
+                teacher.estimator, self._teacher_types()):
+            mlp = teacher.estimator
+            check_is_fitted(mlp)
+            self._teacher_blocks = [coef.shape[1] for coef in mlp.coefs_[:-1]]
+            n_states = sum(self._teacher_blocks)
+            scales = np.repeat(well_posed_layer_scales(mlp.coefs_, self.kappa),
+                               self._teacher_blocks) \
+                if self.state_scaling == "well_posed" else None
+            recipe_teacher = ("mlp", mlp.coefs_, mlp.intercepts_)
+        else:
+            raise ValueError(
+                "An out-of-core fit (memmap or dask inputs, or batches) needs precomputed "
+                "states, a fitted scikit-learn MLP wrapped in FrozenEstimator, or a "
+                f"TorchBaseline as baseline; got {type(teacher).__name__} (an unfitted "
+                "teacher would train on X in memory).")
+        self.baseline_ = teacher
+        self.state_scales_ = scales
+        return st.ChunkRecipe(recipe_teacher, scales, "teacher" if use_teacher else targets,
+                              encode, n_targets), n_states
 
     def _record_teacher(self, X, targets, states, baseline_outputs, y_for_teacher):
         """Validate the fit inputs and record the teacher. Returns ``(states,
@@ -695,16 +879,23 @@ class _BaseSIM(BaseEstimator):
         """Solve the output rows (on the model's equilibrium states when
         ``refit_outputs``, else on the teacher's) and set ``C_``, ``D_`` and
         ``intercept_``; returns their RowSolution."""
-        n_states = self.n_states_
         if self.refit_outputs:
             output_states, _ = self._equilibrium(X, warn=True)
         else:
             output_states = post_activations
+        return self._solve_output_rows(_centred_gram_problem(
+            [output_states, X], targets, self.fit_intercept))
+
+    def _solve_output_rows(self, problem):
+        """Solve the output rows of ``problem`` (gram, correlations, target_sq,
+        design_mean, target_mean, ...) and set ``C_``, ``D_`` and
+        ``intercept_``; returns their RowSolution."""
+        from .streaming import solve_rows_parallel
+
+        gram, corr, target_sq, design_mean, target_mean = problem[:5]
+        n_states = self.n_states_
         output_alpha = self.alpha if self.output_alpha is None else self.output_alpha
-        gram, corr, target_sq, design_mean, target_mean = _centred_gram_problem(
-            [output_states, X], targets, self.fit_intercept
-        )
-        output_rows = solve_rows(
+        output_rows = solve_rows_parallel(
             gram, corr, target_sq, row_bound=self._row_bound(),
             l1=output_alpha * self.l1_ratio,
             l2=output_alpha * (1.0 - self.l1_ratio), tol=self.tol,
@@ -791,39 +982,16 @@ class _BaseSIM(BaseEstimator):
     # --------------------------------------------------------------- inference
     def _equilibrium_chunks(self, X, warn=True, direct=False):
         """Yield ``(start, stop, rows, states, residual, direct)`` over sample
-        chunks of X (any float dtype and layout): the float64 rows, their
-        equilibrium states (for a weight-shared model the list of per-block
-        arrays) and residuals, and with ``direct`` the inputs' term ``D u`` of
-        the outputs (else None), computed in the same product as ``B u`` so
-        that X is read once; once all are yielded, one ConvergenceWarning if
-        a sample missed ``equilibrium_tol``."""
+        chunks of X (any float dtype and layout): for a weight-shared model
+        the float64 rows (else None) and the list of per-block states, else
+        the states; the residuals; and with ``direct`` the inputs' term
+        ``D u`` of the outputs (else None). Once all are yielded, one
+        ConvergenceWarning if a sample missed ``equilibrium_tol``."""
         n_unconverged, largest = 0, 0.0
-        weight_shared = self._is_weight_shared()
-        if not weight_shared:
-            one_pass = _forward_blocks(self.A_) is not None
-            input_weights = sp.vstack([self.B_, self.D_], format="csr") if direct else self.B_
-        for start, stop in _sample_chunks(X.shape[0], X.shape[1] + self.n_states_):
-            rows = _float64_rows(X, start, stop)
-            direct_term = None
-            if weight_shared:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    states, residual, _ = shared.block_equilibrium(
-                        self._shared_model, rows, tol=self.equilibrium_tol,
-                        max_iter=self.equilibrium_max_iter)
-                blocks = states
-            else:
-                both = _times_transpose(rows, input_weights)
-                drive = both[:, :self.n_states_]
-                drive += self.state_intercept_
-                if direct:
-                    direct_term = both[:, self.n_states_:]
-                if one_pass:  # no feedback: one exact pass, residual 0
-                    states, residual = forward_substitution(self.A_, drive), np.zeros(len(rows))
-                else:
-                    chunk = solve_equilibrium(self.A_, drive, tol=self.equilibrium_tol,
-                                              max_iter=self.equilibrium_max_iter)
-                    states, residual = chunk.states, chunk.residual
-                blocks = [states]
+        chunks = (self._shared_equilibrium_chunks(X) if self._is_weight_shared()
+                  else self._flat_equilibrium_chunks(X, direct))
+        for start, stop, rows, states, residual, direct_term in chunks:
+            blocks = states if isinstance(states, list) else [states]
             if not all(np.all(np.isfinite(block)) for block in blocks):
                 raise ValueError(
                     "The equilibrium states overflow float64: X is too large in "
@@ -843,6 +1011,41 @@ class _BaseSIM(BaseEstimator):
                 f"{largest:.3e}); increase equilibrium_max_iter.",
                 ConvergenceWarning,
             )
+
+    def _shared_equilibrium_chunks(self, X):
+        for start, stop in _sample_chunks(X.shape[0], X.shape[1] + self.n_states_):
+            rows = _float64_rows(X, start, stop)
+            with np.errstate(over="ignore", invalid="ignore"):
+                states, residual, _ = shared.block_equilibrium(
+                    self._shared_model, rows, tol=self.equilibrium_tol,
+                    max_iter=self.equilibrium_max_iter)
+            yield start, stop, rows, states, residual, None
+
+    def _flat_equilibrium_chunks(self, X, direct):
+        """The flat model's equilibrium in two phases: the products ``B u``
+        (with ``direct`` also ``D u``, in the same product, so X is read once)
+        chunk by chunk, then the equilibrium of all samples in one kernel
+        call. BLAS products and numba's parallel kernels do not alternate:
+        OpenBLAS's threads spin for a while after each product and slowed
+        each following kernel by ~40 ms on two cores. Holds
+        (n_samples, n_states + n_outputs) floats, as large as the states."""
+        n_states = self.n_states_
+        weights = sp.vstack([self.B_, self.D_], format="csr") if direct else self.B_
+        chunks = _sample_chunks(X.shape[0], X.shape[1] + weights.shape[0])
+        terms = np.empty((X.shape[0], weights.shape[0]))
+        for start, stop in chunks:
+            terms[start:stop] = _times_transpose(_float64_rows(X, start, stop), weights)
+        drive = terms[:, :n_states]
+        drive += self.state_intercept_
+        if _forward_blocks(self.A_) is not None:  # no feedback: one exact pass
+            states, residual = forward_substitution(self.A_, drive), np.zeros(X.shape[0])
+        else:
+            solution = solve_equilibrium(self.A_, drive, tol=self.equilibrium_tol,
+                                         max_iter=self.equilibrium_max_iter)
+            states, residual = solution.states, solution.residual
+        for start, stop in chunks:
+            yield (start, stop, None, states[start:stop], residual[start:stop],
+                   terms[start:stop, n_states:] if direct else None)
 
     def _equilibrium(self, X, warn=True):
         """Equilibrium states and residuals of the rows of X, over sample chunks."""
@@ -938,7 +1141,8 @@ class _BaseSIM(BaseEstimator):
             kernel works in float64.
         sparse : bool, default=None
             Store A, B, C, D as sparse COO tensors; ``None`` does so for each
-            matrix with fewer than half of its entries nonzero. A feed-forward
+            matrix with fewer than 5% of its entries nonzero (torch's sparse
+            products are much slower than dense ones above that). A feed-forward
             weight-shared model (no ``lateral_kernel``) is exported as its
             blocks instead: ``conv2d`` and linear layers holding the kernels,
             differentiated by autograd; ``sparse`` does not apply to it.
@@ -1073,11 +1277,8 @@ _PARAMETERS_DOC = """
         Where the states come from when ``fit`` gets no ``states``. ``None``
         trains an embedded ReLU MLP teacher with hidden layers (64, 32); an
         MLP is cloned and trained on (X, y); one wrapped in
-        ``sklearn.frozen.FrozenEstimator`` is used as is. The states of an
-        sklearn teacher, and of a TorchBaseline whose module is a chain of
-        Linear/Conv2d layers between ReLUs, are rescaled block by block
-        (ReLU is positively homogeneous) so that the teacher itself satisfies
-        the well-posedness bound; the scales are in ``state_scales_``.
+        ``sklearn.frozen.FrozenEstimator`` is used as is. The teacher's
+        states are rescaled block by block as ``state_scaling`` says.
     alpha : float, default=1e-3
         Penalty weight of the state rows. Must be positive unless
         ``row_bound`` is set (``alpha=0`` is then the pure constrained form:
@@ -1206,6 +1407,20 @@ _PARAMETERS_DOC = """
         indicator targets for a classifier). ``baseline_outputs`` passed to
         ``fit`` are used whatever this says; with precomputed ``states`` and
         no ``baseline_outputs`` the output rows fit ``y``.
+    state_scaling : {"well_posed", "rms", "none"}, default="well_posed"
+        How the states of a flat teacher (a scikit-learn MLP or a
+        TorchBaseline; not precomputed ``states``) are rescaled block by
+        block (layer by layer; ReLU is positively homogeneous, so the
+        teacher's outputs do not change). ``"well_posed"``: block ``b``
+        reading block ``b - 1`` through a kernel of largest row L1 norm
+        ``r`` is scaled by ``min(1, kappa / r)`` relative to it, so the
+        teacher itself meets the bound and is a feasible point of the state
+        rows (a torch module that is not a chain of Linear/Conv2d layers
+        keeps its states as recorded). ``"rms"``: each block's states
+        (after the activation) have unit root mean square over the training
+        samples; no guarantee on the teacher's ``A``, any block structure.
+        ``"none"``: as recorded. Weight-shared fits support
+        ``"well_posed"`` only. The scales are in ``state_scales_``.
 """
 
 _ATTRIBUTES_DOC = """
@@ -1219,11 +1434,9 @@ _ATTRIBUTES_DOC = """
     baseline_ : estimator or None
         The fitted teacher (None when ``states`` were given).
     state_scales_ : ndarray of shape (n_states,) or None
-        Scale applied to each teacher state so that the teacher itself
-        satisfies the ``kappa`` bound (scikit-learn MLPs and torch teachers
-        that trace as a chain of Linear/Conv2d layers between ReLUs); None
-        for user states and for torch teachers that are not such a chain
-        (their states are used as recorded).
+        Scale applied to each teacher state (see ``state_scaling``); None
+        for user states, ``state_scaling="none"`` and torch teachers that
+        are not a chain under ``"well_posed"`` (states used as recorded).
     state_duality_gaps_ : ndarray of shape (n_states,)
         Duality gap of each constrained state row (optimality certificate).
         For a weight-shared model this and the other per-row state arrays
@@ -1329,8 +1542,21 @@ class SIMRegressor(RegressorMixin, _BaseSIM):
         -------
         self : SIMRegressor
         """
+        if _is_streamed(X, states, baseline_outputs):
+            return self._fit_streamed(X, y, states, baseline_outputs)
         X, targets, y = self._validated_targets(X, y)
         return self._fit_sim(X, targets, states, baseline_outputs, y)
+
+    def _streamed_targets(self, y):
+        """``(encode, n_targets)`` of a streamed fit's y (values)."""
+        from .streaming import ValueTargets
+
+        y = np.asarray(y, dtype=np.float64)
+        if y.ndim not in (1, 2):
+            raise ValueError(f"y must be 1-D or 2-D; got shape {y.shape}.")
+        self._y_ndim = y.ndim
+        self._n_targets = 1 if y.ndim == 1 else y.shape[1]
+        return ValueTargets(), self._n_targets
 
     def _validated_targets(self, X, y):
         """Validated ``X``, the output-row targets and ``y`` for the teacher."""
@@ -1445,8 +1671,24 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
         -------
         self : SIMClassifier
         """
+        if _is_streamed(X, states, baseline_outputs):
+            return self._fit_streamed(X, y, states, baseline_outputs)
         X, targets, y = self._validated_targets(X, y)
         return self._fit_sim(X, targets, states, baseline_outputs, y)
+
+    def _streamed_targets(self, y):
+        """``(encode, n_targets)`` of a streamed fit's y (class labels)."""
+        from .streaming import LabelTargets
+
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D class labels; got shape {y.shape}.")
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise ValueError(f"y must contain at least 2 classes; got 1 class "
+                             f"({self.classes_[0]!r}).")
+        return LabelTargets(self.classes_), len(self.classes_)
 
     def _validated_targets(self, X, y):
         """Validated ``X``, the indicator targets and ``y`` for the teacher."""

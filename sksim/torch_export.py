@@ -26,14 +26,16 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
+from .estimators import DENSE_PRODUCT_DENSITY
 from .solvers import solve_equilibrium
 
 
 def _to_torch_matrix(matrix, dtype, sparse):
     """A scipy sparse matrix as a torch tensor: sparse COO when ``sparse`` is
-    True, dense when False, and when None sparse below half density."""
+    True, dense when False, and when None sparse below the density from which
+    products run faster dense."""
     if sparse is None:
-        sparse = matrix.nnz < 0.5 * max(1, matrix.shape[0] * matrix.shape[1])
+        sparse = matrix.nnz < DENSE_PRODUCT_DENSITY * max(1, matrix.shape[0] * matrix.shape[1])
     if sparse:
         coo = matrix.tocoo()
         indices = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.long)
@@ -75,7 +77,7 @@ class SIMModule(nn.Module):
     ``forward(u)`` takes inputs of shape (batch, n_features) and returns the
     outputs (batch, n_outputs); ``equilibrium(u)`` returns the hidden states
     (batch, n_states). Weights are buffers (sparse COO where the fitted
-    matrix is sparse); gradients flow to the inputs.
+    matrix is very sparse); gradients flow to the inputs.
 
     Attributes
     ----------

@@ -494,3 +494,10 @@ def test_skip_links_stay_feed_forward_and_exact():
     plain = SIMRegressor(baseline, alpha=1e-4, kappa=kappa).fit(X, logits,
                                                               baseline_outputs=logits)
     assert [len(block) for block in plain.structure_.links] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("scaling", ["rms", "none"])
+def test_weight_shared_fit_rejects_other_state_scaling(tiny_problem, scaling):
+    _, baseline, X, logits = tiny_problem
+    with pytest.raises(ValueError, match=f"state_scaling='{scaling}' applies to flat"):
+        SIMRegressor(baseline, state_scaling=scaling).fit(X, logits)

@@ -1,0 +1,357 @@
+"""Fits whose data stay where they are: sample chunks reduced to Gram problems.
+
+SIM's row problems need the data only through Gram matrices, sums over
+samples. Here the samples arrive chunk by chunk and each chunk is reduced to a
+:class:`~sksim.design.GramAccumulator` (exact centring by pairwise merges), so
+``fit`` holds O(d^2 + chunk) memory whatever the number of samples:
+
+* numpy arrays and ``numpy.memmap`` files: sliced in chunks of about 32 MiB of
+  float64 on this machine (a memmap is read, never loaded);
+* ``dask.array`` inputs: one task per block of rows, run where the blocks
+  live (on the active ``dask.distributed`` Client when there is one, else on
+  dask's local scheduler), the partial problems merged pairwise in a tree;
+  dask retries the tasks of a lost worker;
+* an iterable of ``(inputs, labels)`` batches (a torch ``DataLoader``) for a
+  ``TorchBaseline`` teacher, iterated once per stage.
+
+A chunk's states come from the precomputed ``states``, a fitted scikit-learn
+MLP or a ``TorchBaseline`` run on the chunk (on the worker that holds it).
+The row solves themselves run through joblib: under
+``joblib.parallel_backend("dask")`` in row batches on the cluster's workers
+(the Gram matrix scattered once, fetched once per worker), else on this
+machine's numba threads.
+
+This module imports dask only inside the functions that need it.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .baselines import mlp_forward
+from .design import GramAccumulator
+from .estimators import _float64_rows, _sample_chunks, _times_transpose
+from .solvers import RowSolution, forward_substitution, solve_equilibrium, solve_rows
+
+
+def is_dask_array(array):
+    """True for a ``dask.array.Array`` (checked without importing dask)."""
+    return type(array).__module__.startswith("dask.") and hasattr(array, "chunks")
+
+
+def is_out_of_core(array):
+    return isinstance(array, np.memmap) or is_dask_array(array)
+
+
+def is_batch_iterable(X):
+    """True for an iterable of batches (a DataLoader, a list of tuples), not an array."""
+    return (not hasattr(X, "shape") and not isinstance(X, (list, tuple, np.ndarray))
+            and hasattr(X, "__iter__"))
+
+
+# ----------------------------------------------------------------- recipes
+class LabelTargets(NamedTuple):
+    """Indicator targets of class labels (two columns for two classes)."""
+
+    classes: np.ndarray
+
+    def __call__(self, y_rows):
+        indicator = (np.asarray(y_rows)[:, None] == self.classes[None, :]).astype(np.float64)
+        return indicator
+
+
+class ValueTargets(NamedTuple):
+    """Regression targets as float64 columns."""
+
+    def __call__(self, y_rows):
+        y_rows = np.asarray(y_rows, dtype=np.float64)
+        return y_rows.reshape(len(y_rows), -1)
+
+
+class ChunkRecipe(NamedTuple):
+    """How a chunk's states and output-row targets are made (picklable: it
+    travels to the workers).
+
+    Attributes
+    ----------
+    teacher : None, ("mlp", coefs, intercepts) or TorchBaseline
+        Where the states come from (None: the ``states`` chunk).
+    scales : ndarray of shape (n_states,) or None
+        Per-state scales applied to the teacher's states.
+    targets : {"outputs", "teacher", "y"}
+        The output rows' targets: the ``baseline_outputs`` chunk, the
+        teacher's outputs, or ``encode(y)``.
+    encode : LabelTargets or ValueTargets
+    n_targets : int
+        Columns the targets must have.
+    """
+
+    teacher: object
+    scales: object
+    targets: str
+    encode: object
+    n_targets: int
+
+
+class StateModel(NamedTuple):
+    """The fitted state rows, enough to compute the model's equilibrium."""
+
+    A: object
+    B: object
+    intercept: np.ndarray
+    one_pass: bool
+    tol: float
+    max_iter: int
+
+    def states(self, rows):
+        drive = _times_transpose(rows, self.B) + self.intercept
+        if self.one_pass:
+            return forward_substitution(self.A, drive)
+        return solve_equilibrium(self.A, drive, tol=self.tol, max_iter=self.max_iter).states
+
+
+def _finite(array, name):
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinity.")
+    return array
+
+
+def chunk_states(recipe, X_rows, states_rows):
+    """The (scaled) pre-activations of a chunk and the teacher's outputs (None
+    without a teacher)."""
+    if recipe.teacher is None:
+        return _finite(np.asarray(states_rows, dtype=np.float64), "states"), None
+    if isinstance(recipe.teacher, tuple):
+        _, coefs, intercepts = recipe.teacher
+        states, outputs = mlp_forward(coefs, intercepts, X_rows)
+    else:
+        states, outputs = recipe.teacher.record(X_rows)
+    states = _finite(np.asarray(states, dtype=np.float64), "the baseline's states")
+    if recipe.scales is not None:
+        states *= recipe.scales
+    return states, outputs
+
+
+def chunk_targets(recipe, y_rows, outputs_rows, teacher_outputs):
+    if recipe.targets == "outputs":
+        targets = np.asarray(outputs_rows, dtype=np.float64)
+        name = "baseline_outputs"
+    elif recipe.targets == "teacher":
+        targets = np.asarray(teacher_outputs, dtype=np.float64)
+        targets = targets.reshape(len(targets), -1)
+        name = "the baseline's outputs"
+        if targets.shape[1] != recipe.n_targets:
+            raise ValueError(
+                f"The teacher has {targets.shape[1]} outputs but y needs "
+                f"{recipe.n_targets} output columns; the output rows cannot match the "
+                "teacher. Set output_target='y' to fit y instead.")
+    else:
+        targets = recipe.encode(y_rows)
+        name = "y"
+    return _finite(targets, name)
+
+
+def _design(first, X_rows):
+    """``[first, X_rows]`` as one new float64 buffer (centred in place later)."""
+    design = np.empty((first.shape[0], first.shape[1] + X_rows.shape[1]))
+    design[:, :first.shape[1]] = first
+    design[:, first.shape[1]:] = X_rows
+    return design
+
+
+def state_partial(recipe, fit_intercept, X_rows, y_rows, states_rows, outputs_rows):
+    """Gram problem of the state rows on one chunk: design ``[relu(z), x]``,
+    targets ``z``."""
+    X_rows = _finite(np.asarray(X_rows, dtype=np.float64), "X")
+    states, _ = chunk_states(recipe, X_rows, states_rows)
+    n_states = states.shape[1]
+    design = np.empty((states.shape[0], n_states + X_rows.shape[1]))
+    np.maximum(states, 0.0, out=design[:, :n_states])
+    design[:, n_states:] = X_rows
+    accumulator = GramAccumulator(design.shape[1], n_states, fit_intercept)
+    accumulator.add(design, states, overwrite=True)
+    return accumulator
+
+
+def output_partial(recipe, model, fit_intercept, X_rows, y_rows, states_rows,
+                   outputs_rows):
+    """Gram problem of the output rows on one chunk: design ``[x, u]`` with
+    ``x`` the model's equilibrium (``model``) or the teacher's activated states
+    (``model`` None), targets as the recipe says."""
+    X_rows = _finite(np.asarray(X_rows, dtype=np.float64), "X")
+    need_teacher = model is None or recipe.targets == "teacher"
+    states, teacher_outputs = (chunk_states(recipe, X_rows, states_rows) if need_teacher
+                               else (None, None))
+    post = np.maximum(states, 0.0) if model is None else model.states(X_rows)
+    targets = chunk_targets(recipe, y_rows, outputs_rows, teacher_outputs)
+    accumulator = GramAccumulator(post.shape[1] + X_rows.shape[1], targets.shape[1],
+                                  fit_intercept)
+    accumulator.add(_design(post, X_rows), targets, overwrite=True)
+    return accumulator
+
+
+def block_square_sums(recipe, edges, X_rows, y_rows, states_rows, outputs_rows):
+    """``(count, sum of squares of the activated states per block)`` of a chunk."""
+    states, _ = chunk_states(recipe, np.asarray(X_rows, dtype=np.float64), states_rows)
+    post = np.maximum(states, 0.0)
+    return len(post), np.array([np.sum(post[:, a:b] ** 2)
+                                for a, b in zip(edges[:-1], edges[1:])])
+
+
+# ----------------------------------------------------------------- sources
+class ArraySource:
+    """Aligned row arrays (numpy, memmap; None where absent) sliced in chunks
+    on this machine."""
+
+    def __init__(self, X, y, states, outputs):
+        self.arrays = (X, y, states, outputs)
+        self.n_samples = X.shape[0]
+        self.width = X.shape[1] + sum(a.shape[1] for a in (states, outputs) if a is not None)
+
+    def chunks(self):
+        for start, stop in _sample_chunks(self.n_samples, self.width):
+            yield [None if a is None else (_float64_rows(a, start, stop) if a.ndim == 2
+                                           else np.asarray(a[start:stop]))
+                   for a in self.arrays]
+
+    def first_rows(self, n=1):
+        return np.asarray(self.arrays[0][:n], dtype=np.float64)
+
+    def reduce(self, partial, merge):
+        total = None
+        for chunk in self.chunks():
+            part = partial(*chunk)
+            total = part if total is None else merge(total, part)
+        return total
+
+
+class BatchSource(ArraySource):
+    """An iterable of ``(inputs, labels)`` batches (a torch DataLoader), iterated
+    once per reduction; inputs of any shape are flattened per sample."""
+
+    def __init__(self, batches):
+        if iter(batches) is batches:
+            raise ValueError(
+                "X is an iterator, which can be read only once; fit reads the batches "
+                "in two passes (states, then outputs). Pass a re-iterable object such "
+                "as a torch DataLoader or a list of (inputs, labels) batches.")
+        self.batches = batches
+
+    @staticmethod
+    def _numpy(value):
+        if hasattr(value, "detach"):
+            value = value.detach().cpu().numpy()
+        return np.asarray(value)
+
+    def chunks(self):
+        for batch in self.batches:
+            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+                raise ValueError(
+                    "Each batch of X must be a pair (inputs, labels), as a torch "
+                    f"DataLoader over a labelled dataset yields; got {type(batch).__name__}.")
+            inputs, labels = self._numpy(batch[0]), self._numpy(batch[1])
+            inputs = inputs.reshape(len(inputs), -1).astype(np.float64)
+            yield [inputs, labels, None, None]
+
+    def first_rows(self, n=1):
+        return next(self.chunks())[0][:n]
+
+    def labels(self):
+        """All labels (one pass; small: one value per sample) and the feature count."""
+        labels, n_features = [], None
+        for inputs, batch_labels, _, _ in self.chunks():
+            if n_features is not None and inputs.shape[1] != n_features:
+                raise ValueError(
+                    f"The batches of X have different numbers of features "
+                    f"({n_features} and {inputs.shape[1]}).")
+            n_features = inputs.shape[1]
+            labels.append(batch_labels)
+        if not labels:
+            raise ValueError("X yielded no batches.")
+        return np.concatenate(labels), n_features
+
+
+class DaskSource:
+    """Dask arrays (numpy inputs among them are wrapped): one task per block of
+    rows, partial results merged pairwise in a tree, computed on the active
+    scheduler (a distributed Client when there is one)."""
+
+    def __init__(self, X, y, states, outputs):
+        import dask.array as da
+
+        reference = next(a for a in (X, states, outputs, y) if is_dask_array(a))
+        rows = reference.chunks[0]
+        self.arrays = []
+        for array in (X, y, states, outputs):
+            if array is None:
+                self.arrays.append(None)
+                continue
+            if not is_dask_array(array):
+                array = da.from_array(np.asarray(array), chunks=(rows,) + array.shape[1:])
+            self.arrays.append(array.rechunk((rows,) + tuple(-1 for _ in array.shape[1:])))
+        self.n_samples = X.shape[0]
+
+    def first_rows(self, n=1):
+        return np.asarray(self.arrays[0][:n].compute(), dtype=np.float64)
+
+    def reduce(self, partial, merge):
+        import dask
+
+        blocks = [None if a is None else list(a.to_delayed().ravel()) for a in self.arrays]
+        n_blocks = len(blocks[0])
+        parts = [dask.delayed(partial)(*[None if b is None else b[i] for b in blocks])
+                 for i in range(n_blocks)]
+        while len(parts) > 1:
+            parts = [dask.delayed(merge)(parts[i], parts[i + 1]) if i + 1 < len(parts)
+                     else parts[i] for i in range(0, len(parts), 2)]
+        try:
+            (result,) = dask.compute(parts[0])
+        except (ValueError, TypeError):
+            raise  # the data's own errors (e.g. NaN in X), raised on a worker
+        except Exception as exc:
+            raise RuntimeError(
+                "The dask computation of the Gram matrices failed "
+                f"({type(exc).__name__}: {exc}); no model was fitted. If the cluster "
+                "or its client went away, start one and fit again.") from exc
+        return result
+
+
+def make_source(X, y, states, outputs):
+    if any(is_dask_array(a) for a in (X, y, states, outputs)):
+        return DaskSource(X, y, states, outputs)
+    return ArraySource(X, y, states, outputs)
+
+
+def merge_accumulators(first, second):
+    first.merge(second)
+    return first
+
+
+def merge_sums(first, second):
+    return first[0] + second[0], first[1] + second[1]
+
+
+# ------------------------------------------------------------ row solves
+def _dask_backend_active():
+    from joblib.parallel import get_active_backend
+
+    backend, _ = get_active_backend()
+    return type(backend).__name__ == "DaskDistributedBackend"
+
+
+def solve_rows_parallel(gram, correlations, target_sq, **options):
+    """:func:`~sksim.solvers.solve_rows`, in row batches on the workers of the
+    active joblib backend when that is dask (one batch per worker thread; the
+    Gram matrix, a large argument, is scattered once by joblib); else one
+    call on this machine's numba threads."""
+    n_rows = correlations.shape[0]
+    if n_rows < 2 or not _dask_backend_active():
+        return solve_rows(gram, correlations, target_sq, **options)
+    from joblib import Parallel, delayed, effective_n_jobs
+
+    batches = np.array_split(np.arange(n_rows), min(n_rows, effective_n_jobs(-1)))
+    parts = Parallel(n_jobs=-1)(
+        delayed(solve_rows)(gram, correlations[rows], target_sq[rows], **options)
+        for rows in batches)
+    return RowSolution(*[np.concatenate([getattr(part, field) for part in parts])
+                         for field in RowSolution._fields])
