@@ -2,7 +2,7 @@
 
 Only the text between ``<!-- begin:NAME -->`` and ``<!-- end:NAME -->`` markers
 is replaced (NAME in targets, fit, anchors, predict, predict_structure, memory, scaling,
-homotopy, homotopy_fit, target_scale, conv_predict, machine);
+homotopy, homotopy_fit, target_scale, conv_predict, distributed, machine);
 smoke-run results (benchmarks/results/quick/) are ignored.
 
 Run:  python benchmarks/report.py
@@ -157,7 +157,8 @@ def predict_table(preds):
 
 
 def predict_structure_table(preds):
-    """Implicit against feed-forward structure (bench_predict.py, issue 13)."""
+    """Implicit against feed-forward structure, numpy predict and to_torch
+    (bench_predict.py, issue 13)."""
     rows = []
     for p in by_m(preds):
         r = p["result"]
@@ -165,17 +166,56 @@ def predict_structure_table(preds):
         if not ff:
             continue
         f64 = r["forward_float64"]["median_s"]
+        torch_times = r.get("to_torch", {})
+
+        def torch_ratio(name, torch_times=torch_times, f64=f64):
+            entry = torch_times.get(name)
+            return f"{entry['median_s'] / f64:.2f}x" if entry else "-"
+
         rows.append([f"{r['m']:,}", "implicit", f"{ff['implicit_n_nonzero']:,}",
                      f"{r['test_accuracy']['sim']:.4f}", fmt_s(r["equilibrium"]["median_s"]),
                      fmt_s(r["predict"]["median_s"]),
-                     f"**{r['ratios']['predict_over_forward64']:.2f}x**"])
+                     f"**{r['ratios']['predict_over_forward64']:.2f}x**",
+                     torch_ratio("implicit"), torch_ratio("implicit_jacobi")])
         rows.append([f"{r['m']:,}", "feedforward", f"{ff['n_nonzero']:,}",
                      f"{ff['test_accuracy']:.4f}", fmt_s(ff["equilibrium"]["median_s"]),
                      fmt_s(ff["predict"]["median_s"]),
-                     f"**{ff['predict']['median_s'] / f64:.2f}x**"])
+                     f"**{ff['predict']['median_s'] / f64:.2f}x**",
+                     torch_ratio("feedforward"), "-"])
     return C.table(rows, ["fit on m", "structure", "nonzeros", "test accuracy",
                           "equilibrium (tol 1e-8)", "predict",
-                          "predict / teacher forward64 (feedforward target <= 2)"])
+                          "predict / teacher forward64 (feedforward target <= 2)",
+                          "to_torch forward / forward64",
+                          "Jacobi equilibrium (non-CPU path) / forward64"])
+
+
+def distributed_table(payloads):
+    """Local against LocalCluster fits, memory and the cost model (bench_distributed.py)."""
+    rows = []
+    for p in by_m(payloads):
+        r = p["result"]
+        mem = r["memory"]
+        for n, c in sorted(r["cluster"].items(), key=lambda item: int(item[0])):
+            check = r["model"]["check"][str(n)] if str(n) in r["model"]["check"] \
+                else r["model"]["check"][n]
+            rows.append([f"{r['m']:,}", n, fmt_s(r["local_seconds"]),
+                         fmt_s(c["fit_seconds"]), f"{c['local_over_cluster']:.2f}",
+                         fmt_s(c["persist_seconds"]), f"{c['max_abs_coef_diff_vs_local']:.1e}",
+                         fmt_s(check["predicted_seconds"])])
+        memory = C.table([[f"{r['m']:,}", f"{mem['data_bytes'] / 2**20:.0f} MiB",
+                           f"{mem['gram_bytes'] / 2**20:.1f} MiB",
+                           f"{mem['in_memory_peak_bytes'] / 2**20:.0f} MiB",
+                           f"{mem['memmap_peak_bytes'] / 2**20:.0f} MiB"]],
+                         ["m", "data (X, states, logits)", "Gram", "in-memory fit peak",
+                          "memmap fit peak"])
+        curves = C.table([[key, f"{c['speedup'][1]:.2f}", f"{c['speedup'][7]:.1f}",
+                           f"{c['speedup_at_64']:.1f}", c["best_n"]]
+                          for key, c in r["model"]["curves"].items()],
+                         ["problem", "N = 2", "N = 8", "N = 64", "best N <= 64"])
+    table = C.table(rows, ["m", "workers", "local fit", "cluster fit", "local / cluster",
+                           "persist (apart)", "max coef diff", "model predicts"])
+    return (table + "\n\nPeak numpy allocations (tracemalloc):\n\n" + memory
+            + "\n\nPredicted speedup T(1) / T(N) of the cost model:\n\n" + curves)
 
 
 def memory_table(mems):
@@ -436,6 +476,7 @@ def main():
         p["result"]["ratios"] = ratios(p["result"])
     mems, scal = load("memory_m*.json"), load("scaling.json")
     homotopy, conv = load("homotopy_m*.json"), load("conv_predict.json")
+    distributed = load("distributed_m*.json")
     text = README.read_text()
     sections = {
         "targets": targets_table(fits, preds, mems, scal),
@@ -450,7 +491,9 @@ def main():
         "homotopy_fit": homotopy_fit_table(homotopy) if homotopy else "_pending_",
         "target_scale": scale_table(homotopy) if homotopy else "_pending_",
         "conv_predict": conv_predict_table(conv) if conv else "_pending_",
-        "machine": machine_text(fits + preds + mems + scal + homotopy + conv),
+        "distributed": (distributed_table(distributed) + "\n\n![predicted speedup]"
+                        "(results/distributed_m60000.png)") if distributed else "_pending_",
+        "machine": machine_text(fits + preds + mems + scal + homotopy + conv + distributed),
     }
     for name, body in sections.items():
         text = replace(text, name, body)

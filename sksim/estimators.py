@@ -193,13 +193,22 @@ def _feedforward_rows(problem, n_states, blocks, solve):
             for a in range(len(parts[0][1]))]
 
 
-def _is_streamed(X, states, baseline_outputs):
-    """True when fit must read its data chunk by chunk: a memmap or dask
-    input, or X given as an iterable of batches (see :mod:`sksim.streaming`)."""
-    from .streaming import is_batch_iterable, is_out_of_core
+def _is_streamed(estimator, X, states, baseline_outputs):
+    """True when fit reads its data chunk by chunk (see :mod:`sksim.streaming`):
+    a dask input or X as an iterable of batches; memmap inputs when the states
+    can be streamed too (given, or from a fitted MLP in FrozenEstimator or a
+    TorchBaseline). A teacher that trains on X (the default) reads a memmap
+    into memory as any array."""
+    from .streaming import is_batch_iterable, is_dask_array
 
-    return is_batch_iterable(X) or any(
-        is_out_of_core(a) for a in (X, states, baseline_outputs) if a is not None)
+    inputs = (X, states, baseline_outputs)
+    if is_batch_iterable(X) or any(is_dask_array(a) for a in inputs):
+        return True
+    if not any(isinstance(a, np.memmap) for a in inputs):
+        return False
+    baseline = estimator.baseline
+    return (states is not None or hasattr(baseline, "record")
+            or isinstance(baseline, FrozenEstimator))
 
 
 def _forward_blocks(A):
@@ -657,6 +666,7 @@ class _BaseSIM(BaseEstimator):
                 f"columns; got {baseline_outputs.shape[1]}.")
         recipe, n_states = self._streamed_recipe(source, states, baseline_outputs,
                                                  encode, n_targets)
+        source.size_chunks(n_states, n_targets)
         if self.state_scaling == "rms" and recipe.teacher is not None:
             edges = np.cumsum([0] + list(self._teacher_blocks))
             count, squares = source.reduce(partial(st.block_square_sums, recipe, edges),
@@ -1521,13 +1531,17 @@ class SIMRegressor(RegressorMixin, _BaseSIM):
         return self._n_targets
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, states=None, baseline_outputs=None):
+    def fit(self, X, y=None, states=None, baseline_outputs=None):
         """Fit the implicit model.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Model inputs ``U``.
+            Model inputs ``U``. A ``numpy.memmap`` or ``dask.array`` (also for
+            ``states`` and ``baseline_outputs``) is read chunk by chunk, never
+            loaded; with a TorchBaseline teacher X may also be a re-iterable
+            of ``(inputs, labels)`` batches such as a torch DataLoader (then
+            ``y=None``). See "Out-of-core and distributed fits" in the README.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Targets.
         states : array-like of shape (n_samples, n_states), default=None
@@ -1542,7 +1556,7 @@ class SIMRegressor(RegressorMixin, _BaseSIM):
         -------
         self : SIMRegressor
         """
-        if _is_streamed(X, states, baseline_outputs):
+        if _is_streamed(self, X, states, baseline_outputs):
             return self._fit_streamed(X, y, states, baseline_outputs)
         X, targets, y = self._validated_targets(X, y)
         return self._fit_sim(X, targets, states, baseline_outputs, y)
@@ -1649,13 +1663,17 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
         return n_classes
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, states=None, baseline_outputs=None):
+    def fit(self, X, y=None, states=None, baseline_outputs=None):
         """Fit the implicit model.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Model inputs ``U``.
+            Model inputs ``U``. A ``numpy.memmap`` or ``dask.array`` (also for
+            ``states`` and ``baseline_outputs``) is read chunk by chunk, never
+            loaded; with a TorchBaseline teacher X may also be a re-iterable
+            of ``(inputs, labels)`` batches such as a torch DataLoader (then
+            ``y=None``). See "Out-of-core and distributed fits" in the README.
         y : array-like of shape (n_samples,)
             Class labels.
         states : array-like of shape (n_samples, n_states), default=None
@@ -1671,7 +1689,7 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
         -------
         self : SIMClassifier
         """
-        if _is_streamed(X, states, baseline_outputs):
+        if _is_streamed(self, X, states, baseline_outputs):
             return self._fit_streamed(X, y, states, baseline_outputs)
         X, targets, y = self._validated_targets(X, y)
         return self._fit_sim(X, targets, states, baseline_outputs, y)

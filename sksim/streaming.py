@@ -39,10 +39,6 @@ def is_dask_array(array):
     return type(array).__module__.startswith("dask.") and hasattr(array, "chunks")
 
 
-def is_out_of_core(array):
-    return isinstance(array, np.memmap) or is_dask_array(array)
-
-
 def is_batch_iterable(X):
     """True for an iterable of batches (a DataLoader, a list of tuples), not an array."""
     return (not hasattr(X, "shape") and not isinstance(X, (list, tuple, np.ndarray))
@@ -208,6 +204,14 @@ class ArraySource:
         self.n_samples = X.shape[0]
         self.width = X.shape[1] + sum(a.shape[1] for a in (states, outputs) if a is not None)
 
+    def size_chunks(self, n_states, n_targets):
+        """Size the chunks on a stage's working set per sample (float64 values):
+        the inputs and states read, the design ``[x, u]`` built from them, the
+        activated states and the targets, so one chunk's arrays together stay
+        within the chunk budget."""
+        n_features = self.arrays[0].shape[1]
+        self.width = 2 * n_features + 3 * n_states + n_targets
+
     def chunks(self):
         for start, stop in _sample_chunks(self.n_samples, self.width):
             yield [None if a is None else (_float64_rows(a, start, stop) if a.ndim == 2
@@ -256,6 +260,9 @@ class BatchSource(ArraySource):
     def first_rows(self, n=1):
         return next(self.chunks())[0][:n]
 
+    def size_chunks(self, n_states, n_targets):
+        """The batches are the chunks."""
+
     def labels(self):
         """All labels (one pass; small: one value per sample) and the feature count."""
         labels, n_features = [], None
@@ -294,12 +301,18 @@ class DaskSource:
     def first_rows(self, n=1):
         return np.asarray(self.arrays[0][:n].compute(), dtype=np.float64)
 
+    def size_chunks(self, n_states, n_targets):
+        """The blocks of the dask arrays are the chunks."""
+
     def reduce(self, partial, merge):
         import dask
 
         blocks = [None if a is None else list(a.to_delayed().ravel()) for a in self.arrays]
         n_blocks = len(blocks[0])
-        parts = [dask.delayed(partial)(*[None if b is None else b[i] for b in blocks])
+        # one graph key for the function and what it carries (the recipe, the
+        # fitted state rows), sent once per worker rather than once per task
+        function = dask.delayed(partial, traverse=False)
+        parts = [dask.delayed(_call)(function, *[None if b is None else b[i] for b in blocks])
                  for i in range(n_blocks)]
         while len(parts) > 1:
             parts = [dask.delayed(merge)(parts[i], parts[i + 1]) if i + 1 < len(parts)
@@ -314,6 +327,10 @@ class DaskSource:
                 f"({type(exc).__name__}: {exc}); no model was fitted. If the cluster "
                 "or its client went away, start one and fit again.") from exc
         return result
+
+
+def _call(function, *args):
+    return function(*args)
 
 
 def make_source(X, y, states, outputs):
