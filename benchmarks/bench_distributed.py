@@ -193,8 +193,15 @@ def model_curves(cal, args, m):
         one = predicted_seconds(1, cal=scaled, **params)
         speedup = [one / predicted_seconds(n, cal=scaled, **params) for n in N_WORKERS]
         best = int(np.argmax(speedup))
+        # where it stops scaling: the first N (up to 4096) at which half the
+        # workers' time is overhead, and the N of the largest speedup
+        wide = [(n, one / predicted_seconds(n, cal=scaled, **params)) for n in range(1, 4097)]
+        half = next((n for n, value in wide if value < 0.5 * n), None)
+        peak_n, peak = max(wide, key=lambda item: item[1])
         curves[key] = {"speedup": speedup, "best_n": best + 1, "best_speedup": speedup[best],
-                       "speedup_at_64": speedup[-1], "seconds_at_1": one}
+                       "speedup_at_64": speedup[-1], "seconds_at_1": one,
+                       "half_efficiency_n": half, "peak_n_up_to_4096": peak_n,
+                       "peak_speedup_up_to_4096": peak}
     return curves
 
 
@@ -263,8 +270,9 @@ def main():
             "measured_seconds": result["cluster"][n]["fit_seconds"]} for n in (1, 2)}
     result["model"]["curves"] = model_curves(cal, args, args.m)
     for key, curve in result["model"]["curves"].items():
-        log(f"model {key}: speedup at 64 workers {curve['speedup_at_64']:.1f}, best "
-            f"{curve['best_speedup']:.1f} at N = {curve['best_n']}")
+        log(f"model {key}: speedup at 64 workers {curve['speedup_at_64']:.1f}; efficiency "
+            f"below 50% from N = {curve['half_efficiency_n']}; largest speedup "
+            f"{curve['peak_speedup_up_to_4096']:.0f} at N = {curve['peak_n_up_to_4096']}")
     for n, check in result["model"]["check"].items():
         log(f"model check N={n}: predicted {check['predicted_seconds']:.2f} s, measured "
             f"{check['measured_seconds']:.2f} s")

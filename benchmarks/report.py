@@ -209,9 +209,12 @@ def distributed_table(payloads):
                          ["m", "data (X, states, logits)", "Gram", "in-memory fit peak",
                           "memmap fit peak"])
         curves = C.table([[key, f"{c['speedup'][1]:.2f}", f"{c['speedup'][7]:.1f}",
-                           f"{c['speedup_at_64']:.1f}", c["best_n"]]
+                           f"{c['speedup_at_64']:.1f}", c.get("half_efficiency_n", "-"),
+                           f"{c.get('peak_speedup_up_to_4096', float('nan')):.0f} at N = "
+                           f"{c.get('peak_n_up_to_4096', '-')}"]
                           for key, c in r["model"]["curves"].items()],
-                         ["problem", "N = 2", "N = 8", "N = 64", "best N <= 64"])
+                         ["problem", "N = 2", "N = 8", "N = 64",
+                          "efficiency < 50% from N", "largest speedup (N <= 4096)"])
     table = C.table(rows, ["m", "workers", "local fit", "cluster fit", "local / cluster",
                            "persist (apart)", "max coef diff", "model predicts"])
     return (table + "\n\nPeak numpy allocations (tracemalloc):\n\n" + memory

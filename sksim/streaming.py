@@ -356,19 +356,33 @@ def _dask_backend_active():
     return type(backend).__name__ == "DaskDistributedBackend"
 
 
+def _solve_row_batch(gram, correlations, target_sq, **options):
+    """One batch of rows on one worker thread: numba on this thread alone
+    (``set_num_threads`` is per thread), as the worker runs one batch per
+    thread and more would oversubscribe its cores."""
+    import numba
+
+    numba.set_num_threads(1)
+    return solve_rows(gram, correlations, target_sq, **options)
+
+
 def solve_rows_parallel(gram, correlations, target_sq, **options):
     """:func:`~sksim.solvers.solve_rows`, in row batches on the workers of the
-    active joblib backend when that is dask (one batch per worker thread; the
-    Gram matrix, a large argument, is scattered once by joblib); else one
-    call on this machine's numba threads."""
+    active joblib backend when that is dask (four batches per worker thread,
+    rows dealt out in turn; the Gram matrix, a large argument, is scattered
+    once by joblib); else one call on this machine's numba threads."""
     n_rows = correlations.shape[0]
     if n_rows < 2 or not _dask_backend_active():
         return solve_rows(gram, correlations, target_sq, **options)
     from joblib import Parallel, delayed, effective_n_jobs
 
-    batches = np.array_split(np.arange(n_rows), min(n_rows, effective_n_jobs(-1)))
+    # rows dealt out in turn (costs vary by block: a batch of consecutive rows
+    # would get one block's expensive rows), a few batches per worker thread
+    n_batches = min(n_rows, 4 * effective_n_jobs(-1))
+    batches = [np.arange(first, n_rows, n_batches) for first in range(n_batches)]
     parts = Parallel(n_jobs=-1)(
-        delayed(solve_rows)(gram, correlations[rows], target_sq[rows], **options)
+        delayed(_solve_row_batch)(gram, correlations[rows], target_sq[rows], **options)
         for rows in batches)
-    return RowSolution(*[np.concatenate([getattr(part, field) for part in parts])
+    order = np.argsort(np.concatenate(batches))
+    return RowSolution(*[np.concatenate([getattr(part, field) for part in parts])[order]
                          for field in RowSolution._fields])
