@@ -190,8 +190,10 @@ def _torch_conv(structure, link, kernel, source_values):
     if torch is None or not hasattr(torch, "nn"):
         return None
     shape = structure.source_shape(link.source)
-    images = torch.from_numpy(np.ascontiguousarray(
-        _as_images(source_values, shape), dtype=np.float64))
+    images = np.ascontiguousarray(_as_images(source_values, shape), dtype=np.float64)
+    if not images.flags.writeable:  # a read-only memmap's batch: torch needs a copy
+        images = images.copy()
+    images = torch.from_numpy(images)
     weight = torch.from_numpy(np.ascontiguousarray(kernel, dtype=np.float64).reshape(
         kernel.shape[0], shape[0], link.kernel_size, link.kernel_size))
     with torch.no_grad():

@@ -24,6 +24,7 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import weight_sharing as shared
@@ -240,6 +241,48 @@ def _stack_rows(parts, n_columns):
         start += rows.coef.shape[0]
     return RowSolution(coef, *[np.concatenate([getattr(rows, field) for _, rows in parts])
                                for field in RowSolution._fields[1:]])
+
+
+class _SharedReducer:
+    """The data of an in-memory (or memmap) weight-shared fit, reduced to each
+    block's Gram problem by running the teacher batch by batch.
+
+    Parameters
+    ----------
+    estimator : the SIM estimator being fitted (its teacher and options)
+    X : ndarray of shape (n_samples, n_features)
+    targets : ndarray of shape (n_samples, n_outputs)
+        The output rows' targets.
+    """
+
+    def __init__(self, estimator, X, targets):
+        self.estimator, self.X, self.targets = estimator, X, targets
+        self.n_outputs = targets.shape[1]
+
+    def block_problems(self, structure, scales, blocks, model):
+        est, X = self.estimator, self.X
+        batches = ((X[rows], pre) for rows, pre, _ in est.baseline.iter_batches(X))
+        return shared.accumulate_block_problems(
+            structure, batches, scales, fit_intercept=est.fit_intercept,
+            positions_per_image=est.positions_per_image,
+            random_state=est.random_state, blocks=blocks, model=model)
+
+    def output_problem(self, structure, scales, model):
+        """Gram problem of the output rows on ``model``'s own states (its state
+        part), or on the teacher's (scaled) states when ``model`` is None."""
+        est, X, targets = self.estimator, self.X, self.targets
+        width = sum(shared.link_width(structure, link) for link in structure.head)
+        accumulator = GramAccumulator(width, targets.shape[1], est.fit_intercept)
+        if model is not None:
+            for start, stop, rows, post, _, _ in est._equilibrium_chunks(X):
+                accumulator.add(shared.head_design(structure, rows, post),
+                                targets[start:stop])
+        else:
+            for rows, pre, _ in est.baseline.iter_batches(X):
+                post = [np.maximum(z * s, 0.0) for z, s in zip(pre, scales)]
+                chunk = _float64_rows(X, rows.start, rows.stop)
+                accumulator.add(shared.head_design(structure, chunk, post), targets[rows])
+        return accumulator.finish()
 
 
 class _BaseSIM(BaseEstimator):
@@ -498,8 +541,10 @@ class _BaseSIM(BaseEstimator):
                        for link in links)
         return maps if (has_conv or self.weight_sharing is True) else None
 
-    def _fit_weight_shared(self, X, targets, maps):
-        """Fit the weight-shared model: one row per channel of each block."""
+    def _fit_weight_shared(self, reducer, maps):
+        """Fit the weight-shared model: one row per channel of each block. The
+        data are reached through ``reducer`` (:class:`_SharedReducer`, or
+        :class:`sksim.streaming.DaskSharedReducer` for dask inputs)."""
         if self.activation != "relu":  # pragma: no cover - only relu exists
             raise ValueError("weight sharing supports activation='relu' only.")
         if self.state_scaling != "well_posed":
@@ -508,7 +553,7 @@ class _BaseSIM(BaseEstimator):
                 "weight-shared fit scales its blocks to make the teacher well posed "
                 "(state_scaling='well_posed'), or set weight_sharing=False.")
         structure = shared.fitting_structure(maps.structure, self.lateral_kernel,
-                                             n_outputs=targets.shape[1],
+                                             n_outputs=reducer.n_outputs,
                                              skip_links=self.skip_links)
         # the teacher's structure: one link per block, the one its kernel belongs to
         scales = shared.block_scales(maps.structure, maps.kernels, self.kappa)
@@ -525,11 +570,7 @@ class _BaseSIM(BaseEstimator):
                              "(lateral_kernel=None).")
 
         def reduce(blocks=None, model=None):
-            batches = ((X[rows], pre) for rows, pre, _ in self.baseline.iter_batches(X))
-            return shared.accumulate_block_problems(
-                structure, batches, scales, fit_intercept=self.fit_intercept,
-                positions_per_image=self.positions_per_image,
-                random_state=self.random_state, blocks=blocks, model=model)
+            return reducer.block_problems(structure, scales, blocks, model)
 
         kernels, intercepts, state_rows = [], [], []
         with _numba_threads(self.n_jobs):
@@ -554,9 +595,10 @@ class _BaseSIM(BaseEstimator):
             self._shared_model = shared.SharedModel(structure, kernels, intercepts, [],
                                                     np.zeros(0))
             self.n_states_ = structure.n_states()
-            output_problem = self._shared_output_problem(X, targets, scales)
+            output_problem = reducer.output_problem(
+                structure, scales, self._shared_model if self.refit_outputs else None)
             output_alpha = self.alpha if self.output_alpha is None else self.output_alpha
-            output_alpha *= shared.block_penalty(output_problem, (targets.shape[1],),
+            output_alpha *= shared.block_penalty(output_problem, (reducer.n_outputs,),
                                                  self.block_alpha)
             head_kernels, head_intercept, output_rows = shared.solve_block_rows(
                 structure, structure.head, output_problem, alpha=output_alpha,
@@ -581,30 +623,12 @@ class _BaseSIM(BaseEstimator):
         return self._set_certificates(state_rows, output_rows,
                                       shared.unrolled_norms(self._shared_model))
 
-    def _shared_output_problem(self, X, targets, scales):
-        """Gram problem of the output rows on the model's own states
-        (``refit_outputs``; the state part is ``self._shared_model``) or on
-        the teacher's (scaled) states."""
-        structure = self._shared_model.structure
-        width = sum(shared.link_width(structure, link) for link in structure.head)
-        accumulator = GramAccumulator(width, targets.shape[1], self.fit_intercept)
-        if self.refit_outputs:
-            for start, stop, rows, post, _, _ in self._equilibrium_chunks(X):
-                accumulator.add(shared.head_design(structure, rows, post),
-                                targets[start:stop])
-        else:
-            for rows, pre, _ in self.baseline.iter_batches(X):
-                post = [np.maximum(z * s, 0.0) for z, s in zip(pre, scales)]
-                chunk = _float64_rows(X, rows.start, rows.stop)
-                accumulator.add(shared.head_design(structure, chunk, post), targets[rows])
-        return accumulator.finish()
-
     def _fit_sim(self, X, targets, states, baseline_outputs, y_for_teacher):
         """Fit all rows. ``targets`` are the output-row targets from y."""
         states, targets, teacher_maps = self._record_teacher(
             X, targets, states, baseline_outputs, y_for_teacher)
         if teacher_maps is not None:
-            return self._fit_weight_shared(X, targets, teacher_maps)
+            return self._fit_weight_shared(_SharedReducer(self, X, targets), teacher_maps)
         with _numba_threads(self.n_jobs):
             post_activations, problem = self._state_problem(X, states)
             state_rows = self._solve_state_rows(problem[:3], states.shape[1],
@@ -659,6 +683,12 @@ class _BaseSIM(BaseEstimator):
             source = st.make_source(X, y, states, baseline_outputs)
         self.n_features_in_ = n_features
         encode, n_targets = self._streamed_targets(y)
+        maps = None
+        if states is None and hasattr(self.baseline, "trace"):
+            maps = self._weight_shared_teacher(source.first_rows(2), None)
+        if maps is not None:
+            return self._fit_weight_shared_streamed(source, X, y, baseline_outputs, maps,
+                                                    encode, n_targets)
         if baseline_outputs is not None and baseline_outputs.shape[1] != \
                 self._n_output_columns(baseline_outputs):
             raise ValueError(
@@ -690,6 +720,44 @@ class _BaseSIM(BaseEstimator):
                                 st.merge_accumulators).finish()
         output_rows = self._solve_output_rows(problem)
         return self._set_certificates(state_rows, output_rows, self._matrix_norms())
+
+    def _fit_weight_shared_streamed(self, source, X, y, baseline_outputs, maps, encode,
+                                    n_targets):
+        """A weight-shared fit on a memmap (the in-memory reducer reads it
+        batch by batch) or on dask inputs (reduced on the workers)."""
+        from . import streaming as st
+
+        if isinstance(source, st.BatchSource):
+            raise ValueError(
+                "A weight-shared fit reads X as an array, a memmap or a dask array, not "
+                "as batches; pass one of those, or set weight_sharing=False.")
+        self._shared_model = None
+        for name in ("A_", "B_", "C_", "D_") + _WEIGHT_SHARED_ATTRIBUTES:
+            self.__dict__.pop(name, None)
+        kind = ("outputs" if baseline_outputs is not None else
+                "teacher" if self.output_target == "baseline" else "y")
+        if kind == "teacher":
+            n_targets = self._teacher_output_width(
+                self.baseline.record(source.first_rows(2))[1])
+        if isinstance(source, st.DaskSource):
+            seed = self.random_state
+            if seed is not None and not isinstance(seed, Integral):
+                seed = int(check_random_state(seed).randint(2**31 - 1))
+            options = st.SharedOptions(
+                self.baseline, self.fit_intercept, self.positions_per_image, seed,
+                self.equilibrium_tol, self.equilibrium_max_iter,
+                st.ChunkRecipe(None, None, kind, encode, n_targets))
+            return self._fit_weight_shared(
+                st.DaskSharedReducer(options, X, y, baseline_outputs), maps)
+        n_samples = X.shape[0]
+        if kind == "outputs":
+            targets = np.asarray(baseline_outputs, dtype=np.float64)
+        elif kind == "teacher":
+            targets = self._teacher_targets(np.vstack(
+                [out for _, _, out in self.baseline.iter_batches(X)]), n_samples)
+        else:
+            targets = encode(y)
+        return self._fit_weight_shared(_SharedReducer(self, X, targets), maps)
 
     def _check_streamed_penalties(self):
         if self.row_bound is None and 0 in (self.alpha, self.output_alpha):
@@ -733,10 +801,6 @@ class _BaseSIM(BaseEstimator):
         first = source.first_rows(2)
         teacher = self.baseline
         if hasattr(teacher, "record"):
-            if self._weight_shared_teacher(first, None) is not None:
-                raise ValueError(
-                    "An out-of-core fit fits the flat model: this teacher would be fitted "
-                    "with weight sharing. Set weight_sharing=False.")
             batches = teacher.iter_batches(first[:1])
             self._teacher_blocks = [block.shape[1] for block in next(batches)[1]]
             batches.close()
@@ -762,8 +826,17 @@ class _BaseSIM(BaseEstimator):
                 "teacher would train on X in memory).")
         self.baseline_ = teacher
         self.state_scales_ = scales
-        return st.ChunkRecipe(recipe_teacher, scales, "teacher" if use_teacher else targets,
-                              encode, n_targets), n_states
+        recipe = st.ChunkRecipe(recipe_teacher, scales, "teacher" if use_teacher else targets,
+                                encode, n_targets)
+        if use_teacher:
+            _, outputs = st.chunk_states(recipe, first, None)
+            recipe = recipe._replace(n_targets=self._teacher_output_width(outputs))
+        return recipe, n_states
+
+    def _teacher_output_width(self, outputs):
+        """The teacher's output count, checked against y as in the in-memory fit
+        (one logit for two classes is allowed)."""
+        return self._teacher_targets(outputs, len(outputs)).shape[1]
 
     def _record_teacher(self, X, targets, states, baseline_outputs, y_for_teacher):
         """Validate the fit inputs and record the teacher. Returns ``(states,

@@ -15,7 +15,9 @@ samples. Here the samples arrive chunk by chunk and each chunk is reduced to a
   ``TorchBaseline`` teacher, iterated once per stage.
 
 A chunk's states come from the precomputed ``states``, a fitted scikit-learn
-MLP or a ``TorchBaseline`` run on the chunk (on the worker that holds it).
+MLP or a ``TorchBaseline`` run on the chunk (on the worker that holds it); a
+weight-shared (convolutional) fit reduces each chunk to every block's Gram
+problem the same way (:class:`DaskSharedReducer`).
 The row solves themselves run through joblib: under
 ``joblib.parallel_backend("dask")`` in row batches on the cluster's workers
 (the Gram matrix scattered once, fetched once per worker), else on this
@@ -24,6 +26,7 @@ machine's numba threads.
 This module imports dask only inside the functions that need it.
 """
 
+import copy
 from typing import NamedTuple
 
 import numpy as np
@@ -279,17 +282,19 @@ class BatchSource(ArraySource):
 
 
 class DaskSource:
-    """Dask arrays (numpy inputs among them are wrapped): one task per block of
-    rows, partial results merged pairwise in a tree, computed on the active
-    scheduler (a distributed Client when there is one)."""
+    """Row-aligned arrays (X first; None where absent), at least one a dask
+    array, the others wrapped: one task per block of rows, partial results
+    merged pairwise in a tree, computed on the active scheduler (a
+    distributed Client when there is one)."""
 
-    def __init__(self, X, y, states, outputs):
+    def __init__(self, *arrays):
         import dask.array as da
 
-        reference = next(a for a in (X, states, outputs, y) if is_dask_array(a))
+        X = arrays[0]
+        reference = next(a for a in arrays if is_dask_array(a))
         rows = reference.chunks[0]
         self.arrays = []
-        for array in (X, y, states, outputs):
+        for array in arrays:
             if array is None:
                 self.arrays.append(None)
                 continue
@@ -330,7 +335,10 @@ class DaskSource:
 
 
 def _call(function, *args):
-    return function(*args)
+    # a copy per task: tasks run in threads of one process share the graph's
+    # objects, and a torch teacher's recording hooks must not see another
+    # thread's forward pass
+    return copy.deepcopy(function)(*args)
 
 
 def make_source(X, y, states, outputs):
@@ -346,6 +354,93 @@ def merge_accumulators(first, second):
 
 def merge_sums(first, second):
     return first[0] + second[0], first[1] + second[1]
+
+
+def merge_lists(first, second):
+    for mine, theirs in zip(first, second):
+        mine.merge(theirs)
+    return first
+
+
+# ------------------------------------------------- weight-shared (conv) fits
+class SharedOptions(NamedTuple):
+    """What the weight-shared chunk reductions need from the estimator."""
+
+    teacher: object
+    fit_intercept: bool
+    positions_per_image: object
+    seed: object
+    equilibrium_tol: float
+    equilibrium_max_iter: int
+    targets: ChunkRecipe
+
+
+def shared_block_partial(options, structure, scales, blocks, model, X_rows, y_rows,
+                         index_rows, outputs_rows):
+    """The state blocks' accumulators of one chunk (the teacher run on it)."""
+    from .weight_sharing import accumulate_block_problems
+
+    X_rows = _finite(np.asarray(X_rows, dtype=np.float64), "X")
+    batches = ((X_rows[rows], pre) for rows, pre, _ in options.teacher.iter_batches(X_rows))
+    # positions kept per image drawn from (seed, first row): reproducible for
+    # a seed whatever the blocks are computed on
+    seed = None if options.seed is None else [options.seed, int(index_rows[0, 0])]
+    return accumulate_block_problems(
+        structure, batches, scales, fit_intercept=options.fit_intercept,
+        positions_per_image=options.positions_per_image, random_state=seed,
+        blocks=blocks, model=model, finish=False)
+
+
+def shared_head_partial(options, structure, scales, model, X_rows, y_rows, index_rows,
+                        outputs_rows):
+    """The output rows' accumulator of one chunk: the design on the model's own
+    states (``model``) or the teacher's scaled states; the targets as
+    ``options.targets`` says."""
+    from .weight_sharing import block_equilibrium, head_design, link_width
+
+    X_rows = _finite(np.asarray(X_rows, dtype=np.float64), "X")
+    width = sum(link_width(structure, link) for link in structure.head)
+    accumulator = GramAccumulator(width, options.targets.n_targets, options.fit_intercept)
+    for rows, pre, out in options.teacher.iter_batches(X_rows):
+        chunk = X_rows[rows]
+        if model is None:
+            post = [np.maximum(z * s, 0.0) for z, s in zip(pre, scales)]
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                post = block_equilibrium(model, chunk, tol=options.equilibrium_tol,
+                                         max_iter=options.equilibrium_max_iter)[0]
+        targets = chunk_targets(options.targets, None if y_rows is None else y_rows[rows],
+                                None if outputs_rows is None else outputs_rows[rows], out)
+        accumulator.add(head_design(structure, chunk, post), targets)
+    return [accumulator]
+
+
+class DaskSharedReducer:
+    """The data of a weight-shared fit on dask inputs, reduced on the workers:
+    each chunk runs the teacher (and the fitted blocks) and returns its
+    blocks' accumulators; they are merged pairwise. The same interface as the
+    estimator's in-memory reducer."""
+
+    def __init__(self, options, X, y, outputs):
+        n_samples = X.shape[0]
+        self.options = options
+        self.source = DaskSource(X, y, np.arange(n_samples).reshape(-1, 1), outputs)
+        self.n_outputs = options.targets.n_targets
+
+    def block_problems(self, structure, scales, blocks, model):
+        from functools import partial
+
+        blocks = list(range(len(structure.block_shapes))) if blocks is None else blocks
+        parts = self.source.reduce(partial(shared_block_partial, self.options, structure,
+                                           scales, blocks, model), merge_lists)
+        return [part.finish() for part in parts]
+
+    def output_problem(self, structure, scales, model):
+        from functools import partial
+
+        (part,) = self.source.reduce(partial(shared_head_partial, self.options, structure,
+                                             scales, model), merge_lists)
+        return part.finish()
 
 
 # ------------------------------------------------------------ row solves

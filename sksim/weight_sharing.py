@@ -170,7 +170,7 @@ def _choose_positions(rng, n_samples, shape, positions_per_image):
 
 def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
                               positions_per_image=None, random_state=None,
-                              blocks=None, model=None):
+                              blocks=None, model=None, finish=True):
     """One :class:`~sksim.design.GramProblem` per block from teacher batches.
 
     Parameters
@@ -188,6 +188,9 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
         When given (fitted for the blocks before those reduced), the designs
         read this model's own states of the earlier blocks instead of the
         teacher's, while the targets stay the teacher's.
+    finish : bool, default=True
+        Return the GramProblems; False returns the GramAccumulators (to be
+        merged with other chunks' first, see :mod:`sksim.streaming`).
     """
     rng = np.random.default_rng(random_state)
     blocks = range(len(structure.block_shapes)) if blocks is None else blocks
@@ -213,6 +216,8 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
                                      positions)
                 targets = _block_targets(shape, scaled[index][part], positions)
                 accumulators[index].add(design, targets)
+    if not finish:
+        return [accumulators[b] for b in blocks]
     return [accumulators[b].finish() for b in blocks]
 
 

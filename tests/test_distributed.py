@@ -289,3 +289,41 @@ def test_a_lost_client_raises_a_clear_error(problem, cluster):
         closer.join()
         client.close()
     assert not [name for name in vars(model) if name.endswith("_")]
+
+
+@pytest.mark.parametrize("params", [{}, {"positions_per_image": None, "refit_outputs": False},
+                                    {"state_inputs": "model"}])
+def test_weight_shared_fit_on_memmap_and_dask(tmp_path, params):
+    """A convolutional teacher's weight-shared fit: on a memmap (read batch by
+    batch) and on dask arrays (each block of rows reduced where it lives:
+    the teacher and the fitted blocks run there, the blocks' Gram problems
+    merged) equals the in-memory fit."""
+    torch = pytest.importorskip("torch")
+    from sksim import TorchBaseline
+
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 5, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Linear(5 * 4 * 4, 3)).double()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2 * 7 * 7))
+    baseline = TorchBaseline(cnn, input_shape=(2, 7, 7), dtype="float64")
+    _, logits = baseline.record(X)
+    y = logits.argmax(axis=1)
+
+    def fit(data, labels):
+        return SIMClassifier(baseline, alpha=1e-3, tol=TOL, **params).fit(data, labels)
+
+    local = fit(X, y)
+    assert local.kernels_ is not None
+    for streamed in (fit(_memmap(tmp_path, "X", X), y),
+                     fit(da.from_array(X, chunks=(70, 98)), da.from_array(y, chunks=70))):
+        assert streamed.structure_ == local.structure_
+        for mine, theirs in zip(streamed.kernels_, local.kernels_):
+            for a, b in zip(mine, theirs):
+                np.testing.assert_allclose(a, b, atol=1e-6)
+        assert np.abs(streamed.A_).sum(axis=1).max() <= local.kappa
+        assert np.max(streamed.state_duality_gaps_ / np.maximum(
+            streamed.state_objectives_, 1.0)) <= TOL + 1e-12
+        np.testing.assert_array_equal(streamed.predict(X), local.predict(X))

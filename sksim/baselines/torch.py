@@ -9,6 +9,13 @@ from contextlib import contextmanager
 import numpy as np
 
 
+def _writable(batch):
+    """A contiguous batch torch can wrap: read-only input (a memmap opened
+    with mode "r") is copied, one batch at a time."""
+    batch = np.ascontiguousarray(batch)
+    return batch if batch.flags.writeable else batch.copy()
+
+
 def _import_torch():
     try:
         import torch
@@ -158,8 +165,7 @@ class TorchBaseline:
         for start in range(0, inputs.shape[0], self.batch_size):
             batch = inputs[start:start + self.batch_size]
             records.clear()
-            tensor = torch.as_tensor(np.ascontiguousarray(batch), dtype=dtype,
-                                     device=self.device)
+            tensor = torch.as_tensor(_writable(batch), dtype=dtype, device=self.device)
             try:
                 with torch.no_grad():
                     out = self.module(tensor)
@@ -204,7 +210,7 @@ class TorchBaseline:
         torch = _import_torch()
         self._checked(torch)
         dtype = self._torch_dtype(torch)
-        inputs = torch.as_tensor(np.ascontiguousarray(self._reshape(np.asarray(X[:8]))),
+        inputs = torch.as_tensor(_writable(self._reshape(np.asarray(X[:8]))),
                                  dtype=dtype, device=self.device)
         with self._eval_mode():
             return trace_teacher(torch, self.module, inputs,
