@@ -15,8 +15,9 @@ training images (default 60,000), in one run:
 * **memory**: the numpy allocations (tracemalloc peak) of the in-memory fit
   and of the same fit on ``numpy.memmap`` files (chunks of 32 MiB);
 * **model**: a cost model of a fit on N workers, calibrated on this machine's
-  single-thread timings of its stages (Gram reduction per sample, row solves
-  per row) and an assumed network (``--bandwidth`` bytes/s, ``--latency`` s):
+  single-thread fit split into a part per sample (Gram reductions, the output
+  stage's equilibrium) and a part per row (the state rows' solve timed alone)
+  and an assumed network (``--bandwidth`` bytes/s, ``--latency`` s):
   ``T(N) = t_gram m / N + t_rows ceil(rows / N) + comm(N)`` with ``comm(N)``
   the d x d Gram partial of each worker merged in a tree (log2 N rounds of
   ``8 d^2`` bytes), the Gram scattered to the N workers (a tree broadcast,
@@ -133,9 +134,12 @@ def memory(X, y, Z, logits):
                     "workspace and the memmap page cache are not included)"}
 
 
-def calibrate(X, Z, logits):
-    """Single-thread seconds of the fit's stages on this machine: the state
-    Gram reduction per sample, the state and output row solves per row."""
+def calibrate(X, y, Z, logits):
+    """Single-thread seconds of the fit on this machine, split into a part per
+    sample (the Gram reductions of both stages and the equilibrium of the
+    output stage) and a part per row: the whole fit timed on one thread, the
+    state rows' solve timed alone, the output rows counted at the state rows'
+    cost per row."""
     import numba
     from threadpoolctl import threadpool_limits
 
@@ -146,12 +150,13 @@ def calibrate(X, Z, logits):
     numba.set_num_threads(1)
     try:
         with threadpool_limits(1):
+            start = time.perf_counter()
+            fit(X, y, Z, logits)
+            whole = time.perf_counter() - start
             recipe = st.ChunkRecipe(None, None, "outputs", None, logits.shape[1])
             source = st.ArraySource(X, np.zeros(len(X)), Z, logits)
-            start = time.perf_counter()
             problem = source.reduce(lambda *chunk: st.state_partial(recipe, True, *chunk),
                                     st.merge_accumulators).finish()
-            gram = time.perf_counter() - start
             n_states = Z.shape[1]
             start = time.perf_counter()
             solve_rows(problem.gram, problem.correlations, problem.target_sq,
@@ -160,11 +165,11 @@ def calibrate(X, Z, logits):
             rows = time.perf_counter() - start
     finally:
         numba.set_num_threads(threads)
-    # two reductions (state rows, output rows) of the same size; output rows
-    # cost about as much per row as state rows (measured in bench_fit)
-    n_rows = Z.shape[1] + logits.shape[1]
-    return {"gram_seconds_per_sample": 2 * gram / len(X),
-            "rows_seconds_per_row": rows / n_states, "n_rows": n_rows,
+    n_rows = n_states + logits.shape[1]
+    per_row = rows / n_states
+    return {"whole_fit_one_thread_seconds": whole, "state_rows_seconds": rows,
+            "gram_seconds_per_sample": max(0.0, whole - per_row * n_rows) / len(X),
+            "rows_seconds_per_row": per_row, "n_rows": n_rows,
             "d": X.shape[1] + Z.shape[1]}
 
 
@@ -260,7 +265,7 @@ def main():
         f"memmap {mem['memmap_peak_bytes'] / 2**20:.1f} MiB (Gram "
         f"{mem['gram_bytes'] / 2**20:.1f} MiB, data {mem['data_bytes'] / 2**20:.1f} MiB)")
 
-    cal = calibrate(X, Z, logits)
+    cal = calibrate(X, y, Z, logits)
     result["model"] = {"calibration": cal, "bandwidth_bytes_per_s": args.bandwidth,
                        "latency_s": args.latency}
     params = {"m": args.m, "d": cal["d"], "n_rows": cal["n_rows"],
