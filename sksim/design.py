@@ -41,11 +41,12 @@ class GramAccumulator:
     def __init__(self, n_columns, n_targets, fit_intercept):
         self.fit_intercept = fit_intercept
         self.count = 0
+        # the sums take the first batch's arrays (merge): an empty accumulator
+        # holds no d x d array, so a running total plus one chunk's batch is
+        # two Gram matrices of memory, not three
         self.design_mean = np.zeros(n_columns)
         self.target_mean = np.zeros(n_targets)
-        self.scatter = np.zeros((n_columns, n_columns))
-        self.cross = np.zeros((n_targets, n_columns))
-        self.target_sq = np.zeros(n_targets)
+        self.scatter = self.cross = self.target_sq = None
 
     def add(self, design, targets, *, overwrite=False):
         """Add rows: ``design`` (n, n_columns) and ``targets`` (n, n_targets);
@@ -55,32 +56,35 @@ class GramAccumulator:
             return
         design = np.asarray(design, dtype=np.float64)
         targets = np.asarray(targets, dtype=np.float64)
+        batch = GramAccumulator(design.shape[1], targets.shape[1], self.fit_intercept)
+        batch.count = n
         with np.errstate(over="ignore", invalid="ignore"):
-            if not self.fit_intercept:
-                self.scatter += design.T @ design
-                self.cross += targets.T @ design
-                self.target_sq += np.einsum("ij,ij->j", targets, targets)
-                self.count += n
-                return
-            batch = GramAccumulator(design.shape[1], targets.shape[1], True)
-            batch.count = n
-            batch.design_mean = design.mean(axis=0)
-            batch.target_mean = targets.mean(axis=0)
-            if overwrite:
-                design -= batch.design_mean
-            else:
-                design = design - batch.design_mean
-            targets = targets - batch.target_mean
+            if self.fit_intercept:
+                batch.design_mean = design.mean(axis=0)
+                batch.target_mean = targets.mean(axis=0)
+                if overwrite:
+                    design -= batch.design_mean
+                else:
+                    design = design - batch.design_mean
+                targets = targets - batch.target_mean
             batch.scatter = design.T @ design
             batch.cross = targets.T @ design
             batch.target_sq = np.einsum("ij,ij->j", targets, targets)
-            self.merge(batch)
+        self.merge(batch)
 
     def merge(self, other):
         """Add the rows accumulated by ``other`` (same columns and targets):
-        sums, or with centring the pairwise update of the scatter matrices."""
+        sums, or with centring the pairwise update of the scatter matrices.
+        ``other`` must not be used afterwards (its arrays may be taken)."""
         if other.count == 0:
             return
+        if self.count == 0:
+            self.scatter, self.cross, self.target_sq = (other.scatter, other.cross,
+                                                        other.target_sq)
+            self.design_mean, self.target_mean = other.design_mean, other.target_mean
+            self.count = other.count
+            return
+        self._own()
         with np.errstate(over="ignore", invalid="ignore"):
             if not self.fit_intercept:
                 self.scatter += other.scatter
@@ -105,13 +109,29 @@ class GramAccumulator:
             self.target_mean += delta_target * (other.count / total)
             self.count = total
 
+    def _own(self):
+        """Writable arrays before updating them in place: arrays received from
+        another process (a dask worker) may be read-only views."""
+        for name in ("scatter", "cross", "target_sq", "design_mean", "target_mean"):
+            array = getattr(self, name)
+            if array is not None and not array.flags.writeable:
+                setattr(self, name, array.copy())
+
     def finish(self):
-        """The accumulated :class:`GramProblem` (divided by the row count)."""
+        """The accumulated :class:`GramProblem` (divided by the row count). The
+        sums are divided in place and handed over (no second d x d array):
+        the accumulator is spent afterwards."""
         if self.count == 0:
             raise ValueError("no rows were accumulated")
-        problem = GramProblem(self.scatter / self.count, self.cross / self.count,
-                              self.target_sq / self.count, self.design_mean.copy(),
-                              self.target_mean.copy(), self.count)
+        if self.scatter is None:
+            raise ValueError("finish() was already called on this accumulator")
+        self._own()
+        self.scatter /= self.count
+        self.cross /= self.count
+        self.target_sq /= self.count
+        problem = GramProblem(self.scatter, self.cross, self.target_sq, self.design_mean,
+                              self.target_mean, self.count)
+        self.scatter = self.cross = self.target_sq = None
         if not all(np.all(np.isfinite(a)) for a in problem[:5]):
             raise ValueError(
                 "The Gram matrix of the design overflows float64: the inputs or "

@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
+import scipy.linalg
 from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
@@ -1099,12 +1100,17 @@ def auto_solver(gram, n_bounded=0, bound=np.inf, row_bound=np.inf, l2=0.0):
     if not np.any(live):
         return "cd"
     scale = 1.0 / np.sqrt(diagonal[live])
-    scaled = (gram[np.ix_(live, live)] + l2 * np.eye(int(live.sum()))) * np.outer(scale,
-                                                                                   scale)
+    # one copy of the Gram, scaled in place; the eigensolver ("ev": O(n)
+    # workspace) overwrites it, so the check costs one Gram of memory
+    scaled = gram[np.ix_(live, live)]
+    scaled[np.diag_indices_from(scaled)] += l2
+    scaled *= scale[:, None]
+    scaled *= scale[None, :]
     # one BLAS thread: n is small, and a multi-threaded eigensolver competing
     # with busy cores was measured 100x slower (5.8 s instead of 0.05 s)
     with threadpool_limits(limits=1, user_api="blas"):
-        eigenvalues = np.linalg.eigvalsh(scaled)
+        eigenvalues = scipy.linalg.eigh(scaled, eigvals_only=True, overwrite_a=True,
+                                        check_finite=False, driver="ev")
     well_conditioned = eigenvalues[0] * _AUTO_CD_MAX_CONDITION >= eigenvalues[-1]
     return "cd" if well_conditioned else "homotopy"
 
