@@ -2,9 +2,10 @@
 
 Each loader reads local ``.npz`` files (``images`` uint8 (N, H, W[, C]) and
 labels) from ``data_home`` or the ``SKSIM_DATA`` environment variable, laid
-out as ``<data_home>/<name>/<name>-<split>.npz``; without them it falls back
-to ``sklearn.datasets.fetch_openml``. The package never assumes a path
-outside itself.
+out as ``<data_home>/<name>/<name>-<split>.npz``. A named folder without the
+files is an error (FileNotFoundError naming the files); with no folder named,
+Fashion-MNIST and MNIST are downloaded by ``sklearn.datasets.fetch_openml``
+(said on stderr). The package never assumes a path outside itself.
 """
 
 import os
@@ -43,9 +44,23 @@ def _load(name, data_home, splits):
             if loaded is not None:
                 result[split] = loaded
     missing = [split for split in splits if split not in result]
+    if missing and folder is not None:
+        # a folder was named (argument or SKSIM_DATA): never download behind
+        # the user's back when the files are not where they said
+        source = "data_home" if data_home is not None else "SKSIM_DATA"
+        expected = ", ".join(str(folder / name / f"{name}-{split}.npz") for split in missing)
+        raise FileNotFoundError(
+            f"{name}: {source} is {folder}, but it has no {expected} (arrays 'images' "
+            f"uint8 and 'labels'). Put the files there, or pass data_home=None with "
+            "SKSIM_DATA unset to download the dataset from OpenML.")
     if missing:
+        import sys
+
         from sklearn.datasets import fetch_openml
 
+        print(f"sksim: downloading {_OPENML[name]} from OpenML (about 30-50 MB, cached by "
+              "scikit-learn in ~/scikit_learn_data); pass data_home to read local .npz "
+              "files instead.", file=sys.stderr, flush=True)
         X, y = fetch_openml(_OPENML[name], version=1, return_X_y=True,
                             as_frame=False, parser="auto")
         X = np.asarray(X, dtype=np.uint8)
@@ -69,7 +84,9 @@ def load_fashion_mnist(data_home=None, *, splits=("train", "test")):
     ----------
     data_home : str or path-like, default=None
         Folder holding ``fashion-mnist/fashion-mnist-{train,test}.npz``;
-        ``None`` uses the ``SKSIM_DATA`` environment variable, then OpenML.
+        ``None`` uses the ``SKSIM_DATA`` environment variable, and without it
+        downloads from OpenML. A folder without the files raises
+        FileNotFoundError.
     splits : tuple of {"train", "test"}, default=("train", "test")
 
     Returns

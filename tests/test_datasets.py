@@ -73,3 +73,34 @@ def test_shared_cifar100():
     data = load_cifar100(SHARED_DATA, splits=("test",))
     assert data.X_test.shape == (10000, 3072)
     assert np.bincount(data.y_test).tolist() == [100] * 100
+
+
+def test_named_folder_without_the_files_is_a_clear_error(tmp_path, monkeypatch):
+    """A data folder that was named (argument or SKSIM_DATA) but lacks the files
+    raises, naming the folder and the files; nothing is downloaded."""
+    import sklearn.datasets
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("downloaded although a data folder was named")
+
+    monkeypatch.setattr(sklearn.datasets, "fetch_openml", no_download)
+    monkeypatch.delenv("SKSIM_DATA", raising=False)
+    _write(tmp_path, "fashion-mnist", "train", 4)  # the test split is missing
+    with pytest.raises(FileNotFoundError, match=r"fashion-mnist-test\.npz") as info:
+        load_fashion_mnist(tmp_path)
+    assert str(tmp_path) in str(info.value) and "data_home" in str(info.value)
+    monkeypatch.setenv("SKSIM_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="SKSIM_DATA"):
+        load_mnist()
+
+
+def test_openml_fallback_says_it_downloads(monkeypatch, capsys):
+    import sklearn.datasets
+
+    monkeypatch.delenv("SKSIM_DATA", raising=False)
+    rng = np.random.default_rng(0)
+    fake = (rng.integers(0, 256, size=(70000, 784)), rng.integers(0, 10, size=70000))
+    monkeypatch.setattr(sklearn.datasets, "fetch_openml", lambda *a, **k: fake)
+    data = load_mnist(None)
+    assert data.X_test.shape == (10000, 784)
+    assert "downloading mnist_784 from OpenML" in capsys.readouterr().err
