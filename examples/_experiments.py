@@ -64,12 +64,21 @@ def default_data_home():
     return str(shared) if shared.is_dir() else None
 
 
+def fresh_output_dir():
+    """``examples/output/run-<UTC time>``: a run never overwrites the committed
+    ``examples/results`` (or an earlier run) unless asked to."""
+    return EXAMPLES_DIR / "output" / time.strftime("run-%Y%m%d-%H%M%S", time.gmtime())
+
+
 def add_common_arguments(parser):
     parser.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
     parser.add_argument("--data-home", default=default_data_home(),
                         help="folder with fashion-mnist/ and mnist/ .npz files "
                              "(default: $SKSIM_DATA, else ../shared/data, else OpenML)")
-    parser.add_argument("--output-dir", default=str(RESULTS_DIR))
+    parser.add_argument("--output-dir", default=str(fresh_output_dir()),
+                        help="where results go (default: a new examples/output/run-<UTC "
+                             "time>/; pass examples/results to regenerate the committed "
+                             "results)")
     parser.add_argument("--seed", type=int, default=SEED)
     return parser
 

@@ -8,7 +8,9 @@ fixed permutation of the training split (nested subsets) and SIMClassifier is
 fitted at fixed alpha(s), kappa=0.95 (output rows distil the teacher's
 logits). The authors of SIM report a plateau at 20-30% of the training data.
 
-Writes ``examples/results/data_use_<dataset>.json`` and ``.png``.
+Writes ``data_use_<dataset>.json`` and ``.png`` to ``--output-dir`` (default: a new
+``examples/output/run-<UTC time>/``; ``--output-dir examples/results`` regenerates the
+committed results).
 """
 
 import argparse

@@ -31,7 +31,9 @@ prod ||W_l||_inf and the SIM formula on the teacher written as an implicit
 model after layerwise rescaling (its raw ||A||_inf exceeds 1); see
 ``_experiments.teacher_lipschitz``.
 
-Writes ``examples/results/robustness_<dataset>.json`` and ``.png``.
+Writes ``robustness_<dataset>.json`` and ``.png`` to ``--output-dir`` (default: a new
+``examples/output/run-<UTC time>/``; ``--output-dir examples/results`` regenerates the
+committed results).
 """
 
 import argparse

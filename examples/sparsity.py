@@ -25,7 +25,9 @@ mask fixed (Adam, lr 1e-4 and lr 1e-3). Nonzeros count weights only:
 A, B, C, D for SIM (intercepts excluded), the weight matrices for the teacher
 (biases excluded); fractions are of the teacher's weight count.
 
-Writes ``examples/results/sparsity_<dataset>.json`` and ``.png``
+Writes ``sparsity_<dataset>.json`` and ``.png`` to ``--output-dir`` (default: a new
+``examples/output/run-<UTC time>/``; ``--output-dir examples/results`` regenerates the
+committed results)
 (``sparsity_<dataset>_m<m>.*`` when ``--m`` is given, ``..._oa<value>.*``
 when ``--output-alpha`` is, ``..._feedforward.*`` with ``--structure feedforward``).
 """

@@ -9,7 +9,8 @@ For each alpha of the sparsity sweep, fits
 bound), ``"rms"`` (each layer's states at unit RMS) and ``"none"`` (as
 recorded), on the same training subset and teacher as ``sparsity.py``, and
 reports test accuracy and nonzeros (fractions of the teacher's weights).
-Writes ``state_scaling_<dataset>.json`` to ``--output-dir``.
+Writes ``state_scaling_<dataset>.json`` to ``--output-dir`` (default: a new
+``examples/output/run-<UTC time>/``; ``examples/results`` regenerates the committed ones).
 """
 
 import argparse

@@ -62,7 +62,12 @@ def main():
     parser.add_argument("--alpha", type=float, default=1e-3)
     parser.add_argument("--kappa", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", default="examples/results")
+    parser.add_argument("--output-dir", default=str(
+        Path(__file__).resolve().parent / "output"
+        / time.strftime("run-%Y%m%d-%H%M%S", time.gmtime())),
+                        help="where results go (default: a new examples/output/run-<UTC "
+                             "time>/; pass examples/results to regenerate the committed "
+                             "results)")
     args = parser.parse_args()
 
     data = load_fashion_mnist(args.data_home)

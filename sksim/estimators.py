@@ -3,6 +3,7 @@
 No numerical kernels live here; they are in :mod:`sksim.solvers`.
 """
 
+import time
 import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
@@ -102,11 +103,13 @@ def _centred_gram_problem(blocks, targets, fit_intercept):
     design_mean = np.zeros(n_columns)
     target_mean = np.zeros(n_targets)
     if fit_intercept:
-        for start, stop in chunks:
-            design_mean += _design_rows(blocks, start, stop).sum(axis=0)
-            target_mean += _float64_rows(targets, start, stop).sum(axis=0)
-        design_mean /= n_samples
-        target_mean /= n_samples
+        # overflow surfaces as the clear ValueError below, not as a RuntimeWarning
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start, stop in chunks:
+                design_mean += _design_rows(blocks, start, stop).sum(axis=0)
+                target_mean += _float64_rows(targets, start, stop).sum(axis=0)
+            design_mean /= n_samples
+            target_mean /= n_samples
     gram = np.zeros((n_columns, n_columns))
     correlations = np.zeros((n_targets, n_columns))
     target_sq = np.zeros(n_targets)
@@ -241,6 +244,42 @@ def _stack_rows(parts, n_columns):
         start += rows.coef.shape[0]
     return RowSolution(coef, *[np.concatenate([getattr(rows, field) for _, rows in parts])
                                for field in RowSolution._fields[1:]])
+
+
+class _FitLog:
+    """What a fit with ``verbose`` prints while it runs: each stage's time,
+    and the rows solved so far with an estimate of the time left. Silent
+    when ``verbose`` is 0."""
+
+    def __init__(self, estimator=None):
+        self.name = type(estimator).__name__
+        self.on = estimator is not None and bool(estimator.verbose)
+        self.start = time.perf_counter()
+
+    def say(self, text):
+        if self.on:
+            print(f"[{self.name}] {text} ({time.perf_counter() - self.start:.1f} s "
+                  "into the fit)", flush=True)
+
+    @contextmanager
+    def stage(self, what):
+        started = time.perf_counter()
+        yield
+        self.say(f"{what}: {time.perf_counter() - started:.1f} s")
+
+    def rows(self, what):
+        """A ``progress(done, total)`` callback for a row solve, or None."""
+        if not self.on:
+            return None
+        started = time.perf_counter()
+
+        def progress(done, total):
+            spent = time.perf_counter() - started
+            left = spent * (total - done) / max(done, 1)
+            self.say(f"{what}: {done}/{total} rows solved in {spent:.1f} s, about "
+                     f"{left:.0f} s left")
+
+        return progress
 
 
 class _SharedReducer:
@@ -625,12 +664,15 @@ class _BaseSIM(BaseEstimator):
 
     def _fit_sim(self, X, targets, states, baseline_outputs, y_for_teacher):
         """Fit all rows. ``targets`` are the output-row targets from y."""
-        states, targets, teacher_maps = self._record_teacher(
-            X, targets, states, baseline_outputs, y_for_teacher)
+        log = self._fit_log = _FitLog(self)
+        with log.stage("teacher (states and outputs)"):
+            states, targets, teacher_maps = self._record_teacher(
+                X, targets, states, baseline_outputs, y_for_teacher)
         if teacher_maps is not None:
             return self._fit_weight_shared(_SharedReducer(self, X, targets), teacher_maps)
         with _numba_threads(self.n_jobs):
-            post_activations, problem = self._state_problem(X, states)
+            with log.stage("state rows' Gram matrix"):
+                post_activations, problem = self._state_problem(X, states)
             state_rows = self._solve_state_rows(problem[:3], states.shape[1],
                                                 self._state_solve())
             self._set_state_rows(state_rows.coef, *problem[3:])
@@ -638,13 +680,20 @@ class _BaseSIM(BaseEstimator):
             output_rows = self._fit_output_rows(X, targets, post_activations)
         return self._set_certificates(state_rows, output_rows, self._matrix_norms())
 
+    def _log(self):
+        """The running fit's :class:`_FitLog` (a silent one outside a fit)."""
+        log = getattr(self, "_fit_log", None)
+        return log if log is not None else _FitLog()
+
     def _state_solve(self):
         """``solve(gram, correlations, target_sq, n_bounded)`` of the state rows
-        (in row batches on a dask cluster under ``parallel_backend("dask")``)."""
+        (in row batches on a dask cluster under ``parallel_backend("dask")``;
+        progress printed with ``verbose``)."""
         from .streaming import solve_rows_parallel
 
+        progress = self._log().rows("state rows")
         return lambda gram, corr, target_sq, n_bounded: solve_rows_parallel(
-            gram, corr, target_sq, **self._state_row_options(n_bounded))
+            gram, corr, target_sq, progress=progress, **self._state_row_options(n_bounded))
 
     # --------------------------------------------------- out-of-core fitting
     def _fit_streamed(self, X, y, states, baseline_outputs):
@@ -652,6 +701,7 @@ class _BaseSIM(BaseEstimator):
         of a DataLoader; see :mod:`sksim.streaming`): the same row problems and
         solvers as the in-memory fit, with O(d^2 + chunk) memory. No fitted
         attribute survives a failure."""
+        self._fit_log = _FitLog(self)
         try:
             with _numba_threads(self.n_jobs):
                 return self._fit_streamed_stages(X, y, states, baseline_outputs)
@@ -683,6 +733,7 @@ class _BaseSIM(BaseEstimator):
             source = st.make_source(X, y, states, baseline_outputs)
         self.n_features_in_ = n_features
         encode, n_targets = self._streamed_targets(y)
+        self._check_sample_count(len(y))
         maps = None
         if states is None and hasattr(self.baseline, "trace"):
             maps = self._weight_shared_teacher(source.first_rows(2), None)
@@ -706,8 +757,9 @@ class _BaseSIM(BaseEstimator):
                                self._teacher_blocks)
             recipe = recipe._replace(scales=scales)
             self.state_scales_ = scales
-        problem = source.reduce(partial(st.state_partial, recipe, self.fit_intercept),
-                                st.merge_accumulators).finish()
+        with self._log().stage("state rows' Gram matrix (streamed)"):
+            problem = source.reduce(partial(st.state_partial, recipe, self.fit_intercept),
+                                    st.merge_accumulators).finish()
         state_rows = self._solve_state_rows(problem[:3], n_states, self._state_solve())
         self._set_state_rows(state_rows.coef, problem.design_mean, problem.target_mean)
         del problem
@@ -716,8 +768,10 @@ class _BaseSIM(BaseEstimator):
             model = st.StateModel(self.A_, self.B_, self.state_intercept_,
                                   _forward_blocks(self.A_) is not None,
                                   self.equilibrium_tol, self.equilibrium_max_iter)
-        problem = source.reduce(partial(st.output_partial, recipe, model, self.fit_intercept),
-                                st.merge_accumulators).finish()
+        with self._log().stage("output rows' Gram matrix (streamed)"):
+            problem = source.reduce(partial(st.output_partial, recipe, model,
+                                            self.fit_intercept),
+                                    st.merge_accumulators).finish()
         output_rows = self._solve_output_rows(problem)
         return self._set_certificates(state_rows, output_rows, self._matrix_norms())
 
@@ -758,6 +812,15 @@ class _BaseSIM(BaseEstimator):
         else:
             targets = encode(y)
         return self._fit_weight_shared(_SharedReducer(self, X, targets), maps)
+
+    def _check_sample_count(self, n_samples):
+        """One sample with an intercept centres the design to zero: every row
+        would be its intercept alone, a constant model. Raise instead."""
+        if n_samples < 2 and self.fit_intercept:
+            raise ValueError(
+                f"{type(self).__name__} with fit_intercept=True needs at least 2 samples; "
+                f"got {n_samples} sample: the centred design would be zero and the model "
+                "a constant. Pass more samples, or fit_intercept=False.")
 
     def _check_streamed_penalties(self):
         if self.row_bound is None and 0 in (self.alpha, self.output_alpha):
@@ -962,12 +1025,13 @@ class _BaseSIM(BaseEstimator):
         """Solve the output rows (on the model's equilibrium states when
         ``refit_outputs``, else on the teacher's) and set ``C_``, ``D_`` and
         ``intercept_``; returns their RowSolution."""
-        if self.refit_outputs:
-            output_states, _ = self._equilibrium(X, warn=True)
-        else:
-            output_states = post_activations
-        return self._solve_output_rows(_centred_gram_problem(
-            [output_states, X], targets, self.fit_intercept))
+        with self._log().stage("output rows' Gram matrix"):
+            if self.refit_outputs:
+                output_states, _ = self._equilibrium(X, warn=True)
+            else:
+                output_states = post_activations
+            problem = _centred_gram_problem([output_states, X], targets, self.fit_intercept)
+        return self._solve_output_rows(problem)
 
     def _solve_output_rows(self, problem):
         """Solve the output rows of ``problem`` (gram, correlations, target_sq,
@@ -979,7 +1043,8 @@ class _BaseSIM(BaseEstimator):
         n_states = self.n_states_
         output_alpha = self.alpha if self.output_alpha is None else self.output_alpha
         output_rows = solve_rows_parallel(
-            gram, corr, target_sq, row_bound=self._row_bound(),
+            gram, corr, target_sq, progress=self._log().rows("output rows"),
+            row_bound=self._row_bound(),
             l1=output_alpha * self.l1_ratio,
             l2=output_alpha * (1.0 - self.l1_ratio), tol=self.tol,
             max_iter=self.max_iter, relax=self.relax, solver=self.solver,
@@ -1430,7 +1495,10 @@ _PARAMETERS_DOC = """
     random_state : int, RandomState instance or None, default=None
         Seeds the embedded teacher. The row solver is deterministic.
     verbose : int, default=0
-        Print a one-line summary of the fit.
+        Print the fit's progress: each stage's time (teacher, Gram matrices),
+        the rows solved so far with an estimate of the time left, and a
+        one-line summary at the end. The rows are then solved in eight
+        batches (same results).
     weight_sharing : {"auto"} or bool, default="auto"
         Fit the weight-shared model (one kernel per link of each state block,
         see :mod:`sksim.weight_sharing`) for a ``TorchBaseline`` teacher:
@@ -1653,6 +1721,7 @@ class SIMRegressor(RegressorMixin, _BaseSIM):
             self, X, y, multi_output=True, y_numeric=True,
             dtype=[np.float64, np.float32],
         )
+        self._check_sample_count(X.shape[0])
         y = np.asarray(y, dtype=np.float64)
         self._y_ndim = y.ndim
         targets = y.reshape(-1, 1) if y.ndim == 1 else y
@@ -1792,6 +1861,7 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
                 "y must contain at least 2 classes; got 1 class "
                 f"({self.classes_[0]!r})."
             )
+        self._check_sample_count(X.shape[0])
         binarizer = LabelBinarizer().fit(self.classes_)
         targets = binarizer.transform(y).astype(np.float64)
         if targets.shape[1] == 1:  # binary: one indicator column per class

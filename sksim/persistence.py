@@ -30,6 +30,7 @@ import zlib
 import numpy as np
 import scipy.sparse as sp
 
+from ._version import __version__
 from .blocks import Link, Structure, check_structure, link_width
 from .estimators import SIMClassifier, SIMRegressor, _row_infinity_norm
 from .weight_sharing import SharedModel, unrolled_norms
@@ -133,8 +134,6 @@ def save_model(estimator, path):
         "scalars": {},
         "private": {},
     }
-    from . import __version__
-
     meta["sksim_version"] = __version__
     arrays = {}
     model = getattr(estimator, "_shared_model", None)

@@ -461,23 +461,52 @@ def _solve_row_batch(gram, correlations, target_sq, **options):
     return solve_rows(gram, correlations, target_sq, **options)
 
 
-def solve_rows_parallel(gram, correlations, target_sq, **options):
-    """:func:`~sksim.solvers.solve_rows`, in row batches on the workers of the
-    active joblib backend when that is dask (four batches per worker thread,
-    rows dealt out in turn; the Gram matrix, a large argument, is scattered
-    once by joblib); else one call on this machine's numba threads."""
-    n_rows = correlations.shape[0]
-    if n_rows < 2 or not _dask_backend_active():
-        return solve_rows(gram, correlations, target_sq, **options)
-    from joblib import Parallel, delayed, effective_n_jobs
+def _dealt_batches(n_rows, n_batches):
+    """Row indices dealt out in turn into ``n_batches`` batches (row costs vary
+    by block: consecutive rows would give one batch a block's expensive rows)."""
+    return [np.arange(first, n_rows, n_batches) for first in range(n_batches)]
 
-    # rows dealt out in turn (costs vary by block: a batch of consecutive rows
-    # would get one block's expensive rows), a few batches per worker thread
-    n_batches = min(n_rows, 4 * effective_n_jobs(-1))
-    batches = [np.arange(first, n_rows, n_batches) for first in range(n_batches)]
-    parts = Parallel(n_jobs=-1)(
-        delayed(_solve_row_batch)(gram, correlations[rows], target_sq[rows], **options)
-        for rows in batches)
+
+def _batch_options(options, rows):
+    """``options`` for a batch of rows (a warm start is sliced with them)."""
+    if options.get("coef_init") is None:
+        return options
+    return {**options, "coef_init": options["coef_init"][rows]}
+
+
+def _joined(batches, parts):
     order = np.argsort(np.concatenate(batches))
     return RowSolution(*[np.concatenate([getattr(part, field) for part in parts])[order]
                          for field in RowSolution._fields])
+
+
+def solve_rows_parallel(gram, correlations, target_sq, *, progress=None, **options):
+    """:func:`~sksim.solvers.solve_rows`, in row batches on the workers of the
+    active joblib backend when that is dask (four batches per worker thread,
+    rows dealt out in turn; the Gram matrix, a large argument, is scattered
+    once by joblib); else on this machine's numba threads: in one call, or
+    with ``progress`` (called as ``progress(rows_done, n_rows)``) in eight
+    batches reported as they finish. Every row's solve is independent, so the
+    result is the same either way."""
+    n_rows = correlations.shape[0]
+    if n_rows >= 2 and _dask_backend_active():
+        from joblib import Parallel, delayed, effective_n_jobs
+
+        batches = _dealt_batches(n_rows, min(n_rows, 4 * effective_n_jobs(-1)))
+        parts = Parallel(n_jobs=-1)(
+            delayed(_solve_row_batch)(gram, correlations[rows], target_sq[rows],
+                                      **_batch_options(options, rows))
+            for rows in batches)
+        return _joined(batches, parts)
+    if progress is None or n_rows < 16:
+        solution = solve_rows(gram, correlations, target_sq, **options)
+        if progress is not None:
+            progress(n_rows, n_rows)
+        return solution
+    batches, parts, done = _dealt_batches(n_rows, 8), [], 0
+    for rows in batches:
+        parts.append(solve_rows(gram, correlations[rows], target_sq[rows],
+                                **_batch_options(options, rows)))
+        done += len(rows)
+        progress(done, n_rows)
+    return _joined(batches, parts)

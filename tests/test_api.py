@@ -65,6 +65,7 @@ def test_teacher_scaling_keeps_teacher_exact(small_teacher_problem):
     np.testing.assert_allclose(outputs, logits, atol=1e-10)
 
 
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")  # small teacher budget
 def test_frozen_and_unfitted_mlp_baselines(small_teacher_problem):
     X, y, _, _, mlp = small_teacher_problem
     frozen = SIMClassifier(FrozenEstimator(mlp)).fit(X, y)
@@ -323,3 +324,49 @@ def test_lipschitz_bounds_hold_along_worst_local_directions(small_teacher_proble
         assert local <= path * (1 + 1e-12)
     if row_bound is not None:
         assert product <= row_bound**2 / (1 - 0.9) + row_bound
+
+
+def test_first_use_compilation_is_announced_once(tmp_path, monkeypatch, capsys):
+    """Without cached kernels the first solve says (once, on stderr) that numba
+    is compiling; with them it says nothing."""
+    import numba
+
+    from sksim.solvers import _first_use
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_first_use, "_announced", False)
+    _first_use.announce_compilation()
+    _first_use.announce_compilation()
+    assert capsys.readouterr().err.count("compiling the numba kernels") == 1
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "rows._cd_rows-1.py311.nbi").write_bytes(b"")
+    monkeypatch.setattr(_first_use, "_announced", False)
+    _first_use.announce_compilation()
+    assert capsys.readouterr().err == ""
+
+
+def test_one_sample_with_an_intercept_raises():
+    """With fit_intercept=True one sample would give a constant model: a clear
+    error (scikit-learn's checks accept it: the message says "1 sample")."""
+    X, y = np.ones((1, 3)), np.ones(1)
+    with pytest.raises(ValueError, match="needs at least 2 samples; got 1 sample"):
+        SIMRegressor().fit(X, y, states=np.ones((1, 2)))
+    model = SIMRegressor(fit_intercept=False).fit(X, y, states=np.ones((1, 2)))
+    assert model.predict(X).shape == (1,)
+
+
+def test_verbose_reports_progress_without_changing_the_fit(capsys):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 6))
+    Z = X @ rng.normal(size=(6, 20))
+    y = Z[:, 0] - X[:, 1]
+    quiet = SIMRegressor(alpha=1e-3).fit(X, y, states=Z)
+    assert capsys.readouterr().out == ""
+    loud = SIMRegressor(alpha=1e-3, verbose=1).fit(X, y, states=Z)
+    out = capsys.readouterr().out
+    for line in ("teacher (states and outputs)", "state rows' Gram matrix",
+                 "state rows: 20/20 rows solved", "output rows' Gram matrix",
+                 "output rows: 1/1 rows solved"):
+        assert line in out
+    assert out.count("state rows: ") == 8  # eight batches of rows
+    assert abs(loud.A_ - quiet.A_).max() == 0 and abs(loud.C_ - quiet.C_).max() == 0

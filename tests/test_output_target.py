@@ -28,6 +28,7 @@ def _same_outputs(model, reference):
     np.testing.assert_array_equal(model.intercept_, reference.intercept_)
 
 
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")  # small teacher budget
 @pytest.mark.parametrize("binary", [False, True])
 def test_sklearn_classifier_outputs_match_its_logits(digits, binary):
     X_train, X_test, y_train, _ = digits
@@ -73,6 +74,7 @@ def test_sklearn_regressor_outputs_match_its_predictions():
     assert not np.array_equal(labels.intercept_, model.intercept_)
 
 
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")  # small teacher budget
 def test_precomputed_states_without_outputs_fit_y(digits):
     X_train, _, y_train, _ = digits
     mlp = MLPClassifier(hidden_layer_sizes=(16,), max_iter=200, random_state=0)

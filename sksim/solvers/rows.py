@@ -44,6 +44,7 @@ import scipy.linalg
 from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
+from ._first_use import announce_compilation
 from .projection import enforce_l1_bound_inplace, l1_norm, soft_threshold
 
 # Status codes of a row.
@@ -995,6 +996,7 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
     -------
     RowSolution
     """
+    announce_compilation()
     gram = np.ascontiguousarray(gram, dtype=np.float64)
     correlations = np.ascontiguousarray(correlations, dtype=np.float64)
     target_sq = np.ascontiguousarray(target_sq, dtype=np.float64)
