@@ -300,7 +300,7 @@ def _follow(problem, state, k, t, t_end, mu, holding, max_steps):
     # the column that just left sits exactly at its penalty with its old sign:
     # it may not rejoin with that sign before the next breakpoint; likewise
     # the bound may not toggle back at the point where it just toggled
-    last_left, last_sign, just_toggled = -1, 0.0, False
+    last_left, last_sign, just_toggled = np.int64(-1), 0.0, False
     breakpoints, since_exact = 0, _REFRESH_EVERY
     while breakpoints < max_steps:
         if since_exact >= _REFRESH_EVERY:
@@ -308,7 +308,7 @@ def _follow(problem, state, k, t, t_end, mu, holding, max_steps):
             since_exact = 0
         rate = _direction(problem, state, k, holding, direction, gram_direction)
         # per unit step (t falls): w moves by -direction, mu by -rate
-        step, kind, event, join_sign = t - t_end, _END, -1, 0.0
+        step, kind, event, join_sign = t - t_end, _END, np.int64(-1), 0.0
         if n_bounded > 0 and not just_toggled:
             norm, growth = 0.0, 0.0
             for i in range(k):
@@ -414,8 +414,10 @@ def _constrained(gram, correlation, alpha, l2, n_bounded, bound, max_steps):
     problem, state, t = _start(gram, correlation, l2, n_bounded, bound)
     if t <= alpha:
         return state[0], 0.0, 0, REACHED
-    _, _, mu, _, breakpoints, status = _follow(problem, state, 0, t, alpha, 0.0, False,
-                                               max_steps)
+    # typed starting values, not literals: a literal argument makes numba
+    # compile _follow's callees once for the literal and again for the type
+    _, _, mu, _, breakpoints, status = _follow(problem, state, np.int64(0), t, alpha,
+                                               np.float64(0.0), np.bool_(False), max_steps)
     return state[0], mu, breakpoints, status
 
 
@@ -545,7 +547,8 @@ def homotopy_path_kernel(gram, correlations, target_sq, alphas, n_bounded, bound
     receive the certified results."""
     for i in prange(correlations.shape[0]):
         problem, state, t = _start(gram, correlations[i], l2, n_bounded, bound)
-        k, mu, holding, breakpoints, status = 0, 0.0, False, 0, REACHED
+        k, mu, holding, breakpoints, status = (np.int64(0), np.float64(0.0), np.bool_(False),
+                                               0, REACHED)
         for a in range(alphas.shape[0]):
             if t > alphas[a] and status == REACHED:
                 t, k, mu, holding, more, status = _follow(
