@@ -613,19 +613,24 @@ class _BaseSIM(BaseEstimator):
 
         kernels, intercepts, state_rows = [], [], []
         with _numba_threads(self.n_jobs):
-            problems = reduce() if self.state_inputs == "teacher" else None
+            log = self._log()
+            with log.stage("blocks' Gram matrices"):
+                problems = reduce() if self.state_inputs == "teacher" else None
             for index, links in enumerate(structure.links):
                 if problems is None:  # one pass per block on the model's own states
                     so_far = shared.truncated(shared.SharedModel(
                         structure, kernels, intercepts, [], np.zeros(0)), index)
-                    problem = reduce([index], so_far if index else None)[0]
+                    with log.stage(f"block {index}'s Gram matrix"):
+                        problem = reduce([index], so_far if index else None)[0]
                 else:
                     problem = problems[index]
                 alpha = self.alpha * shared.block_penalty(
                     problem, structure.block_shapes[index], self.block_alpha)
-                block_kernels, intercept, rows = shared.solve_block_rows(
-                    structure, links, problem, alpha=alpha, row_bound=row_bounds[index],
-                    **common)
+                with log.stage(f"block {index + 1} of {len(structure.links)}: "
+                               f"{structure.block_shapes[index][0]} rows"):
+                    block_kernels, intercept, rows = shared.solve_block_rows(
+                        structure, links, problem, alpha=alpha,
+                        row_bound=row_bounds[index], **common)
                 kernels.append(block_kernels)
                 intercepts.append(intercept)
                 state_rows.append(rows)
@@ -634,14 +639,16 @@ class _BaseSIM(BaseEstimator):
             self._shared_model = shared.SharedModel(structure, kernels, intercepts, [],
                                                     np.zeros(0))
             self.n_states_ = structure.n_states()
-            output_problem = reducer.output_problem(
-                structure, scales, self._shared_model if self.refit_outputs else None)
+            with log.stage("output rows' Gram matrix"):
+                output_problem = reducer.output_problem(
+                    structure, scales, self._shared_model if self.refit_outputs else None)
             output_alpha = self.alpha if self.output_alpha is None else self.output_alpha
             output_alpha *= shared.block_penalty(output_problem, (reducer.n_outputs,),
                                                  self.block_alpha)
-            head_kernels, head_intercept, output_rows = shared.solve_block_rows(
-                structure, structure.head, output_problem, alpha=output_alpha,
-                row_bound=row_bounds[-1], bounded=False, **common)
+            with log.stage(f"output rows: {reducer.n_outputs} rows"):
+                head_kernels, head_intercept, output_rows = shared.solve_block_rows(
+                    structure, structure.head, output_problem, alpha=output_alpha,
+                    row_bound=row_bounds[-1], bounded=False, **common)
         self._shared_model = shared.SharedModel(structure, kernels, intercepts,
                                                 head_kernels, head_intercept)
         self.structure_ = structure

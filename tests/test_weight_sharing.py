@@ -501,3 +501,18 @@ def test_weight_shared_fit_rejects_other_state_scaling(tiny_problem, scaling):
     _, baseline, X, logits = tiny_problem
     with pytest.raises(ValueError, match=f"state_scaling='{scaling}' applies to flat"):
         SIMRegressor(baseline, state_scaling=scaling).fit(X, logits)
+
+
+def test_weight_shared_fit_reports_progress(tiny_problem, capsys):
+    _, baseline, X, logits = tiny_problem
+    quiet = SIMRegressor(baseline, alpha=1e-3).fit(X, logits)
+    assert capsys.readouterr().out == ""
+    loud = SIMRegressor(baseline, alpha=1e-3, verbose=1).fit(X, logits)
+    out = capsys.readouterr().out
+    n_blocks = len(loud.structure_.links)
+    for line in ("blocks' Gram matrices", f"block {n_blocks} of {n_blocks}: ",
+                 "output rows' Gram matrix", "output rows: "):
+        assert line in out
+    for mine, theirs in zip(loud.kernels_, quiet.kernels_):
+        for a, b in zip(mine, theirs):
+            np.testing.assert_array_equal(a, b)
