@@ -184,6 +184,18 @@ def conv_tables():
     return "\n".join(out)
 
 
+def best_cells(points, teacher):
+    """Two table cells of a sweep: the best SIM model at <= 25% of the
+    teacher's weights (and its difference from the teacher), and at any size."""
+    small = [p for p in points if p["nonzero_fraction"] <= 0.25]
+    best = max(small, key=lambda p: p["test_accuracy"]) if small else None
+    top = max(points, key=lambda p: p["test_accuracy"])
+    return ["-" if best is None else
+            f"{pct(best['test_accuracy'])} at {100 * best['nonzero_fraction']:.1f}% "
+            f"({100 * (best['test_accuracy'] - teacher):+.2f})",
+            f"{pct(top['test_accuracy'])} at {100 * top['nonzero_fraction']:.1f}%"]
+
+
 def structure_table():
     """Implicit against feed-forward structure: the best SIM model at <= 25% of
     the teacher's weights, and at any size, per dataset and state series."""
@@ -196,17 +208,8 @@ def structure_table():
                 continue
             teacher = d["teacher"]["test_accuracy"]
             for series, label in (("sim", "as recorded"), ("sim_rescaled", "rescaled")):
-                points = d["series"][series]
-                small = [p for p in points if p["nonzero_fraction"] <= 0.25]
-                best = max(small, key=lambda p: p["test_accuracy"]) if small else None
-                top = max(points, key=lambda p: p["test_accuracy"])
                 rows.append([dataset, pct(teacher), structure, label,
-                             "-" if best is None else
-                             f"{pct(best['test_accuracy'])} at "
-                             f"{100 * best['nonzero_fraction']:.1f}% "
-                             f"({100 * (best['test_accuracy'] - teacher):+.2f})",
-                             f"{pct(top['test_accuracy'])} at "
-                             f"{100 * top['nonzero_fraction']:.1f}%"])
+                             *best_cells(d["series"][series], teacher)])
     return table(["dataset", "teacher", "structure", "states",
                   "best SIM at <= 25% of the weights (vs teacher)", "best SIM at any size"],
                  rows)
@@ -222,16 +225,8 @@ def state_scaling_table():
             continue
         teacher = d["teacher"]["test_accuracy"]
         for scaling, points in d["series"].items():
-            small = [p for p in points if p["nonzero_fraction"] <= 0.25]
-            best = max(small, key=lambda p: p["test_accuracy"]) if small else None
-            top = max(points, key=lambda p: p["test_accuracy"])
             rows.append([dataset, pct(teacher), f"`{scaling}`",
-                         "-" if best is None else
-                         f"{pct(best['test_accuracy'])} at "
-                         f"{100 * best['nonzero_fraction']:.1f}% "
-                         f"({100 * (best['test_accuracy'] - teacher):+.2f})",
-                         f"{pct(top['test_accuracy'])} at "
-                         f"{100 * top['nonzero_fraction']:.1f}%"])
+                         *best_cells(points, teacher)])
     return table(["dataset", "teacher", "state_scaling",
                   "best SIM at <= 25% of the weights (vs teacher)", "best SIM at any size"],
                  rows)
