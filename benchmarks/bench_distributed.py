@@ -63,12 +63,11 @@ def parse_args():
 
 
 def fit(X, y, states, logits):
-    from sksim import SIMClassifier
-
+    """The benchmarks' fit (``_common.fit_sim``), quiet: dask warns about the
+    numpy arrays it wraps into graphs here on purpose."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return SIMClassifier(alpha=C.ALPHA, kappa=C.KAPPA).fit(
-            X, y, states=states, baseline_outputs=logits)
+        return C.fit_sim(X, y, states, logits)
 
 
 def coef(model):

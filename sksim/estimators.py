@@ -483,6 +483,11 @@ class _BaseSIM(BaseEstimator):
             well_posed_layer_scales(mlp.coefs_, self.kappa), self._teacher_blocks))
         return teacher, pre_activations, outputs
 
+    def _unit_rms_scales(self, rms):
+        """Per-state scales of ``state_scaling="rms"`` from each teacher block's
+        RMS; a block that never activates keeps its scale."""
+        return np.repeat([1.0 / r if r > 0 else 1.0 for r in rms], self._teacher_blocks)
+
     def _scaled_states(self, pre_activations, well_posed_scales):
         """The teacher's states scaled as ``state_scaling`` says (sets
         ``state_scales_``); ``well_posed_scales()`` gives the per-state
@@ -495,9 +500,7 @@ class _BaseSIM(BaseEstimator):
             post = _ACTIVATIONS[self.activation](pre_activations)
             edges = np.cumsum([0] + list(self._teacher_blocks))
             rms = [np.sqrt(np.mean(post[:, a:b] ** 2)) for a, b in zip(edges[:-1], edges[1:])]
-            # a block that never activates keeps its scale
-            scales = np.repeat([1.0 / r if r > 0 else 1.0 for r in rms],
-                               self._teacher_blocks)
+            scales = self._unit_rms_scales(rms)
         self.state_scales_ = scales
         return pre_activations if scales is None else pre_activations * scales
 
@@ -722,7 +725,7 @@ class _BaseSIM(BaseEstimator):
 
         from . import streaming as st
 
-        self._check_streamed_penalties()
+        self._check_penalties()
         if st.is_batch_iterable(X):
             if y is not None or states is not None or baseline_outputs is not None:
                 raise ValueError(
@@ -759,9 +762,7 @@ class _BaseSIM(BaseEstimator):
             edges = np.cumsum([0] + list(self._teacher_blocks))
             count, squares = source.reduce(partial(st.block_square_sums, recipe, edges),
                                            st.merge_sums)
-            rms = np.sqrt(squares / (count * np.diff(edges)))
-            scales = np.repeat(np.where(rms > 0, 1.0 / np.where(rms > 0, rms, 1.0), 1.0),
-                               self._teacher_blocks)
+            scales = self._unit_rms_scales(np.sqrt(squares / (count * np.diff(edges))))
             recipe = recipe._replace(scales=scales)
             self.state_scales_ = scales
         with self._log().stage("state rows' Gram matrix (streamed)"):
@@ -792,9 +793,7 @@ class _BaseSIM(BaseEstimator):
             raise ValueError(
                 "A weight-shared fit reads X as an array, a memmap or a dask array, not "
                 "as batches; pass one of those, or set weight_sharing=False.")
-        self._shared_model = None
-        for name in ("A_", "B_", "C_", "D_") + _WEIGHT_SHARED_ATTRIBUTES:
-            self.__dict__.pop(name, None)
+        self._forget_model()
         kind = ("outputs" if baseline_outputs is not None else
                 "teacher" if self.output_target == "baseline" else "y")
         if kind == "teacher":
@@ -810,12 +809,10 @@ class _BaseSIM(BaseEstimator):
                 st.ChunkRecipe(None, None, kind, encode, n_targets))
             return self._fit_weight_shared(
                 st.DaskSharedReducer(options, X, y, baseline_outputs), maps)
-        n_samples = X.shape[0]
         if kind == "outputs":
             targets = np.asarray(baseline_outputs, dtype=np.float64)
         elif kind == "teacher":
-            targets = self._teacher_targets(np.vstack(
-                [out for _, _, out in self.baseline.iter_batches(X)]), n_samples)
+            targets = self._batched_teacher_targets(X)
         else:
             targets = encode(y)
         return self._fit_weight_shared(_SharedReducer(self, X, targets), maps)
@@ -829,9 +826,17 @@ class _BaseSIM(BaseEstimator):
                 f"got {n_samples} sample: the centred design would be zero and the model "
                 "a constant. Pass more samples, or fit_intercept=False.")
 
-    def _check_streamed_penalties(self):
-        if self.row_bound is None and 0 in (self.alpha, self.output_alpha):
-            raise ValueError("alpha=0 and output_alpha=0 need row_bound (see fit).")
+    def _check_penalties(self):
+        if self.row_bound is None:
+            for name in ("alpha", "output_alpha"):
+                if getattr(self, name) == 0:
+                    raise ValueError(
+                        f"{name}=0 needs row_bound: without a penalty or a bound "
+                        "the rows are unpenalised least-squares problems (not "
+                        "sparse, not unique on dead or duplicate columns, and "
+                        f"with no optimality certificate). Set {name} > 0 or "
+                        "set row_bound."
+                    )
 
     @staticmethod
     def _check_streamed_arrays(X, y, states, baseline_outputs):
@@ -862,9 +867,7 @@ class _BaseSIM(BaseEstimator):
 
         use_teacher = baseline_outputs is None and self.output_target == "baseline"
         targets = "outputs" if baseline_outputs is not None else "y"
-        self._shared_model = None
-        for name in ("A_", "B_", "C_", "D_") + _WEIGHT_SHARED_ATTRIBUTES:
-            self.__dict__.pop(name, None)
+        self._forget_model()
         if states is not None:
             self.baseline_, self.state_scales_, self._teacher_blocks = None, None, None
             return st.ChunkRecipe(None, None, targets, encode, n_targets), states.shape[1]
@@ -913,16 +916,7 @@ class _BaseSIM(BaseEstimator):
         targets, teacher_maps)``: the (scaled) pre-activations of the flat
         model and the output-row targets, or the teacher's maps when the
         weight-shared model is fitted (then ``states`` is None)."""
-        if self.row_bound is None:
-            for name in ("alpha", "output_alpha"):
-                if getattr(self, name) == 0:
-                    raise ValueError(
-                        f"{name}=0 needs row_bound: without a penalty or a bound "
-                        "the rows are unpenalised least-squares problems (not "
-                        "sparse, not unique on dead or duplicate columns, and "
-                        f"with no optimality certificate). Set {name} > 0 or "
-                        "set row_bound."
-                    )
+        self._check_penalties()
         n_samples = X.shape[0]
         if states is not None:
             states = self._check_sample_aligned(states, "states", n_samples)
@@ -931,17 +925,13 @@ class _BaseSIM(BaseEstimator):
                 baseline_outputs, "baseline_outputs", n_samples,
                 self._n_output_columns(baseline_outputs),
             )
-        # a refit replaces the unrolled cache and any weight-shared attributes
-        self._shared_model = None
-        for name in ("A_", "B_", "C_", "D_") + _WEIGHT_SHARED_ATTRIBUTES:
-            self.__dict__.pop(name, None)
+        self._forget_model()
         # the output rows match the teacher's raw outputs when it ran here
         use_teacher = baseline_outputs is None and self.output_target == "baseline"
         teacher_maps = self._weight_shared_teacher(X, states)
         if teacher_maps is not None:
             if use_teacher:
-                targets = self._teacher_targets(np.vstack(
-                    [out for _, _, out in self.baseline.iter_batches(X)]), n_samples)
+                targets = self._batched_teacher_targets(X)
             return None, targets, teacher_maps
         if states is not None:
             self.baseline_ = None
@@ -957,6 +947,18 @@ class _BaseSIM(BaseEstimator):
             if use_teacher:
                 targets = self._teacher_targets(teacher_outputs, n_samples)
         return states, targets, None
+
+    def _forget_model(self):
+        """A refit replaces the unrolled cache and any weight-shared attributes."""
+        self._shared_model = None
+        for name in ("A_", "B_", "C_", "D_") + _WEIGHT_SHARED_ATTRIBUTES:
+            self.__dict__.pop(name, None)
+
+    def _batched_teacher_targets(self, X):
+        """A torch teacher's outputs on X as output-row targets, recorded batch
+        by batch (its states are not kept)."""
+        outputs = np.vstack([out for _, _, out in self.baseline.iter_batches(X)])
+        return self._teacher_targets(outputs, X.shape[0])
 
     def _teacher_targets(self, outputs, n_samples):
         """The teacher's raw outputs as output-row targets, checked against y."""

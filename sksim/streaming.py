@@ -55,8 +55,7 @@ class LabelTargets(NamedTuple):
     classes: np.ndarray
 
     def __call__(self, y_rows):
-        indicator = (np.asarray(y_rows)[:, None] == self.classes[None, :]).astype(np.float64)
-        return indicator
+        return (np.asarray(y_rows)[:, None] == self.classes[None, :]).astype(np.float64)
 
 
 class ValueTargets(NamedTuple):
@@ -136,25 +135,23 @@ def chunk_targets(recipe, y_rows, outputs_rows, teacher_outputs):
         targets = np.asarray(outputs_rows, dtype=np.float64)
         name = "baseline_outputs"
     elif recipe.targets == "teacher":
+        # its width was checked against y on the first rows (the estimator's
+        # _teacher_output_width) and is the same for every chunk
         targets = np.asarray(teacher_outputs, dtype=np.float64)
         targets = targets.reshape(len(targets), -1)
         name = "the baseline's outputs"
-        if targets.shape[1] != recipe.n_targets:
-            raise ValueError(
-                f"The teacher has {targets.shape[1]} outputs but y needs "
-                f"{recipe.n_targets} output columns; the output rows cannot match the "
-                "teacher. Set output_target='y' to fit y instead.")
     else:
         targets = recipe.encode(y_rows)
         name = "y"
     return _finite(targets, name)
 
 
-def _design(first, X_rows):
-    """``[first, X_rows]`` as one new float64 buffer (centred in place later)."""
-    design = np.empty((first.shape[0], first.shape[1] + X_rows.shape[1]))
-    design[:, :first.shape[1]] = first
-    design[:, first.shape[1]:] = X_rows
+def _design(n_states, X_rows):
+    """A new float64 buffer ``[states, X_rows]`` with the inputs filled in; the
+    caller writes the states into its first ``n_states`` columns (the buffer
+    is centred in place later, so no other copy is made)."""
+    design = np.empty((X_rows.shape[0], n_states + X_rows.shape[1]))
+    design[:, n_states:] = X_rows
     return design
 
 
@@ -164,9 +161,8 @@ def state_partial(recipe, fit_intercept, X_rows, y_rows, states_rows, outputs_ro
     X_rows = _finite(np.asarray(X_rows, dtype=np.float64), "X")
     states, _ = chunk_states(recipe, X_rows, states_rows)
     n_states = states.shape[1]
-    design = np.empty((states.shape[0], n_states + X_rows.shape[1]))
+    design = _design(n_states, X_rows)
     np.maximum(states, 0.0, out=design[:, :n_states])
-    design[:, n_states:] = X_rows
     accumulator = GramAccumulator(design.shape[1], n_states, fit_intercept)
     accumulator.add(design, states, overwrite=True)
     return accumulator
@@ -183,9 +179,10 @@ def output_partial(recipe, model, fit_intercept, X_rows, y_rows, states_rows,
                                else (None, None))
     post = np.maximum(states, 0.0) if model is None else model.states(X_rows)
     targets = chunk_targets(recipe, y_rows, outputs_rows, teacher_outputs)
-    accumulator = GramAccumulator(post.shape[1] + X_rows.shape[1], targets.shape[1],
-                                  fit_intercept)
-    accumulator.add(_design(post, X_rows), targets, overwrite=True)
+    design = _design(post.shape[1], X_rows)
+    design[:, :post.shape[1]] = post
+    accumulator = GramAccumulator(design.shape[1], targets.shape[1], fit_intercept)
+    accumulator.add(design, targets, overwrite=True)
     return accumulator
 
 
