@@ -471,7 +471,9 @@ def replace(text, name, body):
     return pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
 
 
-def main():
+def sections():
+    """Every table of the benchmark results, by name, from results/*.json (the
+    README's markers and the documentation's benchmarks page use the same)."""
     from bench_fit import ratios
 
     fits, preds = load("fit_m*.json"), load("predict_m*.json")
@@ -480,7 +482,6 @@ def main():
     mems, scal = load("memory_m*.json"), load("scaling.json")
     homotopy, conv = load("homotopy_m*.json"), load("conv_predict.json")
     distributed = load("distributed_m*.json")
-    text = README.read_text()
     sections = {
         "targets": targets_table(fits, preds, mems, scal),
         "fit": fit_table(fits) if fits else "_pending_",
@@ -488,17 +489,27 @@ def main():
         "predict": predict_table(preds) if preds else "_pending_",
         "predict_structure": (predict_structure_table(preds) if preds else "_pending_"),
         "memory": memory_table(mems) if mems else "_pending_",
-        "scaling": (scaling_table(scal) + "\n\n![fit time against m and states]"
-                    "(scaling.png)") if scal else "_pending_",
+        "scaling": scaling_table(scal) if scal else "_pending_",
         "homotopy": homotopy_table(homotopy) if homotopy else "_pending_",
         "homotopy_fit": homotopy_fit_table(homotopy) if homotopy else "_pending_",
         "target_scale": scale_table(homotopy) if homotopy else "_pending_",
         "conv_predict": conv_predict_table(conv) if conv else "_pending_",
-        "distributed": (distributed_table(distributed) + "\n\n![predicted speedup]"
-                        "(results/distributed_m60000.png)") if distributed else "_pending_",
+        "distributed": distributed_table(distributed) if distributed else "_pending_",
         "machine": machine_text(fits + preds + mems + scal + homotopy + conv + distributed),
     }
-    for name, body in sections.items():
+    return sections
+
+
+# Figures shown under a table in benchmarks/README.md (paths relative to it).
+FIGURES = {"scaling": ("fit time against m and states", "scaling.png"),
+           "distributed": ("predicted speedup", "results/distributed_m60000.png")}
+
+
+def main():
+    text = README.read_text()
+    for name, body in sections().items():
+        if name in FIGURES:
+            body += "\n\n![{}]({})".format(*FIGURES[name])
         text = replace(text, name, body)
     README.write_text(text)
     print(f"wrote {README}")
