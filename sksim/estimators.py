@@ -22,13 +22,14 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import weight_sharing as shared
+from ._attributes import FITTED_ATTRIBUTES, attributes_doc
 from .baselines import mlp_forward, well_posed_layer_scales
 from .blocks import per_state, unroll
 from .design import GramAccumulator
@@ -42,9 +43,6 @@ from .solvers import (
 _ACTIVATIONS = {"relu": lambda z: np.maximum(z, 0.0)}
 
 _DEFAULT_HIDDEN_LAYERS = (64, 32)
-# Fitted attributes only a weight-shared model has.
-_WEIGHT_SHARED_ATTRIBUTES = ("structure_", "kernels_", "block_intercepts_",
-                             "output_kernels_", "block_scales_", "block_row_bounds_")
 _DEFAULT_TEACHER_MAX_ITER = 500
 
 
@@ -949,10 +947,14 @@ class _BaseSIM(BaseEstimator):
         return states, targets, None
 
     def _forget_model(self):
-        """A refit replaces the unrolled cache and any weight-shared attributes."""
+        """A refit forgets the previous model: a flat refit of a weight-shared
+        model must not keep its kernels, nor a weight-shared refit the
+        unrolled matrices of the flat one. What the input validation set for
+        this fit (``n_features_in_``, ``classes_``, ...) stays."""
         self._shared_model = None
-        for name in ("A_", "B_", "C_", "D_") + _WEIGHT_SHARED_ATTRIBUTES:
-            self.__dict__.pop(name, None)
+        for attribute in FITTED_ATTRIBUTES:
+            if attribute.clears_on_refit:
+                self.__dict__.pop(attribute.name, None)
 
     def _batched_teacher_targets(self, X):
         """A torch teacher's outputs on X as output-row targets, recorded batch
@@ -1391,12 +1393,10 @@ def _unrolled_matrix(name, doc):
     return property(getter, setter, doc=doc)
 
 
-for _name, _doc in [
-        ("A_", "State-to-state matrix (n_states, n_states), CSR."),
-        ("B_", "Input-to-state matrix (n_states, n_features_in_), CSR."),
-        ("C_", "State-to-output matrix (n_outputs, n_states), CSR."),
-        ("D_", "Input-to-output matrix (n_outputs, n_features_in_), CSR.")]:
-    setattr(_BaseSIM, _name, _unrolled_matrix(_name, _doc))
+for _matrix in FITTED_ATTRIBUTES:
+    if _matrix.kind == "matrix":
+        setattr(_BaseSIM, _matrix.name, _unrolled_matrix(
+            _matrix.name, f"{_matrix.doc} A {_matrix.type}."))
 
 
 _OBJECTIVE_DOC = r"""
@@ -1583,66 +1583,6 @@ _PARAMETERS_DOC = """
         ``"well_posed"`` only. The scales are in ``state_scales_``.
 """
 
-_ATTRIBUTES_DOC = """
-    A_ : scipy.sparse.csr_array of shape (n_states, n_states)
-    B_ : scipy.sparse.csr_array of shape (n_states, n_features_in_)
-    C_ : scipy.sparse.csr_array of shape (n_outputs, n_states)
-    D_ : scipy.sparse.csr_array of shape (n_outputs, n_features_in_)
-    state_intercept_ : ndarray of shape (n_states,)
-    intercept_ : ndarray of shape (n_outputs,)
-    n_states_ : int
-    baseline_ : estimator or None
-        The fitted teacher (None when ``states`` were given).
-    state_scales_ : ndarray of shape (n_states,) or None
-        Scale applied to each teacher state (see ``state_scaling``); None
-        for user states, ``state_scaling="none"`` and torch teachers that
-        are not a chain under ``"well_posed"`` (states used as recorded).
-    state_duality_gaps_ : ndarray of shape (n_states,)
-        Duality gap of each constrained state row (optimality certificate).
-        For a weight-shared model this and the other per-row state arrays
-        have one entry per row, that is per channel of each block.
-    state_objectives_ : ndarray of shape (n_states,)
-        Objective of each state row at the returned solution.
-    state_multipliers_ : ndarray of shape (n_states,)
-        Lagrange multiplier of ``||a_i||_1 <= kappa`` behind the dual bound.
-    state_row_bound_multipliers_ : ndarray of shape (n_states,)
-        Lagrange multiplier of ``||(a_i, b_i)||_1 <= row_bound`` (0 when the
-        bound is inactive or absent).
-    output_row_bound_multipliers_ : ndarray of shape (n_outputs,)
-        Same for ``||(c_k, d_k)||_1 <= row_bound``.
-    output_duality_gaps_, output_objectives_ : ndarray of shape (n_outputs,)
-    n_iter_ : int
-        Largest number of coordinate-descent epochs over all rows (>= 1).
-    lipschitz_path_bound_ : float
-        ``|| |C| (I - |A|)^-1 |B| + |D| ||_inf``, also a certified l_inf
-        Lipschitz bound, never above ``lipschitz_bound_`` (property).
-    lipschitz_bound_ : float
-        ``||C||_inf ||B||_inf / (1 - ||A||_inf) + ||D||_inf``: for any inputs
-        ``u, u'``, ``||y(u) - y(u')||_inf <= lipschitz_bound_ * ||u - u'||_inf``.
-    n_nonzero_ : int
-        Nonzero parameters in A, B, C, D; for a weight-shared model the
-        nonzero kernel entries (each shared weight once), comparable with the
-        teacher's parameter count.
-    structure_ : Structure
-        Weight-shared model only: the state blocks and their links.
-    kernels_ : list of list of ndarray
-        Weight-shared model only: ``kernels_[b][l]`` of shape
-        (out channels, link width) is the kernel of link ``l`` of block ``b``.
-    block_intercepts_ : list of ndarray
-        Weight-shared model only: per-channel intercepts of each block.
-    output_kernels_ : list of ndarray
-        Weight-shared model only: kernels of the output links.
-    block_scales_ : ndarray of shape (n_blocks,)
-        Weight-shared model only: the scale of each block's states.
-    block_row_bounds_ : ndarray of shape (n_blocks + 1,) or None
-        Weight-shared model with ``row_bound`` only: the L1 bound enforced on
-        the rows of each block, then on the output rows (None without
-        ``row_bound``).
-    n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
-"""
-
-
 class SIMRegressor(RegressorMixin, _BaseSIM):
     __doc__ = (
         """State-driven implicit model for regression.
@@ -1655,7 +1595,7 @@ class SIMRegressor(RegressorMixin, _BaseSIM):
         + """
     Attributes
     ----------"""
-        + _ATTRIBUTES_DOC
+        + attributes_doc(classifier=False)
         + """
     Examples
     --------
@@ -1782,10 +1722,8 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
         + """
     Attributes
     ----------"""
-        + _ATTRIBUTES_DOC
+        + attributes_doc(classifier=True)
         + """
-    classes_ : ndarray of shape (n_classes,)
-
     Examples
     --------
     >>> from sklearn.datasets import load_digits

@@ -10,11 +10,12 @@ and ``SIMClassifier`` are accepted, nothing is imported by name) and the
 estimator's parameters.
 
 What is saved is the fitted SIM model itself, which is all ``predict``,
-``decision_function``, ``predict_proba`` and ``equilibrium`` need: ``A_``,
-``B_``, ``C_``, ``D_`` (CSR data/indices/indptr/shape; for a weight-shared
-model its kernels and structure instead), both intercepts, the per-row
-certificates and row-bound multipliers, ``n_iter_``, ``lipschitz_bound_``,
-``state_scales_``, ``classes_``, ``n_features_in_`` and ``feature_names_in_``. The teacher
+``decision_function``, ``predict_proba`` and ``equilibrium`` need: every
+fitted attribute of the registry :data:`sksim._attributes.FITTED_ATTRIBUTES`
+(``A_``..``D_`` as CSR data/indices/indptr/shape, or for a weight-shared
+model its kernels and structure instead; the intercepts, the per-row
+certificates, ``state_scales_``, ``classes_``, ...) but the properties,
+which are recomputed. The teacher
 (``baseline`` / ``baseline_``, e.g. an MLP or a ``TorchBaseline``) is **not**
 saved: only its type name is recorded, and the loaded estimator has
 ``baseline=None`` and ``baseline_=None``. Refitting a loaded estimator
@@ -30,6 +31,7 @@ import zlib
 import numpy as np
 import scipy.sparse as sp
 
+from ._attributes import attributes_of_fit
 from ._version import __version__
 from .blocks import Link, Structure, check_structure, link_width
 from .estimators import SIMClassifier, SIMRegressor, _row_infinity_norm
@@ -44,20 +46,8 @@ _ADDED_IN_2 = ("state_row_bound_multipliers_", "output_row_bound_multipliers_")
 
 _CLASSES = {"SIMRegressor": SIMRegressor, "SIMClassifier": SIMClassifier}
 _META_KEY = "__sksim_meta__"
-_MATRICES = ("A_", "B_", "C_", "D_")
-_FLOAT_VECTORS = (
-    "state_intercept_",
-    "intercept_",
-    "state_duality_gaps_",
-    "state_objectives_",
-    "state_multipliers_",
-    "output_duality_gaps_",
-    "output_objectives_",
-    "state_row_bound_multipliers_",
-    "output_row_bound_multipliers_",
-)
-_SCALARS = ("n_iter_", "n_states_", "n_features_in_", "lipschitz_bound_")
-_PRIVATE = ("_y_ndim", "_n_targets")  # SIMRegressor: output shape, target count
+# The metadata key of each label array's kind, as version 2 files name it.
+_LABEL_KIND_KEYS = {"classes_": "classes_kind", "feature_names_in_": "feature_names_kind"}
 
 
 def _json_param(name, value):
@@ -136,51 +126,83 @@ def save_model(estimator, path):
     }
     meta["sksim_version"] = __version__
     arrays = {}
-    model = getattr(estimator, "_shared_model", None)
-    if model is not None:  # weight-shared: the kernels, not the unrolled matrices
-        meta["weight_shared"] = _structure_to_json(model.structure)
-        for b, kernels in enumerate(model.kernels):
-            for link, kernel in enumerate(kernels):
-                arrays[f"kernel_{b}_{link}"] = np.asarray(kernel, dtype=np.float64)
-            arrays[f"block_intercept_{b}"] = np.asarray(model.intercepts[b], np.float64)
-        for link, kernel in enumerate(model.head_kernels):
-            arrays[f"output_kernel_{link}"] = np.asarray(kernel, dtype=np.float64)
-        arrays["block_scales_"] = np.asarray(estimator.block_scales_, dtype=np.float64)
-        if estimator.block_row_bounds_ is not None:
-            arrays["block_row_bounds_"] = np.asarray(estimator.block_row_bounds_,
-                                                     dtype=np.float64)
-    for name in _MATRICES if model is None else ():
-        matrix = sp.csr_array(getattr(estimator, name))
-        arrays[f"{name}data"] = np.asarray(matrix.data, dtype=np.float64)
-        arrays[f"{name}indices"] = np.asarray(matrix.indices, dtype=np.int64)
-        arrays[f"{name}indptr"] = np.asarray(matrix.indptr, dtype=np.int64)
-        arrays[f"{name}shape"] = np.asarray(matrix.shape, dtype=np.int64)
-    for name in _FLOAT_VECTORS:
-        arrays[name] = np.asarray(getattr(estimator, name), dtype=np.float64)
-    for name in _SCALARS:
-        value = getattr(estimator, name)
-        meta["scalars"][name] = value.item() if isinstance(value, np.generic) else value
-    for name in _PRIVATE:
-        if hasattr(estimator, name):
-            meta["private"][name] = int(getattr(estimator, name))
-    scales = getattr(estimator, "state_scales_", None)
-    meta["has_state_scales"] = scales is not None
-    if scales is not None:
-        arrays["state_scales_"] = np.asarray(scales, dtype=np.float64)
-    if hasattr(estimator, "classes_"):
-        arrays["classes_"], meta["classes_kind"] = _label_array(
-            estimator.classes_, "classes_"
-        )
-    if hasattr(estimator, "feature_names_in_"):
-        arrays["feature_names_in_"], meta["feature_names_kind"] = _label_array(
-            estimator.feature_names_in_, "feature_names_in_"
-        )
+    for attribute in _attributes_of(estimator):
+        _SAVERS[attribute.kind](estimator, attribute.name, arrays, meta)
+    # read by sksim versions whose load did not look for the array itself
+    meta["has_state_scales"] = "state_scales_" in arrays
     arrays[_META_KEY] = np.asarray(json.dumps(meta, allow_nan=True))
     if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__"):
         with open(path, "wb") as handle:
             np.savez_compressed(handle, **arrays)
     else:
         np.savez_compressed(path, **arrays)
+
+
+def _attributes_of(estimator):
+    """The registry's attributes of this fitted estimator."""
+    return attributes_of_fit(classifier=isinstance(estimator, SIMClassifier),
+                             weight_shared=estimator._is_weight_shared(),
+                             named_features=hasattr(estimator, "feature_names_in_"))
+
+
+def _save_matrix(estimator, name, arrays, meta):
+    if estimator._is_weight_shared():
+        return  # unrolled from the kernels on access; the kernels are saved
+    matrix = sp.csr_array(getattr(estimator, name))
+    arrays[f"{name}data"] = np.asarray(matrix.data, dtype=np.float64)
+    arrays[f"{name}indices"] = np.asarray(matrix.indices, dtype=np.int64)
+    arrays[f"{name}indptr"] = np.asarray(matrix.indptr, dtype=np.int64)
+    arrays[f"{name}shape"] = np.asarray(matrix.shape, dtype=np.int64)
+
+
+def _save_vector(estimator, name, arrays, meta):
+    value = getattr(estimator, name)
+    if value is not None:  # an optional vector that is None is left out
+        arrays[name] = np.asarray(value, dtype=np.float64)
+
+
+def _save_scalar(estimator, name, arrays, meta):
+    value = getattr(estimator, name)
+    meta["scalars"][name] = value.item() if isinstance(value, np.generic) else value
+
+
+def _save_private(estimator, name, arrays, meta):
+    meta["private"][name] = int(getattr(estimator, name))
+
+
+def _save_labels(estimator, name, arrays, meta):
+    arrays[name], meta[_LABEL_KIND_KEYS[name]] = _label_array(getattr(estimator, name),
+                                                              name)
+
+
+def _save_weight_shared(estimator, name, arrays, meta):
+    """One part of the weight-shared model, under the file's own keys."""
+    value = getattr(estimator, name)
+    if name == "structure_":
+        meta["weight_shared"] = _structure_to_json(value)
+    elif name == "kernels_":
+        for b, kernels in enumerate(value):
+            for link, kernel in enumerate(kernels):
+                arrays[f"kernel_{b}_{link}"] = np.asarray(kernel, dtype=np.float64)
+    elif name == "block_intercepts_":
+        for b, intercept in enumerate(value):
+            arrays[f"block_intercept_{b}"] = np.asarray(intercept, dtype=np.float64)
+    elif name == "output_kernels_":
+        for link, kernel in enumerate(value):
+            arrays[f"output_kernel_{link}"] = np.asarray(kernel, dtype=np.float64)
+    else:  # pragma: no cover - a new part needs its own keys here
+        raise ValueError(f"no file keys for the weight-shared attribute {name}")
+
+
+def _not_saved(estimator, name, arrays, meta):
+    """The teacher (documented as not saved) and properties (computed)."""
+
+
+_SAVERS = {"matrix": _save_matrix, "vector": _save_vector,
+           "optional vector": _save_vector, "count": _save_scalar,
+           "float": _save_scalar, "labels": _save_labels,
+           "private count": _save_private, "weight-shared model": _save_weight_shared,
+           "teacher": _not_saved, "property": _not_saved}
 
 
 def _corrupt(path, why):
@@ -252,57 +274,43 @@ def _rebuild(cls, meta, files):
     params = dict(meta["params"])
     estimator = cls(baseline=None, **params)
     estimator._validate_params()
-    scalars = meta["scalars"]
-    n_states = scalars["n_states_"]
-    n_features = scalars["n_features_in_"]
-    if not (isinstance(n_states, int) and isinstance(n_features, int)
-            and n_states >= 1 and n_features >= 1):
-        raise ValueError("n_states_ and n_features_in_ must be positive ints")
+    attributes = attributes_of_fit(classifier=cls is SIMClassifier,
+                                   weight_shared="weight_shared" in meta,
+                                   named_features="feature_names_in_" in files)
+    kinds = {}
+    for attribute in attributes:
+        kinds.setdefault(attribute.kind, []).append(attribute)
+    for attribute in kinds["count"] + kinds["float"]:
+        setattr(estimator, attribute.name, _scalar(meta["scalars"], attribute))
+    n_states, n_features = estimator.n_states_, estimator.n_features_in_
     if "weight_shared" in meta:
         model = _rebuild_weight_shared(estimator, meta, files, n_states, n_features)
-        n_outputs = model.structure.n_outputs
-        n_rows = sum(shape[0] for shape in model.structure.block_shapes)
+        structure = model.structure
+        n_outputs = structure.n_outputs
+        n_rows = sum(shape[0] for shape in structure.block_shapes)
+        n_blocks = len(structure.block_shapes)
     else:
         model = None
-        n_outputs = _rebuild_matrices(estimator, files, n_states, n_features)
-        n_rows = n_states
-    lengths = {"state_intercept_": n_states, "intercept_": n_outputs,
-               "state_duality_gaps_": n_rows, "state_objectives_": n_rows,
-               "state_multipliers_": n_rows, "output_duality_gaps_": n_outputs,
-               "output_objectives_": n_outputs,
-               "state_row_bound_multipliers_": n_rows,
-               "output_row_bound_multipliers_": n_outputs}
-    for name in _FLOAT_VECTORS:
-        if meta["format_version"] == 1 and name in _ADDED_IN_2:
-            if estimator.row_bound is not None:
-                raise ValueError(
-                    "a version 1 file of a model fitted with row_bound lacks its "
-                    f"{name}; refit and save it with this sksim")
-            setattr(estimator, name, np.zeros(lengths[name]))
-            continue
-        setattr(estimator, name, _float_array(files, name, lengths[name]))
+        n_outputs = _rebuild_matrices(estimator, files, kinds["matrix"], n_states,
+                                      n_features)
+        n_rows, n_blocks = n_states, None
+    dimensions = {"n_states": n_states, "n_features": n_features, "n_outputs": n_outputs,
+                  "n_rows": n_rows, "n_blocks": n_blocks,
+                  "n_blocks + 1": None if n_blocks is None else n_blocks + 1}
+    for attribute in kinds["vector"] + kinds["optional vector"]:
+        length = dimensions[attribute.shape[0]]
+        setattr(estimator, attribute.name,
+                _vector(files, meta, attribute, length, estimator.row_bound))
     for name in ("state_intercept_", "intercept_"):
         if not np.all(np.isfinite(getattr(estimator, name))):
             raise ValueError(f"{name} holds non-finite values")
-    n_iter = scalars["n_iter_"]
-    bound = scalars["lipschitz_bound_"]
-    if not (isinstance(n_iter, int) and n_iter >= 1):
-        raise ValueError("n_iter_ must be a positive int")
-    if not (isinstance(bound, float) and not math.isnan(bound)):
-        raise ValueError("lipschitz_bound_ must be a float")
-    estimator.n_iter_ = n_iter
-    estimator.lipschitz_bound_ = bound
-    estimator.n_states_ = n_states
-    estimator.n_features_in_ = n_features
-    estimator.state_scales_ = (
-        _float_array(files, "state_scales_", n_states)
-        if meta["has_state_scales"] else None
-    )
-    estimator.baseline_ = None
+    for attribute in kinds["teacher"]:
+        setattr(estimator, attribute.name, None)
     estimator._shared_model = (None if model is None else
                                model._replace(head_intercept=estimator.intercept_))
+    private = {attribute.name for attribute in kinds.get("private count", [])}
     for name, value in meta["private"].items():
-        if name not in _PRIVATE or not isinstance(value, int):
+        if name not in private or not isinstance(value, int):
             raise ValueError(f"unexpected private attribute {name!r}")
         setattr(estimator, name, value)
     if cls is SIMRegressor:
@@ -310,52 +318,89 @@ def _rebuild(cls, meta, files):
             raise ValueError("_y_ndim must be 1 or 2")
         if meta["private"]["_y_ndim"] == 1 and n_outputs != 1:
             raise ValueError("a 1-D target needs exactly one output row")
-    if "feature_names_in_" in files:
-        names = files["feature_names_in_"]
-        if names.shape != (n_features,):
-            raise ValueError("feature_names_in_ does not match n_features_in_")
-        kind = meta.get("feature_names_kind")
-        estimator.feature_names_in_ = names.astype(object) if kind == "object_str" else names
+    for attribute in kinds.get("labels", []):
+        setattr(estimator, attribute.name, _labels(files, meta, attribute, dimensions))
     if cls is SIMClassifier:
-        classes = files["classes_"]
+        classes = estimator.classes_
         if classes.ndim != 1 or classes.shape[0] < 2:
             raise ValueError("classes_ must hold at least two labels")
-        if meta.get("classes_kind") == "object_str":
-            classes = classes.astype(object)
         widths = (1, 2) if classes.shape[0] == 2 else (classes.shape[0],)
         if n_outputs not in widths:
             raise ValueError(f"{n_outputs} output rows do not match "
                              f"{classes.shape[0]} classes")
-        estimator.classes_ = classes
     return estimator
 
 
-def _rebuild_matrices(estimator, files, n_states, n_features):
-    """Set A_, B_, C_, D_ of a flat model; returns n_outputs."""
-    matrices = {}
-    for name in _MATRICES:
-        data = files[f"{name}data"]
-        indices = files[f"{name}indices"]
-        indptr = files[f"{name}indptr"]
-        shape = tuple(int(v) for v in files[f"{name}shape"])
-        if data.dtype != np.float64 or indices.dtype.kind != "i" or indptr.dtype.kind != "i":
-            raise ValueError(f"{name} has wrong dtypes")
-        if not np.all(np.isfinite(data)):
-            raise ValueError(f"{name} holds non-finite values")
-        matrix = sp.csr_array((data, indices, indptr), shape=shape)
-        matrix.check_format(full_check=True)
-        matrices[name] = matrix
-    n_outputs = matrices["C_"].shape[0]
-    expected = {"A_": (n_states, n_states), "B_": (n_states, n_features),
-                "C_": (n_outputs, n_states), "D_": (n_outputs, n_features)}
-    for name, shape in expected.items():
-        if matrices[name].shape != shape:
-            raise ValueError(f"{name} has shape {matrices[name].shape}; expected {shape}")
+def _scalar(scalars, attribute):
+    """A count (positive int) or a float (not NaN) from the metadata."""
+    value = scalars[attribute.name]
+    if attribute.kind == "count" and not (type(value) is int and value >= 1):
+        raise ValueError(f"{attribute.name} must be a positive int")
+    if attribute.kind == "float" and not (isinstance(value, float)
+                                          and not math.isnan(value)):
+        raise ValueError(f"{attribute.name} must be a float")
+    return value
+
+
+def _vector(files, meta, attribute, length, row_bound):
+    """A float64 vector of ``length``; None for an optional vector the file
+    leaves out. Version 1 files lack the row-bound multipliers, which are
+    zero without row_bound."""
+    name = attribute.name
+    if meta["format_version"] == 1 and name in _ADDED_IN_2:
+        if row_bound is not None:
+            raise ValueError(
+                "a version 1 file of a model fitted with row_bound lacks its "
+                f"{name}; refit and save it with this sksim")
+        return np.zeros(length)
+    if attribute.kind == "optional vector" and name not in files:
+        return None
+    return _float_array(files, name, length)
+
+
+def _labels(files, meta, attribute, dimensions):
+    """Labels or feature names: numeric or unicode arrays, object arrays of
+    str where they were saved as such."""
+    values = files[attribute.name]
+    if attribute.shape and values.shape != (dimensions[attribute.shape[0]],):
+        raise ValueError(f"{attribute.name} has shape {values.shape}; expected "
+                         f"({dimensions[attribute.shape[0]]},)")
+    if meta.get(_LABEL_KIND_KEYS[attribute.name]) == "object_str":
+        values = values.astype(object)
+    return values
+
+
+def _rebuild_matrices(estimator, files, attributes, n_states, n_features):
+    """Set the matrices (A_, B_, C_, D_) of a flat model; returns n_outputs
+    (the rows of C_)."""
+    matrices = {attribute.name: _csr_matrix(files, attribute.name)
+                for attribute in attributes}
+    dimensions = {"n_states": n_states, "n_features": n_features,
+                  "n_outputs": matrices["C_"].shape[0]}
+    for attribute in attributes:
+        shape = tuple(dimensions[name] for name in attribute.shape)
+        if matrices[attribute.name].shape != shape:
+            raise ValueError(f"{attribute.name} has shape "
+                             f"{matrices[attribute.name].shape}; expected {shape}")
     if _row_infinity_norm(matrices["A_"]) > estimator.kappa:
         raise ValueError("||A||_inf exceeds kappa: the model is not well posed")
     for name, matrix in matrices.items():
         setattr(estimator, name, matrix)
-    return n_outputs
+    return dimensions["n_outputs"]
+
+
+def _csr_matrix(files, name):
+    data = files[f"{name}data"]
+    indices = files[f"{name}indices"]
+    indptr = files[f"{name}indptr"]
+    shape = tuple(int(v) for v in files[f"{name}shape"])
+    if data.dtype != np.float64 or indices.dtype.kind != "i" or indptr.dtype.kind != "i":
+        raise ValueError(f"{name} has wrong dtypes")
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"{name} holds non-finite values")
+    matrix = sp.csr_array((data, indices, indptr), shape=shape)
+    matrix.check_format(full_check=True)
+    return matrix
 
 
 def _structure_to_json(structure):
@@ -411,8 +456,6 @@ def _rebuild_weight_shared(estimator, meta, files, n_states, n_features):
     estimator.kernels_ = kernels
     estimator.block_intercepts_ = intercepts
     estimator.output_kernels_ = head
-    estimator.block_scales_ = _float_array(files, "block_scales_", len(shapes))
-    estimator.block_row_bounds_ = (
-        None if estimator.row_bound is None
-        else _float_array(files, "block_row_bounds_", len(shapes) + 1))
+    if ("block_row_bounds_" in files) != (estimator.row_bound is not None):
+        raise ValueError("block_row_bounds_ must be saved exactly when row_bound is set")
     return model

@@ -10,6 +10,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.neural_network import MLPRegressor
 
 from sksim import SIMClassifier, SIMRegressor, load_model, save_model
+from sksim._attributes import FITTED_ATTRIBUTES, attributes_of_fit
 from sksim.persistence import FORMAT_VERSION
 
 NOT_SAVED = ("baseline_",)  # the teacher is not saved (documented); None after loading
@@ -106,49 +107,121 @@ def test_classifier_round_trip_is_exact(problem, tmp_path, labels):
                                   loaded.decision_function(X))
 
 
-def _teacher(kind, estimator):
-    from sklearn.neural_network import MLPClassifier
-
-    if kind == "states":
-        return None
-    if kind == "mlp":
-        cls = MLPRegressor if estimator == "reg" else MLPClassifier
-        return cls(hidden_layer_sizes=(5,), max_iter=300, random_state=0)
+def _torch_teacher(width, convolutional=False):
     torch = pytest.importorskip("torch")
     from sksim import TorchBaseline
 
     torch.manual_seed(0)
-    width = 1 if estimator == "reg" else 3
-    module = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(),
-                                 torch.nn.Linear(6, width))
+    nn = torch.nn
+    if convolutional:  # a weight-shared fit: X holds 1 x 4 x 4 images
+        module = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                               nn.Linear(2 * 4 * 4, width)).double()
+        return TorchBaseline(module, input_shape=(1, 4, 4), dtype="float64")
+    module = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, width))
     return TorchBaseline(module)
 
 
-@pytest.mark.parametrize("teacher", ["states", "mlp", "torch"])
-@pytest.mark.parametrize("row_bound", [None, 0.8])
-@pytest.mark.parametrize("estimator", ["reg", "clf-str"])
-def test_every_fitted_attribute_round_trips(problem, tmp_path, estimator, row_bound,
-                                            teacher):
-    """Every public attribute a fit sets survives save/load (the teacher,
-    documented as not saved, comes back as None), for each estimator, with
-    and without row_bound (which sets the row-bound multipliers) and for each
-    kind of teacher (which decides state_scales_)."""
+def _mlp_teacher(classifier):
+    from sklearn.neural_network import MLPClassifier
+
+    cls = MLPClassifier if classifier else MLPRegressor
+    return cls(hidden_layer_sizes=(5, 3), max_iter=300, random_state=0)
+
+
+# Every kind of fit: (teacher, options). "states": precomputed states;
+# "memmap": the same, streamed from memmaps; "cnn": a weight-shared fit.
+FITS = {
+    "states": ("states", {}),
+    "states-row_bound": ("states", {"row_bound": 0.8}),
+    "states-feedforward": ("states", {"structure": "feedforward",
+                                      "state_blocks": [2, 4]}),
+    "memmap": ("memmap", {}),
+    "mlp-well_posed": ("mlp", {}),
+    "mlp-rms": ("mlp", {"state_scaling": "rms"}),
+    "mlp-none": ("mlp", {"state_scaling": "none"}),
+    "mlp-feedforward-row_bound": ("mlp", {"structure": "feedforward",
+                                          "row_bound": 0.8}),
+    "torch": ("torch", {}),
+    "torch-rms": ("torch", {"state_scaling": "rms"}),
+    "cnn": ("cnn", {}),
+    "cnn-row_bound-lateral": ("cnn", {"row_bound": 0.8, "lateral_kernel": 3}),
+}
+
+
+def _fitted(problem, tmp_path, estimator, fit):
+    """A fitted estimator of one kind of FITS, and its X."""
     X, y, states = problem
-    if estimator == "reg":
-        model = SIMRegressor(_teacher(teacher, estimator), row_bound=row_bound)
-        target = y
+    classifier = estimator == "clf-str"
+    if classifier:  # string labels
+        y = np.array(["ant", "bee", "cat"])[np.arange(len(X)) % 3]
+    teacher_kind, options = FITS[fit]
+    teacher, fit_states = None, None
+    if teacher_kind in ("states", "memmap"):
+        fit_states = states
+    elif teacher_kind == "mlp":
+        teacher = _mlp_teacher(classifier)
     else:
-        model = SIMClassifier(_teacher(teacher, estimator), row_bound=row_bound)
-        target = np.array(["ant", "bee", "cat"])[np.arange(60) % 3]
+        teacher = _torch_teacher(3 if classifier else 1, convolutional=teacher_kind == "cnn")
+        if teacher_kind == "cnn":
+            X = np.random.default_rng(1).normal(size=(len(X), 16))
+    if teacher_kind == "memmap":
+        X = _memmap(tmp_path / "X.npy", X)
+        fit_states = _memmap(tmp_path / "states.npy", states)
+    cls = SIMClassifier if classifier else SIMRegressor
+    model = cls(teacher, alpha=1e-2, **options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.fit(X, target, states=states if teacher == "states" else None)
-    if row_bound is not None:
+        model.fit(X, y, states=fit_states)
+    return model, np.asarray(X)
+
+
+def _memmap(path, array):
+    np.save(path, array)
+    return np.load(path, mmap_mode="r")
+
+
+@pytest.mark.parametrize("fit", list(FITS))
+@pytest.mark.parametrize("estimator", ["reg", "clf-str"])
+def test_every_fitted_attribute_round_trips(problem, tmp_path, estimator, fit):
+    """The registry of fitted attributes (sksim._attributes) is exactly what
+    each kind of fit sets (a new attribute missing from it fails here), and
+    every attribute in it survives save/load: arrays and sparse matrices
+    equal, the teacher (documented as not saved) None, the predictions
+    equal."""
+    model, X = _fitted(problem, tmp_path, estimator, fit)
+    weight_shared = fit.startswith("cnn")
+    assert model._is_weight_shared() == weight_shared
+    registry = attributes_of_fit(classifier=estimator == "clf-str",
+                                 weight_shared=weight_shared)
+    assert set(_public_fitted_attributes(model)) == {
+        attribute.name for attribute in registry if not attribute.name.startswith("_")}
+    if "row_bound" in fit:
         assert np.any(model.state_row_bound_multipliers_ > 0)
-    # sklearn MLPs and torch chains get well-posed state scales; user states none
-    assert (model.state_scales_ is None) == (teacher == "states")
+    # flat teachers get state scales unless state_scaling="none"; user states none
+    assert (model.state_scales_ is None) == (FITS[fit][0] in ("states", "memmap")
+                                             or fit == "mlp-none")
     save_model(model, tmp_path / "m.npz")
-    _assert_same_model(model, load_model(tmp_path / "m.npz"), X)
+    loaded = load_model(tmp_path / "m.npz")
+    for attribute in registry:
+        if attribute.kind == "teacher":
+            assert getattr(loaded, attribute.name) is None
+        else:
+            _assert_same_value(attribute.name, getattr(model, attribute.name),
+                               getattr(loaded, attribute.name))
+    _assert_same_model(model, loaded, X)
+
+
+def test_the_attributes_section_lists_the_registry():
+    """Each estimator's numpydoc Attributes section is the registry's
+    documented attributes, in its order."""
+    ClassDoc = pytest.importorskip("numpydoc.docscrape").ClassDoc
+    for cls in (SIMRegressor, SIMClassifier):
+        documented = [entry.name for entry in ClassDoc(cls)["Attributes"]]
+        expected = [attribute.name for attribute in FITTED_ATTRIBUTES
+                    if attribute.doc is not None
+                    and attribute.only != ("classifier" if cls is SIMRegressor
+                                           else "regressor")]
+        assert documented == expected
 
 
 def test_version_1_files_are_read_when_multipliers_are_known(problem, tmp_path):
