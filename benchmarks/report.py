@@ -1,20 +1,18 @@
-"""Rewrite the result tables of benchmarks/README.md from benchmarks/results/*.json.
+"""The benchmark result tables, from benchmarks/results/*.json.
 
-Only the text between ``<!-- begin:NAME -->`` and ``<!-- end:NAME -->`` markers
-is replaced (NAME in targets, fit, anchors, predict, predict_structure, memory, scaling,
-homotopy, homotopy_fit, target_scale, conv_predict, distributed, machine);
-smoke-run results (benchmarks/results/quick/) are ignored.
+:func:`sections` builds every table by name (targets, fit, anchors, predict,
+predict_structure, memory, scaling, homotopy, homotopy_fit, target_scale,
+conv_predict, distributed, machine); the documentation's benchmarks page
+(``docs/benchmarks.md``) includes them, generated at every build, and ``main``
+prints them. Smoke-run results (benchmarks/results/quick/) are ignored.
 
 Run:  python benchmarks/report.py
 """
 
 import json
-import re
-import sys
 
 import _common as C
 
-README = C.BENCH_DIR / "README.md"
 ACCURACY = 1e-6
 TARGET_M = [5000, 60000]  # the sizes the targets name
 
@@ -463,17 +461,9 @@ def conv_predict_table(payloads):
                           "test accuracy"])
 
 
-def replace(text, name, body):
-    pattern = re.compile(rf"(<!-- begin:{name} -->\n).*?(<!-- end:{name} -->)", re.S)
-    if not pattern.search(text):
-        print(f"README has no {name} markers; skipped", file=sys.stderr)
-        return text
-    return pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
-
-
 def sections():
     """Every table of the benchmark results, by name, from results/*.json (the
-    README's markers and the documentation's benchmarks page use the same)."""
+    documentation's benchmarks page includes them)."""
     from bench_fit import ratios
 
     fits, preds = load("fit_m*.json"), load("predict_m*.json")
@@ -500,19 +490,9 @@ def sections():
     return sections
 
 
-# Figures shown under a table in benchmarks/README.md (paths relative to it).
-FIGURES = {"scaling": ("fit time against m and states", "scaling.png"),
-           "distributed": ("predicted speedup", "results/distributed_m60000.png")}
-
-
 def main():
-    text = README.read_text()
     for name, body in sections().items():
-        if name in FIGURES:
-            body += "\n\n![{}]({})".format(*FIGURES[name])
-        text = replace(text, name, body)
-    README.write_text(text)
-    print(f"wrote {README}")
+        print(f"## {name}\n\n{body.rstrip()}\n")
 
 
 if __name__ == "__main__":
