@@ -63,7 +63,7 @@ FITTED_ATTRIBUTES = (
         "State-to-state matrix; ``||A_||_inf <= kappa``."),
     FittedAttribute(
         "B_", "matrix", ("n_states", "n_features"),
-        "scipy.sparse.csr_array of shape (n_states, n_features_in_)",
+        "scipy.sparse.csr_array of shape (n_states, n_features)",
         "Input-to-state matrix."),
     FittedAttribute(
         "C_", "matrix", ("n_outputs", "n_states"),
@@ -71,7 +71,7 @@ FITTED_ATTRIBUTES = (
         "State-to-output matrix."),
     FittedAttribute(
         "D_", "matrix", ("n_outputs", "n_features"),
-        "scipy.sparse.csr_array of shape (n_outputs, n_features_in_)",
+        "scipy.sparse.csr_array of shape (n_outputs, n_features)",
         "Input-to-output matrix."),
     FittedAttribute(
         "state_intercept_", "vector", ("n_states",), "ndarray of shape (n_states,)",
@@ -165,7 +165,7 @@ FITTED_ATTRIBUTES = (
         "Number of features seen during ``fit``.", clears_on_refit=False),
     FittedAttribute(
         "feature_names_in_", "labels", ("n_features",),
-        "ndarray of shape (n_features_in_,)",
+        "ndarray of shape (n_features,)",
         "Names of the features seen during ``fit``; only when X has feature "
         "names that are all strings.",
         only="named_features", clears_on_refit=False),
