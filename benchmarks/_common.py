@@ -5,18 +5,18 @@ own folder, so run the scripts from anywhere as ``python benchmarks/<name>.py``.
 
 Teacher: the official SIM example's torch MLP (784-64-32-16-10 by default,
 ReLU), trained with a fixed seed on the 60,000 Fashion-MNIST training images
-(Adam, lr 1e-3, batches of 128, as in ``examples/torch_fashion_mnist.py``).
-Its weights and the states recorded with ``TorchBaseline`` on each training
-subset are cached in ``benchmarks/cache/`` (git-ignored), so repeated runs do
-not retrain. The subsets are nested: the first ``m`` entries of one fixed
-permutation of the training set (seed 0).
+(Adam, lr 1e-3, batches of 128): the recipe and cache of ``examples/_shared.py``,
+which the examples use too. Its weights and the states recorded with
+``TorchBaseline`` on each training subset are cached in ``benchmarks/cache/``
+(git-ignored), so repeated runs do not retrain. The subsets are nested: the
+first ``m`` entries of one fixed permutation of the training set (seed 0).
 """
 
 import argparse
 import datetime
 import gc
 import hashlib
-import json
+import importlib
 import os
 import platform
 import subprocess
@@ -32,6 +32,10 @@ CACHE_DIR = BENCH_DIR / "cache"
 RESULTS_DIR = BENCH_DIR / "results"
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO_ROOT))
+# examples/_shared.py: the teacher recipe, its cache and the data folder, one
+# copy for the examples and the benchmarks (imported once the folder is on the path).
+sys.path.insert(0, str(REPO_ROOT / "examples"))
+shared = importlib.import_module("_shared")
 
 ALPHA = 1e-3
 KAPPA = 0.95
@@ -42,18 +46,9 @@ WIDTHS = {"64-32-16": (64, 32, 16), "256-128-64": (256, 128, 64)}
 
 
 # ----------------------------------------------------------------- arguments
-def default_data_home():
-    """``SKSIM_DATA``, else ``../shared/data`` next to the repository, else None."""
-    env = os.environ.get("SKSIM_DATA")
-    if env:
-        return env
-    shared = REPO_ROOT.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
-
-
 def base_parser(description):
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data-home", default=default_data_home(),
+    parser.add_argument("--data-home", default=shared.default_data_home(),
                         help="folder with fashion-mnist/fashion-mnist-{train,test}.npz "
                              "(default: $SKSIM_DATA, else ../shared/data if it exists, "
                              "else OpenML)")
@@ -130,37 +125,8 @@ def load_data(data_home):
     return load_fashion_mnist(data_home)
 
 
-def build_mlp(widths):
-    from torch import nn
-
-    layers, previous = [], 784
-    for width in widths:
-        layers += [nn.Linear(previous, width), nn.ReLU()]
-        previous = width
-    layers.append(nn.Linear(previous, 10))
-    return nn.Sequential(*layers)
-
-
-def _train(model, X, y, *, epochs, seed):
-    import torch
-    from torch import nn
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    inputs, targets = torch.as_tensor(X), torch.as_tensor(y)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(inputs), 128):
-            batch = order[start:start + 128]
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(inputs[batch]), targets[batch])
-            loss.backward()
-            optimizer.step()
-    return model.eval()
-
-
 def teacher_key(widths, seed=SEED, epochs=EPOCHS):
-    return f"mlp784-{'-'.join(map(str, widths))}-10_seed{seed}_ep{epochs}"
+    return shared.teacher_key(784, widths, epochs=epochs, seed=seed)
 
 
 def get_teacher(widths, data, *, seed=SEED, epochs=EPOCHS, log=print):
@@ -171,30 +137,14 @@ def get_teacher(widths, data, *, seed=SEED, epochs=EPOCHS, log=print):
     """
     import torch
 
-    key = teacher_key(widths, seed, epochs)
-    path = CACHE_DIR / f"{key}.npz"
-    torch.manual_seed(seed)
-    model = build_mlp(widths)
+    teacher = shared.cached_teacher(data.X_train, data.y_train, widths, epochs=epochs,
+                                    seed=seed, save_dir=CACHE_DIR, log=log)
+    model = teacher.model
     info = {"teacher": f"MLP 784-{'-'.join(map(str, widths))}-10 (ReLU), Adam lr 1e-3, "
                        f"batch 128, {epochs} epochs on 60,000 images, seed {seed}",
-            "cache": str(path.relative_to(REPO_ROOT))}
-    if path.is_file():
-        with np.load(path) as archive:
-            state = {k: torch.as_tensor(archive[k]) for k in archive.files
-                     if not k.startswith("_")}
-            info["train_seconds"] = float(archive["_train_seconds"])
-        model.load_state_dict(state)
-        model.eval()
-        info["trained_now"] = False
-    else:
-        log(f"training teacher {key} (cached afterwards in {path})")
-        start = time.perf_counter()
-        _train(model, data.X_train, data.y_train, epochs=epochs, seed=seed)
-        info["train_seconds"] = time.perf_counter() - start
-        info["trained_now"] = True
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        arrays = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-        np.savez(path, _train_seconds=info["train_seconds"], **arrays)
+            "cache": str(teacher.path.relative_to(REPO_ROOT)),
+            "train_seconds": teacher.train_seconds,
+            "trained_now": teacher.trained_now}
     with torch.no_grad():
         pred = model(torch.as_tensor(data.X_test)).argmax(1).numpy()
     info["test_accuracy"] = float(np.mean(pred == data.y_test))
@@ -203,7 +153,7 @@ def get_teacher(widths, data, *, seed=SEED, epochs=EPOCHS, log=print):
 
 def subset_indices(m, seed=SEED):
     """First ``m`` entries of one fixed permutation of the training set (nested)."""
-    return np.random.default_rng(seed).permutation(N_TRAIN)[:m]
+    return shared.subset_indices(N_TRAIN, m, seed)
 
 
 def recorded_states(teacher, widths, data, m, *, seed=SEED, epochs=EPOCHS):
@@ -272,19 +222,9 @@ def write_json(name, payload, output=None, quick=False):
     """Write ``results/<name>.json`` (``results/quick/`` for smoke runs, which
     ``report.py`` ignores)."""
     folder = RESULTS_DIR / "quick" if quick else RESULTS_DIR
-    path = Path(output) if output else folder / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    path = shared.write_json(Path(output) if output else folder / f"{name}.json", payload)
     print(f"wrote {path}")
     return path
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(type(value))
 
 
 def table(rows, header):
@@ -363,7 +303,7 @@ def fmt(value, digits=3):
     if isinstance(value, str):
         return value
     value = float(value)
-    if value != value:
+    if np.isnan(value):
         return "nan"
     if value == 0:
         return "0"

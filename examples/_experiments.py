@@ -22,21 +22,22 @@ weight matrices (biases excluded; they are kept by pruning); for SIM,
 """
 
 import copy
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
+import _shared as shared  # the teacher recipe and cache, shared with the benchmarks
 import numpy as np
+from _shared import cached_teacher, default_data_home, linear_layers, train_mlp
 
 EXAMPLES_DIR = Path(__file__).resolve().parent
 REPO_ROOT = EXAMPLES_DIR.parent
 RESULTS_DIR = EXAMPLES_DIR / "results"
-CACHE_DIR = EXAMPLES_DIR / "output" / "cache"          # git-ignored
-BENCH_CACHE = REPO_ROOT / "benchmarks" / "cache"        # the benchmarks' teacher
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO_ROOT))
+
+subset_indices = shared.subset_indices  # the scripts' E.subset_indices
 
 SEED = 0
 KAPPA = 0.95
@@ -53,15 +54,6 @@ DEFAULT_M = {"fashion-mnist": 5000, "mnist": 5000, "digits": 1000}
 
 def log(*args):
     print(f"[{time.strftime('%H:%M:%S')}]", *args, flush=True)
-
-
-def default_data_home():
-    """``SKSIM_DATA``, else ``../shared/data`` next to the repository, else None."""
-    env = os.environ.get("SKSIM_DATA")
-    if env:
-        return env
-    shared = REPO_ROOT.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
 
 
 def fresh_output_dir():
@@ -102,7 +94,7 @@ def load_dataset(name, data_home=None, seed=SEED):
         full = load_mnist(data_home, splits=("test",))
         X, y = full.X_test, full.y_test
         description = ("MNIST test split (10,000 images; the only split available "
-                       "offline), split 70/30 stratified, seed %d" % seed)
+                       f"offline), split 70/30 stratified, seed {seed}")
     elif name == "digits":
         from sklearn.datasets import load_digits
 
@@ -110,7 +102,7 @@ def load_dataset(name, data_home=None, seed=SEED):
         X = (X / 16.0).astype(np.float32)
         y = y.astype(np.int64)
         description = ("scikit-learn digits (1,797 8x8 images scaled to [0, 1]), "
-                       "split 70/30 stratified, seed %d" % seed)
+                       f"split 70/30 stratified, seed {seed}")
     else:
         raise ValueError(name)
     X_train, X_test, y_train, y_test = train_test_split(
@@ -119,12 +111,6 @@ def load_dataset(name, data_home=None, seed=SEED):
                  y_train=y_train.astype(np.int64),
                  X_test=np.ascontiguousarray(X_test, dtype=np.float32),
                  y_test=y_test.astype(np.int64), description=description)
-
-
-def subset_indices(n_train, m, seed=SEED):
-    """First ``m`` entries of one fixed permutation of the training set
-    (nested in m; the same permutation as ``benchmarks/_common.py``)."""
-    return np.random.default_rng(seed).permutation(n_train)[:m]
 
 
 def split_subset(n_train, m, n_val=5000, seed=SEED):
@@ -137,90 +123,22 @@ def split_subset(n_train, m, n_val=5000, seed=SEED):
 
 
 # ------------------------------------------------------------------- teacher
-def build_mlp(n_in, widths, n_out=10):
-    from torch import nn
-
-    layers, previous = [], n_in
-    for width in widths:
-        layers += [nn.Linear(previous, width), nn.ReLU()]
-        previous = width
-    layers.append(nn.Linear(previous, n_out))
-    return nn.Sequential(*layers)
-
-
-def linear_layers(model):
-    from torch import nn
-
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
-
-
-def train_mlp(model, X, y, *, epochs, seed, lr=1e-3, batch=128, masks=None):
-    """Adam on the cross-entropy; ``masks`` (one 0/1 tensor per Linear weight)
-    are re-applied after every step (fine-tuning a pruned network)."""
-    import torch
-    from torch import nn
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    inputs, targets = torch.as_tensor(X), torch.as_tensor(y)
-    generator = torch.Generator().manual_seed(seed)
-    layers = linear_layers(model)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(inputs), batch):
-            index = order[start:start + batch]
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(inputs[index]), targets[index])
-            loss.backward()
-            optimizer.step()
-            if masks is not None:
-                with torch.no_grad():
-                    for layer, mask in zip(layers, masks):
-                        layer.weight.mul_(mask)
-    return model.eval()
-
-
-def teacher_key(dataset, widths, epochs, seed):
-    n_in = 64 if dataset == "digits" else 784
-    name = f"mlp{n_in}-{'-'.join(map(str, widths))}-10_seed{seed}_ep{epochs}"
-    return name if dataset == "fashion-mnist" else f"{dataset}_{name}"
-
-
 def get_teacher(dataset, data, seed=SEED):
-    """(torch teacher in eval mode, info dict), cached in examples/output/cache."""
-    import torch
-
+    """(torch teacher in eval mode, info dict); trained once, then cached."""
     recipe = TEACHER_RECIPES[dataset]
     widths, epochs, batch = recipe["widths"], recipe["epochs"], recipe["batch"]
-    key = teacher_key(dataset, widths, epochs, seed)
+    teacher = cached_teacher(data.X_train, data.y_train, widths, epochs=epochs,
+                             seed=seed, batch=batch, dataset=dataset, log=log)
+    model = teacher.model
     n_in = data.X_train.shape[1]
-    torch.manual_seed(seed)
-    model = build_mlp(n_in, widths)
     info = {"architecture": f"MLP {n_in}-{'-'.join(map(str, widths))}-10 (ReLU)",
             "recipe": f"Adam lr 1e-3, batch {batch}, {epochs} epochs on the "
-                      f"{len(data.X_train):,} training images, seed {seed}"}
-    candidates = [CACHE_DIR / f"{key}.npz"]
-    if dataset == "fashion-mnist":
-        candidates.insert(0, BENCH_CACHE / f"{key}.npz")
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is not None:
-        with np.load(path) as archive:
-            state = {k: torch.as_tensor(archive[k]) for k in archive.files
-                     if not k.startswith("_")}
-            info["train_seconds"] = float(archive["_train_seconds"])
-        model.load_state_dict(state)
-        info["loaded_from"] = str(path.relative_to(REPO_ROOT))
-    else:
-        log(f"training teacher {key}")
-        start = time.perf_counter()
-        train_mlp(model, data.X_train, data.y_train, epochs=epochs, seed=seed,
-                  batch=batch)
-        info["train_seconds"] = time.perf_counter() - start
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        arrays = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-        np.savez(candidates[-1], _train_seconds=info["train_seconds"], **arrays)
+                      f"{len(data.X_train):,} training images, seed {seed}",
+            "train_seconds": teacher.train_seconds}
+    if teacher.trained_now:
         info["trained_now"] = True
-    model.eval()
+    else:
+        info["loaded_from"] = str(teacher.path.relative_to(REPO_ROOT))
     for p in model.parameters():
         p.requires_grad_(False)
     info["test_accuracy"] = torch_accuracy(model, data.X_test, data.y_test)
@@ -328,57 +246,28 @@ def fit_sim(X, y, states, logits, **params):
     return est, seconds
 
 
-def inf_norm(matrix):
-    if matrix.shape[0] == 0 or matrix.shape[1] == 0:
-        return 0.0
-    return float(np.max(np.asarray(abs(matrix).sum(axis=1))))
+def teacher_implicit_form(teacher):
+    """(A, B, C, D) of a torch ReLU MLP written as an implicit model (raw scale)."""
+    from sksim.baselines import mlp_implicit_blocks
 
-
-def abs_path_bound(A, B, C, D):
-    """A certified l_inf Lipschitz bound tighter than ``lipschitz_bound_``:
-    ``|| |C| (I - |A|)^-1 |B| + |D| ||_inf``.
-
-    Where differentiable, the Jacobian of u -> C x*(u) + D u is
-    ``C (I - L A)^-1 L B + D`` with L diagonal in [0, 1] (ReLU slopes);
-    entrywise ``|(I - L A)^-1 L| <= sum_k |A|^k = (I - |A|)^-1`` (the series
-    converges since rho(|A|) <= ||A||_inf < 1), which gives the bound. For a
-    feed-forward net written as an implicit model (A nilpotent) it is
-    ``|| |W_L| ... |W_1| ||_inf``, the usual absolute-product bound.
-    """
-    dense = [np.abs(M.toarray() if hasattr(M, "toarray") else np.asarray(M, float))
-             for M in (A, B, C, D)]
-    absA, absB, absC, absD = dense
-    inner = np.linalg.solve(np.eye(absA.shape[0]) - absA, absB)
-    return float(np.max((absC @ inner + absD).sum(axis=1)))
-
-
-def teacher_as_implicit(teacher):
-    """(A, B, C, D) of a ReLU MLP written as an implicit model (raw scale)."""
     layers = linear_layers(teacher)
-    weights = [layer.weight.detach().double().numpy() for layer in layers]
-    sizes = [w.shape[0] for w in weights[:-1]]
-    n = sum(sizes)
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    A = np.zeros((n, n))
-    for i in range(1, len(sizes)):
-        A[offsets[i]:offsets[i + 1], offsets[i - 1]:offsets[i]] = weights[i]
-    B = np.zeros((n, weights[0].shape[1]))
-    B[:sizes[0]] = weights[0]
-    C = np.zeros((weights[-1].shape[0], n))
-    C[:, offsets[-2]:] = weights[-1]
-    D = np.zeros((weights[-1].shape[0], weights[0].shape[1]))
-    return A, B, C, D
+    coefs = [layer.weight.detach().double().numpy().T for layer in layers]
+    intercepts = [layer.bias.detach().double().numpy() for layer in layers]
+    return mlp_implicit_blocks(coefs, intercepts)[:4]
 
 
 def sim_summary(est, data, n_teacher_weights, seconds=None):
+    from sksim.inspection import infinity_norm
+
     out = {
         "test_accuracy": float(est.score(data.X_test, data.y_test)),
         "n_nonzero": int(est.n_nonzero_),
         "nonzero_fraction": est.n_nonzero_ / n_teacher_weights,
         "nnz_A_B_C_D": [int(getattr(est, n).nnz) for n in ("A_", "B_", "C_", "D_")],
-        "norms_inf_A_B_C_D": [inf_norm(getattr(est, n)) for n in ("A_", "B_", "C_", "D_")],
+        "norms_inf_A_B_C_D": [infinity_norm(getattr(est, n))
+                              for n in ("A_", "B_", "C_", "D_")],
         "lipschitz_bound": float(est.lipschitz_bound_),
-        "lipschitz_abs_path_bound": abs_path_bound(est.A_, est.B_, est.C_, est.D_),
+        "lipschitz_abs_path_bound": est.lipschitz_path_bound_,
     }
     if seconds is not None:
         out["fit_seconds"] = round(seconds, 2)
@@ -409,6 +298,8 @@ def teacher_lipschitz(teacher, kappa=KAPPA):
       k = kappa and for the best k = h / (h + 1) with h hidden-to-hidden
       blocks: ||W_last|| ||W_1|| prod ||W_mid|| / (k^h (1 - k)).
     """
+    from sksim.inspection import path_bound
+
     norms = [float(layer.weight.abs().sum(1).max()) for layer in linear_layers(teacher)]
     first, middle, last = norms[0], norms[1:-1], norms[-1]
     product = float(np.prod(norms))
@@ -422,7 +313,7 @@ def teacher_lipschitz(teacher, kappa=KAPPA):
 
     best_k = h / (h + 1) if h else 0.0
     return {
-        "abs_path": abs_path_bound(*teacher_as_implicit(teacher)),
+        "abs_path": path_bound(*teacher_implicit_form(teacher)),
         "layer_norms_inf": norms,
         "A_norm_inf_raw": a_norm,
         "product": product,
@@ -442,7 +333,7 @@ def _batched_correct(forward, X, y, batch):
     with torch.no_grad():
         for start in range(0, len(X), batch):
             logits = forward(torch.as_tensor(X[start:start + batch]))
-            correct.append((logits.argmax(1).numpy() == y[start:start + batch]))
+            correct.append(logits.argmax(1).numpy() == y[start:start + batch])
     return np.concatenate(correct)
 
 
@@ -520,18 +411,8 @@ def sim_forward(est, tol=1e-6):
 
 
 # ---------------------------------------------------------------------- I/O
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(type(value))
-
-
 def write_json(path, payload):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    path = shared.write_json(path, payload)
     log(f"wrote {path}")
     return path
 
