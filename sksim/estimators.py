@@ -6,6 +6,7 @@ No numerical kernels live here; they are in :mod:`sksim.solvers`.
 import time
 import warnings
 from contextlib import contextmanager
+from itertools import pairwise
 from numbers import Integral, Real
 
 import numba
@@ -30,7 +31,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import weight_sharing as shared
 from ._attributes import FITTED_ATTRIBUTES, attributes_doc
-from .baselines import mlp_forward, well_posed_layer_scales
+from ._teachers import record_mlp, record_states, record_torch
 from .blocks import per_state, unroll
 from .design import GramAccumulator
 from .solvers import (
@@ -322,6 +323,24 @@ class _SharedReducer:
         return accumulator.finish()
 
 
+class _InMemoryRows:
+    """The Gram problems of an in-memory flat fit's stages, from X, the
+    teacher's (scaled) states and the output rows' targets."""
+
+    how = ""  # shown in verbose stage names
+
+    def __init__(self, estimator, X, states, targets):
+        self.estimator, self.X, self.states, self.targets = estimator, X, states, targets
+        self.post_activations = None
+
+    def state_problem(self):
+        self.post_activations, problem = self.estimator._state_problem(self.X, self.states)
+        return problem
+
+    def output_problem(self):
+        return self.estimator._output_problem(self.X, self.targets, self.post_activations)
+
+
 class _BaseSIM(BaseEstimator):
     """Shared fitting logic of the SIM estimators (see the subclasses)."""
 
@@ -417,52 +436,66 @@ class _BaseSIM(BaseEstimator):
         self.structure = structure
         self.state_blocks = state_blocks
 
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, states=None, baseline_outputs=None):
+        """Fit the implicit model (see the estimators' own ``fit``)."""
+        if _is_streamed(self, X, states, baseline_outputs):
+            return self._fit_streamed(X, y, states, baseline_outputs)
+        X, targets, y = self._validated_targets(X, y)
+        return self._fit_sim(X, targets, states, baseline_outputs, y)
+
     # ------------------------------------------------------------------ teacher
+    _teacher_class = None  # each estimator's embedded teacher, and the MLPs it accepts
+
     def _default_teacher(self):
-        raise NotImplementedError
+        """The embedded teacher trained when ``baseline`` is None."""
+        return self._teacher_class(
+            hidden_layer_sizes=_DEFAULT_HIDDEN_LAYERS, activation="relu",
+            max_iter=_DEFAULT_TEACHER_MAX_ITER, random_state=self.random_state,
+        )
 
-    def _teacher_types(self):
-        raise NotImplementedError
-
-    def _fit_teacher(self, X, y):
-        """Train (or take as is) the teacher; return its scaled states and outputs."""
+    def _fitted_teacher(self, X, y):
+        """The teacher, trained on (X, y) unless it comes fitted (wrapped in a
+        FrozenEstimator, or a TorchBaseline)."""
         if self.baseline is None:
             teacher = self._default_teacher()
             teacher.fit(X, y)
-        elif isinstance(self.baseline, FrozenEstimator):
-            teacher = self.baseline
+            return teacher
+        if isinstance(self.baseline, FrozenEstimator):
             try:
-                check_is_fitted(teacher.estimator)
+                check_is_fitted(self.baseline.estimator)
             except NotFittedError as exc:
                 raise ValueError(
                     "baseline is a FrozenEstimator around an unfitted estimator; "
                     "fit it first or pass the unfitted MLP directly."
                 ) from exc
-        elif hasattr(self.baseline, "record"):
-            # A torch adapter (TorchBaseline): records its own states.
-            teacher = self.baseline
-            pre_activations, outputs = teacher.record(X)
-            batches = teacher.iter_batches(X[:1])
-            self._teacher_blocks = [block.shape[1] for block in next(batches)[1]]
-            batches.close()
-            pre_activations = self._scaled_states(
-                pre_activations, lambda: self._torch_state_scales(
-                    teacher, X, pre_activations.shape[1]))
-            return teacher, pre_activations, outputs
-        else:
-            teacher = self.baseline
-            if not isinstance(teacher, self._teacher_types()):
-                raise ValueError(
-                    f"baseline must be None, a {self._teacher_types()[0].__name__} "
-                    "(possibly wrapped in sklearn.frozen.FrozenEstimator) or a "
-                    f"TorchBaseline; got {type(self.baseline).__name__}."
-                )
-            teacher = clone(teacher)
-            teacher.fit(X, y)
-        mlp = teacher.estimator if isinstance(teacher, FrozenEstimator) else teacher
-        if not isinstance(mlp, self._teacher_types()):
+            return self.baseline
+        if hasattr(self.baseline, "record"):  # a torch adapter (TorchBaseline)
+            return self.baseline
+        if not isinstance(self.baseline, self._teacher_class):
             raise ValueError(
-                f"baseline must wrap a {self._teacher_types()[0].__name__}; got "
+                f"baseline must be None, a {self._teacher_class.__name__} "
+                "(possibly wrapped in sklearn.frozen.FrozenEstimator) or a "
+                f"TorchBaseline; got {type(self.baseline).__name__}."
+            )
+        teacher = clone(self.baseline)
+        teacher.fit(X, y)
+        return teacher
+
+    def _record(self, teacher, X):
+        """The fitted ``teacher``'s TeacherRecord on X (see :mod:`sksim._teachers`)."""
+        if hasattr(teacher, "record"):
+            # tracing the teacher costs a pass over X: only for the scales used
+            kappa = self.kappa if self.state_scaling == "well_posed" else None
+            return record_torch(teacher, X, kappa)
+        return record_mlp(self._checked_mlp(teacher, X.shape[1]), X, self.kappa)
+
+    def _checked_mlp(self, teacher, n_features):
+        """The scikit-learn MLP of ``teacher``, checked against the model and X."""
+        mlp = teacher.estimator if isinstance(teacher, FrozenEstimator) else teacher
+        if not isinstance(mlp, self._teacher_class):
+            raise ValueError(
+                f"baseline must wrap a {self._teacher_class.__name__}; got "
                 f"{type(mlp).__name__}."
             )
         if mlp.activation != self.activation:
@@ -470,58 +503,34 @@ class _BaseSIM(BaseEstimator):
                 f"baseline uses activation={mlp.activation!r} but the SIM model "
                 f"uses activation={self.activation!r}; they must match."
             )
-        if mlp.coefs_[0].shape[0] != X.shape[1]:
+        if mlp.coefs_[0].shape[0] != n_features:
             raise ValueError(
                 f"baseline expects {mlp.coefs_[0].shape[0]} features, X has "
-                f"{X.shape[1]}."
+                f"{n_features}."
             )
-        self._teacher_blocks = [coef.shape[1] for coef in mlp.coefs_[:-1]]
-        pre_activations, outputs = mlp_forward(mlp.coefs_, mlp.intercepts_, X)
-        pre_activations = self._scaled_states(pre_activations, lambda: np.repeat(
-            well_posed_layer_scales(mlp.coefs_, self.kappa), self._teacher_blocks))
-        return teacher, pre_activations, outputs
+        return mlp
 
     def _unit_rms_scales(self, rms):
         """Per-state scales of ``state_scaling="rms"`` from each teacher block's
         RMS; a block that never activates keeps its scale."""
         return np.repeat([1.0 / r if r > 0 else 1.0 for r in rms], self._teacher_blocks)
 
-    def _scaled_states(self, pre_activations, well_posed_scales):
-        """The teacher's states scaled as ``state_scaling`` says (sets
-        ``state_scales_``); ``well_posed_scales()`` gives the per-state
-        scales of ``"well_posed"`` or None where they are unknown."""
-        if self.state_scaling == "none":
-            scales = None
+    def _scaled_states(self, record):
+        """The recorded states scaled as ``state_scaling`` says, as float64
+        (sets ``state_scales_`` and the teacher's blocks)."""
+        self._teacher_blocks = record.blocks
+        if record.chunk_teacher is None or self.state_scaling == "none":
+            scales = None  # precomputed states are used as given
         elif self.state_scaling == "well_posed":
-            scales = well_posed_scales()
+            scales = record.well_posed_scales
         else:
-            post = _ACTIVATIONS[self.activation](pre_activations)
-            edges = np.cumsum([0] + list(self._teacher_blocks))
-            rms = [np.sqrt(np.mean(post[:, a:b] ** 2)) for a, b in zip(edges[:-1], edges[1:])]
+            post = _ACTIVATIONS[self.activation](record.states)
+            edges = np.cumsum([0] + list(record.blocks))
+            rms = [np.sqrt(np.mean(post[:, a:b] ** 2)) for a, b in pairwise(edges)]
             scales = self._unit_rms_scales(rms)
         self.state_scales_ = scales
-        return pre_activations if scales is None else pre_activations * scales
-
-    def _torch_state_scales(self, teacher, X, n_states):
-        """Per-state scales that make a torch teacher itself well posed, as for
-        a scikit-learn MLP: block ``b`` reading block ``b - 1`` through a
-        kernel of largest row L1 norm ``r`` is scaled by ``min(1, kappa / r)``
-        relative to it (ReLU is positively homogeneous, so the teacher's
-        outputs do not change). The kernels are read off the traced teacher
-        (Linear and Conv2d between ReLUs, BatchNorm folded); a teacher that is
-        not such a chain (skip connections, unknown modules) keeps its states
-        as recorded (None)."""
-        from .baselines.torch_structure import NotAChainError
-
-        try:
-            maps = teacher.trace(X)
-        except NotAChainError:
-            return None
-        sizes = maps.structure.block_sizes()
-        if sum(sizes) != n_states:  # pragma: no cover - trace and record disagree
-            return None
-        return np.repeat(shared.block_scales(maps.structure, maps.kernels, self.kappa),
-                         sizes)
+        states = record.states if scales is None else record.states * scales
+        return np.asarray(states, dtype=np.float64)
 
     # ------------------------------------------------------------------ fitting
     def _check_sample_aligned(self, array, name, n_samples, n_columns=None):
@@ -671,7 +680,9 @@ class _BaseSIM(BaseEstimator):
                                       shared.unrolled_norms(self._shared_model))
 
     def _fit_sim(self, X, targets, states, baseline_outputs, y_for_teacher):
-        """Fit all rows. ``targets`` are the output-row targets from y."""
+        """The in-memory fit: record the teacher, then fit the weight-shared
+        model or the flat one's stages. ``targets`` are the output-row
+        targets from y."""
         log = self._fit_log = _FitLog(self)
         with log.stage("teacher (states and outputs)"):
             states, targets, teacher_maps = self._record_teacher(
@@ -679,13 +690,22 @@ class _BaseSIM(BaseEstimator):
         if teacher_maps is not None:
             return self._fit_weight_shared(_SharedReducer(self, X, targets), teacher_maps)
         with _numba_threads(self.n_jobs):
-            with log.stage("state rows' Gram matrix"):
-                post_activations, problem = self._state_problem(X, states)
-            state_rows = self._solve_state_rows(problem[:3], states.shape[1],
-                                                self._state_solve())
-            self._set_state_rows(state_rows.coef, *problem[3:])
-            del problem  # the Gram: the output stage builds its own
-            output_rows = self._fit_output_rows(X, targets, post_activations)
+            return self._fit_flat(_InMemoryRows(self, X, states, targets), states.shape[1])
+
+    def _fit_flat(self, rows, n_states):
+        """The flat model's stages: the state rows, then the output rows (on
+        the new state rows' equilibrium when ``refit_outputs``), then the
+        certificates. ``rows`` builds each stage's Gram problem, from data in
+        memory (:class:`_InMemoryRows`) or read chunk by chunk
+        (:class:`sksim.streaming.StreamedRows`)."""
+        with self._log().stage(f"state rows' Gram matrix{rows.how}"):
+            problem = rows.state_problem()
+        state_rows = self._solve_state_rows(problem[:3], n_states, self._state_solve())
+        self._set_state_rows(state_rows.coef, *problem[3:5])
+        del problem  # the Gram: the output stage builds its own
+        with self._log().stage(f"output rows' Gram matrix{rows.how}"):
+            problem = rows.output_problem()
+        output_rows = self._solve_output_rows(problem)
         return self._set_certificates(state_rows, output_rows, self._matrix_norms())
 
     def _log(self):
@@ -719,8 +739,6 @@ class _BaseSIM(BaseEstimator):
             raise
 
     def _fit_streamed_stages(self, X, y, states, baseline_outputs):
-        from functools import partial
-
         from . import streaming as st
 
         self._check_penalties()
@@ -757,29 +775,10 @@ class _BaseSIM(BaseEstimator):
                                                  encode, n_targets)
         source.size_chunks(n_states, n_targets)
         if self.state_scaling == "rms" and recipe.teacher is not None:
-            edges = np.cumsum([0] + list(self._teacher_blocks))
-            count, squares = source.reduce(partial(st.block_square_sums, recipe, edges),
-                                           st.merge_sums)
-            scales = self._unit_rms_scales(np.sqrt(squares / (count * np.diff(edges))))
+            scales = self._unit_rms_scales(st.block_rms(source, recipe, self._teacher_blocks))
             recipe = recipe._replace(scales=scales)
             self.state_scales_ = scales
-        with self._log().stage("state rows' Gram matrix (streamed)"):
-            problem = source.reduce(partial(st.state_partial, recipe, self.fit_intercept),
-                                    st.merge_accumulators).finish()
-        state_rows = self._solve_state_rows(problem[:3], n_states, self._state_solve())
-        self._set_state_rows(state_rows.coef, problem.design_mean, problem.target_mean)
-        del problem
-        model = None
-        if self.refit_outputs:
-            model = st.StateModel(self.A_, self.B_, self.state_intercept_,
-                                  _forward_blocks(self.A_) is not None,
-                                  self.equilibrium_tol, self.equilibrium_max_iter)
-        with self._log().stage("output rows' Gram matrix (streamed)"):
-            problem = source.reduce(partial(st.output_partial, recipe, model,
-                                            self.fit_intercept),
-                                    st.merge_accumulators).finish()
-        output_rows = self._solve_output_rows(problem)
-        return self._set_certificates(state_rows, output_rows, self._matrix_norms())
+        return self._fit_flat(st.StreamedRows(self, source, recipe), n_states)
 
     def _fit_weight_shared_streamed(self, source, X, y, baseline_outputs, maps, encode,
                                     n_targets):
@@ -869,40 +868,27 @@ class _BaseSIM(BaseEstimator):
         if states is not None:
             self.baseline_, self.state_scales_, self._teacher_blocks = None, None, None
             return st.ChunkRecipe(None, None, targets, encode, n_targets), states.shape[1]
-        first = source.first_rows(2)
         teacher = self.baseline
-        if hasattr(teacher, "record"):
-            batches = teacher.iter_batches(first[:1])
-            self._teacher_blocks = [block.shape[1] for block in next(batches)[1]]
-            batches.close()
-            n_states = sum(self._teacher_blocks)
-            scales = self._torch_state_scales(teacher, first, n_states) \
-                if self.state_scaling == "well_posed" else None
-            recipe_teacher = teacher
-        elif isinstance(teacher, FrozenEstimator) and isinstance(
-                teacher.estimator, self._teacher_types()):
-            mlp = teacher.estimator
-            check_is_fitted(mlp)
-            self._teacher_blocks = [coef.shape[1] for coef in mlp.coefs_[:-1]]
-            n_states = sum(self._teacher_blocks)
-            scales = np.repeat(well_posed_layer_scales(mlp.coefs_, self.kappa),
-                               self._teacher_blocks) \
-                if self.state_scaling == "well_posed" else None
-            recipe_teacher = ("mlp", mlp.coefs_, mlp.intercepts_)
-        else:
+        if not (hasattr(teacher, "record") or isinstance(teacher, FrozenEstimator)
+                and isinstance(teacher.estimator, self._teacher_class)):
             raise ValueError(
                 "An out-of-core fit (memmap or dask inputs, or batches) needs precomputed "
                 "states, a fitted scikit-learn MLP wrapped in FrozenEstimator, or a "
                 f"TorchBaseline as baseline; got {type(teacher).__name__} (an unfitted "
                 "teacher would train on X in memory).")
-        self.baseline_ = teacher
+        first = source.first_rows(2)
+        # a teacher that comes fitted: checked, never trained here
+        self.baseline_ = self._fitted_teacher(first, None)
+        # the first rows give the teacher's widths; each chunk is recorded apart
+        record = self._record(self.baseline_, first)
+        self._teacher_blocks = record.blocks
+        scales = record.well_posed_scales if self.state_scaling == "well_posed" else None
         self.state_scales_ = scales
-        recipe = st.ChunkRecipe(recipe_teacher, scales, "teacher" if use_teacher else targets,
-                                encode, n_targets)
+        recipe = st.ChunkRecipe(record.chunk_teacher, scales,
+                                "teacher" if use_teacher else targets, encode, n_targets)
         if use_teacher:
-            _, outputs = st.chunk_states(recipe, first, None)
-            recipe = recipe._replace(n_targets=self._teacher_output_width(outputs))
-        return recipe, n_states
+            recipe = recipe._replace(n_targets=self._teacher_output_width(record.outputs))
+        return recipe, sum(record.blocks)
 
     def _teacher_output_width(self, outputs):
         """The teacher's output count, checked against y as in the in-memory fit
@@ -932,18 +918,16 @@ class _BaseSIM(BaseEstimator):
                 targets = self._batched_teacher_targets(X)
             return None, targets, teacher_maps
         if states is not None:
-            self.baseline_ = None
-            self.state_scales_ = None
-            self._teacher_blocks = None
+            teacher, record = None, record_states(states)
         else:
-            self.baseline_, states, teacher_outputs = self._fit_teacher(
-                X, y_for_teacher
-            )
-            states = np.asarray(states, dtype=np.float64)
-            if not np.all(np.isfinite(states)):
-                raise ValueError("baseline produced non-finite states.")
-            if use_teacher:
-                targets = self._teacher_targets(teacher_outputs, n_samples)
+            teacher = self._fitted_teacher(X, y_for_teacher)
+            record = self._record(teacher, X)
+        self.baseline_ = teacher
+        states = self._scaled_states(record)
+        if not np.all(np.isfinite(states)):
+            raise ValueError("baseline produced non-finite states.")
+        if use_teacher and record.outputs is not None:
+            targets = self._teacher_targets(record.outputs, n_samples)
         return states, targets, None
 
     def _forget_model(self):
@@ -1037,12 +1021,17 @@ class _BaseSIM(BaseEstimator):
         ``refit_outputs``, else on the teacher's) and set ``C_``, ``D_`` and
         ``intercept_``; returns their RowSolution."""
         with self._log().stage("output rows' Gram matrix"):
-            if self.refit_outputs:
-                output_states, _ = self._equilibrium(X, warn=True)
-            else:
-                output_states = post_activations
-            problem = _centred_gram_problem([output_states, X], targets, self.fit_intercept)
+            problem = self._output_problem(X, targets, post_activations)
         return self._solve_output_rows(problem)
+
+    def _output_problem(self, X, targets, post_activations):
+        """Gram problem of the output rows: on the model's equilibrium states
+        when ``refit_outputs``, else on the teacher's ``post_activations``."""
+        if self.refit_outputs:
+            output_states, _ = self._equilibrium(X, warn=True)
+        else:
+            output_states = post_activations
+        return _centred_gram_problem([output_states, X], targets, self.fit_intercept)
 
     def _solve_output_rows(self, problem):
         """Solve the output rows of ``problem`` (gram, correlations, target_sq,
@@ -1583,46 +1572,15 @@ _PARAMETERS_DOC = """
         ``"well_posed"`` only. The scales are in ``state_scales_``.
 """
 
-class SIMRegressor(RegressorMixin, _BaseSIM):
-    __doc__ = (
-        """State-driven implicit model for regression.
-"""
-        + _OBJECTIVE_DOC
-        + """
-    Parameters
-    ----------"""
-        + _PARAMETERS_DOC
-        + """
-    Attributes
-    ----------"""
-        + attributes_doc(classifier=False)
-        + """
-    Examples
-    --------
-    >>> from sklearn.datasets import load_diabetes
-    >>> from sksim import SIMRegressor
-    >>> X, y = load_diabetes(return_X_y=True)
-    >>> model = SIMRegressor(random_state=0).fit(X, y)
-    >>> model.A_.shape[0] == model.n_states_
-    True
-"""
-    )
+def _estimator_doc(summary, attributes, examples):
+    """An estimator's docstring: its summary, the objective and parameters
+    both share, its attributes and its examples."""
+    return (f"{summary}{_OBJECTIVE_DOC}\n    Parameters\n    ----------{_PARAMETERS_DOC}"
+            f"\n    Attributes\n    ----------{attributes}\n    Examples\n    --------"
+            f"{examples}")
 
-    def _default_teacher(self):
-        return MLPRegressor(
-            hidden_layer_sizes=_DEFAULT_HIDDEN_LAYERS, activation="relu",
-            max_iter=_DEFAULT_TEACHER_MAX_ITER, random_state=self.random_state,
-        )
 
-    def _teacher_types(self):
-        return (MLPRegressor,)
-
-    def _n_output_columns(self, baseline_outputs):
-        return self._n_targets
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, states=None, baseline_outputs=None):
-        """Fit the implicit model.
+_FIT_DOC = """Fit the implicit model.
 
         Parameters
         ----------
@@ -1632,24 +1590,54 @@ class SIMRegressor(RegressorMixin, _BaseSIM):
             loaded; with a TorchBaseline teacher X may also be a re-iterable
             of ``(inputs, labels)`` batches such as a torch DataLoader (then
             ``y=None``). See "Out-of-core and distributed fits" in the README.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets.
+        {y}
         states : array-like of shape (n_samples, n_states), default=None
             Precomputed baseline pre-activations ``Z``; ``None`` takes them from
             ``baseline``.
-        baseline_outputs : array-like of shape (n_samples, n_outputs), default=None
-            The baseline's outputs; when given, the output rows fit them
-            instead of ``y`` (without them, the teacher's own outputs when it
-            runs here, see ``output_target``).
+        {baseline_outputs}
 
         Returns
         -------
-        self : SIMRegressor
+        self : {name}
         """
-        if _is_streamed(self, X, states, baseline_outputs):
-            return self._fit_streamed(X, y, states, baseline_outputs)
-        X, targets, y = self._validated_targets(X, y)
-        return self._fit_sim(X, targets, states, baseline_outputs, y)
+
+
+def _fit_doc(y, baseline_outputs, name):
+    """``fit``'s docstring with the estimator's own ``y`` and
+    ``baseline_outputs`` entries."""
+    return _FIT_DOC.format(y=y, baseline_outputs=baseline_outputs, name=name)
+
+
+
+class SIMRegressor(RegressorMixin, _BaseSIM):
+    __doc__ = _estimator_doc(
+        "State-driven implicit model for regression.\n",
+        attributes_doc(classifier=False),
+        """
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sksim import SIMRegressor
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> model = SIMRegressor(random_state=0).fit(X, y)
+    >>> model.A_.shape[0] == model.n_states_
+    True
+""")
+
+    _teacher_class = MLPRegressor
+
+    def _n_output_columns(self, baseline_outputs):
+        return self._n_targets
+
+    def fit(self, X, y=None, states=None, baseline_outputs=None):
+        return super().fit(X, y, states, baseline_outputs)
+
+    fit.__doc__ = _fit_doc(
+        """y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets.""",
+        """baseline_outputs : array-like of shape (n_samples, n_outputs), default=None
+            The baseline's outputs; when given, the output rows fit them
+            instead of ``y`` (without them, the teacher's own outputs when it
+            runs here, see ``output_target``).""",
+        "SIMRegressor")
 
     def _streamed_targets(self, y):
         """``(encode, n_targets)`` of a streamed fit's y (values)."""
@@ -1698,7 +1686,7 @@ class SIMRegressor(RegressorMixin, _BaseSIM):
 
 
 class SIMClassifier(ClassifierMixin, _BaseSIM):
-    __doc__ = (
+    __doc__ = _estimator_doc(
         """State-driven implicit model for classification.
 
     The output rows fit the teacher's logits (one column for a binary
@@ -1713,36 +1701,18 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
     ``MLPClassifier.predict_proba`` is the same map of its logits); with
     indicator targets they are normalised scores, not calibrated
     probabilities.
-"""
-        + _OBJECTIVE_DOC
-        + """
-    Parameters
-    ----------"""
-        + _PARAMETERS_DOC
-        + """
-    Attributes
-    ----------"""
-        + attributes_doc(classifier=True)
-        + """
-    Examples
-    --------
+""",
+        attributes_doc(classifier=True),
+        """
     >>> from sklearn.datasets import load_digits
     >>> from sksim import SIMClassifier
     >>> X, y = load_digits(return_X_y=True)
     >>> model = SIMClassifier(random_state=0).fit(X / 16, y)
     >>> model.score(X / 16, y) > 0.9
     True
-"""
-    )
+""")
 
-    def _default_teacher(self):
-        return MLPClassifier(
-            hidden_layer_sizes=_DEFAULT_HIDDEN_LAYERS, activation="relu",
-            max_iter=_DEFAULT_TEACHER_MAX_ITER, random_state=self.random_state,
-        )
-
-    def _teacher_types(self):
-        return (MLPClassifier,)
+    _teacher_class = MLPClassifier
 
     def _n_output_columns(self, baseline_outputs):
         n_classes = len(self.classes_)
@@ -1751,37 +1721,18 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
             return 1
         return n_classes
 
-    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, states=None, baseline_outputs=None):
-        """Fit the implicit model.
+        return super().fit(X, y, states, baseline_outputs)
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Model inputs ``U``. A ``numpy.memmap`` or ``dask.array`` (also for
-            ``states`` and ``baseline_outputs``) is read chunk by chunk, never
-            loaded; with a TorchBaseline teacher X may also be a re-iterable
-            of ``(inputs, labels)`` batches such as a torch DataLoader (then
-            ``y=None``). See "Out-of-core and distributed fits" in the README.
-        y : array-like of shape (n_samples,)
-            Class labels.
-        states : array-like of shape (n_samples, n_states), default=None
-            Precomputed baseline pre-activations ``Z``; ``None`` takes them from
-            ``baseline``.
-        baseline_outputs : array-like of shape (n_samples, n_classes) or (n_samples, 1), default=None
+    fit.__doc__ = _fit_doc(
+        """y : array-like of shape (n_samples,)
+            Class labels.""",
+        """baseline_outputs : array-like of shape (n_samples, n_classes) or (n_samples, 1), default=None
             The baseline's logits (one column for a binary problem is
             allowed); when given, the output rows fit them instead of the
             indicator targets (without them, the teacher's own logits when it
-            runs here, see ``output_target``).
-
-        Returns
-        -------
-        self : SIMClassifier
-        """
-        if _is_streamed(self, X, states, baseline_outputs):
-            return self._fit_streamed(X, y, states, baseline_outputs)
-        X, targets, y = self._validated_targets(X, y)
-        return self._fit_sim(X, targets, states, baseline_outputs, y)
+            runs here, see ``output_target``).""",
+        "SIMClassifier")
 
     def _streamed_targets(self, y):
         """``(encode, n_targets)`` of a streamed fit's y (class labels)."""

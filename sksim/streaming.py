@@ -27,13 +27,14 @@ This module imports dask only inside the functions that need it.
 """
 
 import copy
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
 
 from .baselines import mlp_forward
 from .design import GramAccumulator
-from .estimators import _float64_rows, _sample_chunks, _times_transpose
+from .estimators import _float64_rows, _forward_blocks, _sample_chunks, _times_transpose
 from .solvers import RowSolution, forward_substitution, solve_equilibrium, solve_rows
 
 
@@ -192,6 +193,42 @@ def block_square_sums(recipe, edges, X_rows, y_rows, states_rows, outputs_rows):
     post = np.maximum(states, 0.0)
     return len(post), np.array([np.sum(post[:, a:b] ** 2)
                                 for a, b in zip(edges[:-1], edges[1:])])
+
+
+def block_rms(source, recipe, blocks):
+    """Root mean square of the teacher's activated states in each block of
+    ``blocks`` states, over all of ``source``'s samples."""
+    edges = np.cumsum([0] + list(blocks))
+    count, squares = source.reduce(partial(block_square_sums, recipe, edges), merge_sums)
+    return np.sqrt(squares / (count * np.diff(edges)))
+
+
+class StreamedRows:
+    """The Gram problems of a streamed flat fit's stages, each reduced over
+    ``source``'s chunks by ``recipe`` (the estimator's ``_fit_flat`` runs
+    the stages)."""
+
+    how = " (streamed)"  # shown in verbose stage names
+
+    def __init__(self, estimator, source, recipe):
+        self.estimator, self.source, self.recipe = estimator, source, recipe
+
+    def state_problem(self):
+        fit_intercept = self.estimator.fit_intercept
+        return self.source.reduce(partial(state_partial, self.recipe, fit_intercept),
+                                  merge_accumulators).finish()
+
+    def output_problem(self):
+        """On the fitted state rows' equilibrium when ``refit_outputs``."""
+        est = self.estimator
+        model = None
+        if est.refit_outputs:
+            model = StateModel(est.A_, est.B_, est.state_intercept_,
+                               _forward_blocks(est.A_) is not None,
+                               est.equilibrium_tol, est.equilibrium_max_iter)
+        return self.source.reduce(partial(output_partial, self.recipe, model,
+                                          est.fit_intercept),
+                                  merge_accumulators).finish()
 
 
 # ----------------------------------------------------------------- sources
@@ -425,16 +462,12 @@ class DaskSharedReducer:
         self.n_outputs = options.targets.n_targets
 
     def block_problems(self, structure, scales, blocks, model):
-        from functools import partial
-
         blocks = list(range(len(structure.block_shapes))) if blocks is None else blocks
         parts = self.source.reduce(partial(shared_block_partial, self.options, structure,
                                            scales, blocks, model), merge_lists)
         return [part.finish() for part in parts]
 
     def output_problem(self, structure, scales, model):
-        from functools import partial
-
         (part,) = self.source.reduce(partial(shared_head_partial, self.options, structure,
                                              scales, model), merge_lists)
         return part.finish()

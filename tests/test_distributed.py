@@ -327,3 +327,25 @@ def test_weight_shared_fit_on_memmap_and_dask(tmp_path, params):
         assert np.max(streamed.state_duality_gaps_ / np.maximum(
             streamed.state_objectives_, 1.0)) <= TOL + 1e-12
         np.testing.assert_array_equal(streamed.predict(X), local.predict(X))
+
+
+@pytest.mark.parametrize("fault", ["activation", "features", "unfitted"])
+def test_streamed_fit_checks_a_frozen_mlp_as_the_in_memory_fit(tmp_path, fault):
+    """The streamed fit reads a frozen MLP through the same record as the
+    in-memory fit, so both reject a teacher that does not match the model or
+    X, or that is not fitted, with the same message."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = np.arange(40) % 2
+    mlp = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2000, random_state=0)
+    if fault == "activation":
+        mlp.set_params(activation="tanh").fit(X, y)
+        match = "baseline uses activation='tanh'"
+    elif fault == "features":
+        mlp.fit(X[:, :2], y)
+        match = "baseline expects 2 features, X has 3"
+    else:
+        match = "FrozenEstimator around an unfitted estimator"
+    for inputs in (X, _memmap(tmp_path, "X", X)):
+        with pytest.raises(ValueError, match=match):
+            SIMClassifier(FrozenEstimator(mlp)).fit(inputs, y)

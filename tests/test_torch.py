@@ -467,3 +467,24 @@ def test_state_scaling_rms_and_none(digits_teacher, teacher_kind):
     unscaled = SIMClassifier(alpha=1e-2).fit(X_train, y_train, states=states,
                                             baseline_outputs=logits)
     assert abs(plain.A_ - unscaled.A_).max() == 0
+
+
+@pytest.mark.parametrize("state_scaling", ["well_posed", "rms", "none"])
+def test_streamed_and_in_memory_fits_record_a_torch_teacher_alike(tmp_path, state_scaling):
+    """One record per kind of teacher (sksim._teachers): a memmap fit, which
+    records the teacher chunk by chunk, finds the same blocks and state
+    scales as the in-memory fit (the rms scales up to summation order)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 4))
+    y = np.arange(50) % 3
+    baseline = TorchBaseline(_mlp([4, 6, 5, 3]), dtype="float64")
+    np.save(tmp_path / "X.npy", X)
+    X_memmap = np.load(tmp_path / "X.npy", mmap_mode="r")
+    in_memory = SIMClassifier(baseline, state_scaling=state_scaling).fit(X, y)
+    streamed = SIMClassifier(baseline, state_scaling=state_scaling).fit(X_memmap, y)
+    assert in_memory._teacher_blocks == streamed._teacher_blocks == [6, 5]
+    if state_scaling == "none":
+        assert in_memory.state_scales_ is None and streamed.state_scales_ is None
+    else:
+        np.testing.assert_allclose(streamed.state_scales_, in_memory.state_scales_,
+                                   rtol=0 if state_scaling == "well_posed" else 1e-12)
