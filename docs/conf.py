@@ -63,10 +63,10 @@ nitpicky = False
 sphinx_gallery_conf = {
     "examples_dirs": ["../examples"],
     "gallery_dirs": ["auto_examples"],
-    # Only the quick start runs at build time (about a minute the first time,
-    # while numba compiles); the experiments take minutes to hours, so their
-    # pages show the code and link to the stored results.
-    "filename_pattern": r"quickstart\.py$",
+    # The quick examples run at build time (about a minute the first time,
+    # while numba compiles, then seconds); the experiments take minutes to
+    # hours, so their pages show the code and link to the stored results.
+    "filename_pattern": r"(quickstart|robust_fitting)\.py$",
     # Matched against file names: the helper modules are not examples.
     "ignore_pattern": r"^_|__init__\.py$",
     "download_all_examples": False,
