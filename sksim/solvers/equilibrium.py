@@ -18,6 +18,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from .projection import copy_into
+
 
 class EquilibriumSolution(NamedTuple):
     """Result record of :func:`solve_equilibrium`.
@@ -55,7 +57,7 @@ def _sweep_block(indptr, indices, data, diagonal, offsets, x, accumulator, chang
     n_states, width = x.shape
     change[:] = 0.0
     for i in range(n_states):
-        accumulator[:] = offsets[i]
+        copy_into(accumulator, offsets[i])
         for k in range(indptr[i], indptr[i + 1]):
             j = indices[k]
             if j != i:
@@ -79,7 +81,7 @@ def _residual_block(indptr, indices, data, offsets, x, accumulator, worst, scale
     worst[:] = 0.0
     scale[:] = 1.0
     for i in range(n_states):
-        accumulator[:] = offsets[i]
+        copy_into(accumulator, offsets[i])
         for k in range(indptr[i], indptr[i + 1]):
             weight = data[k]
             row = x[indices[k]]

@@ -38,8 +38,22 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .projection import enforce_l1_bound_inplace
-from .rows import _dual, _primal, _quadratic_terms, _recompute_gram_coef
+from .projection import copy_into
+from .rows import (
+    Certificate,
+    RowProblem,
+    RowResult,
+    _certified,
+    _dual,
+    _feasible_objective,
+    _fill_support,
+    _lagrangian_weights,
+    _restricted,
+    _shifted,
+    _store,
+    _zero_row_result,
+    row_penalty,
+)
 
 # Status codes of a path.
 REACHED = 0
@@ -394,29 +408,33 @@ def _follow(problem, state, k, t, t_end, mu, holding, max_steps):
 
 
 @njit(cache=True)
-def _start(gram, correlation, l2, n_bounded, bound):
-    """The path's problem record, an empty state at ``w = 0`` and the
-    penalty where it starts, ``alpha_max = max_j |c_j|``."""
+def _start(problem, penalty):
+    """The path's problem record ``(gram, correlation, l2, n_bounded,
+    bound)`` of a :class:`RowProblem` under a :class:`RowPenalty`, an empty
+    state at ``w = 0`` and the penalty where it starts,
+    ``alpha_max = max_j |c_j|``."""
+    gram, correlation = problem.gram, problem.correlation
     n = gram.shape[0]
-    bounded = n_bounded if n_bounded > 0 and np.isfinite(bound) else 0
-    problem = (gram, correlation, l2, bounded, bound)
+    bounded = (penalty.n_bounded
+               if penalty.n_bounded > 0 and np.isfinite(penalty.bound) else 0)
+    path = (gram, correlation, penalty.l2, bounded, penalty.bound)
     state = (np.zeros(n), np.empty(n, dtype=np.int64), np.empty(n), np.zeros((n, n)))
     t = 0.0
     for j in range(n):
         t = max(t, abs(correlation[j]))
-    return problem, state, t
+    return path, state, t
 
 
 @njit(cache=True)
-def _constrained(gram, correlation, alpha, l2, n_bounded, bound, max_steps):
-    """The bound-constrained path from ``alpha_max`` down to ``alpha``;
-    returns (coef, multiplier, breakpoints, status)."""
-    problem, state, t = _start(gram, correlation, l2, n_bounded, bound)
-    if t <= alpha:
+def _constrained(problem, penalty, max_steps):
+    """The bound-constrained path from ``alpha_max`` down to ``alpha =
+    penalty.l1``; returns (coef, multiplier, breakpoints, status)."""
+    path, state, t = _start(problem, penalty)
+    if t <= penalty.l1:
         return state[0], 0.0, 0, REACHED
     # typed starting values, not literals: a literal argument makes numba
     # compile _follow's callees once for the literal and again for the type
-    _, _, mu, _, breakpoints, status = _follow(problem, state, np.int64(0), t, alpha,
+    _, _, mu, _, breakpoints, status = _follow(path, state, np.int64(0), t, penalty.l1,
                                                np.float64(0.0), np.bool_(False), max_steps)
     return state[0], mu, breakpoints, status
 
@@ -451,49 +469,59 @@ def lasso_homotopy(gram, correlation, alpha, *, l2=0.0, n_bounded=0, bound=np.in
     correlation = np.ascontiguousarray(correlation, dtype=np.float64)
     n = correlation.shape[0]
     max_steps = 10 * n + 100 if max_steps is None else int(max_steps)
-    coef, mu, breakpoints, status = _constrained(
-        gram, correlation, float(alpha), float(l2), int(n_bounded),
-        float(bound) if n_bounded else np.inf, max_steps)
+    penalty = row_penalty(n, n_bounded, bound if n_bounded else np.inf, l1=alpha, l2=l2)
+    coef, mu, breakpoints, status = _constrained(RowProblem(gram, correlation, 0.0), penalty,
+                                                 max_steps)
     return HomotopySolution(coef, float(mu), int(breakpoints), int(status))
 
 
 @njit(cache=True)
-def _certify(gram, correlation, target_sq, coef, multiplier, n_bounded, bound, l1, l2):
-    """Make ``coef`` exactly feasible (in place) and return (gap, objective,
+def _certify(problem, penalty, coef, multiplier):
+    """Make ``coef`` exactly feasible (in place) and return (primal, dual,
     roundoff): the objective of the constrained row and the Lagrangian dual
     bound at ``multiplier`` and the residual of ``coef``."""
-    bounded = n_bounded > 0 and np.isfinite(bound)
-    if bounded:
-        enforce_l1_bound_inplace(coef, 0, n_bounded, bound)
-    gram_coef = np.empty(coef.shape[0])
-    _recompute_gram_coef(gram, coef, gram_coef)
-    residual_sq, r_dot_z, roundoff = _quadratic_terms(correlation, coef, gram_coef,
-                                                      target_sq)
-    primal = _primal(coef, residual_sq, n_bounded, l1, l1, l2)
-    dual = _dual(correlation, gram_coef, residual_sq, r_dot_z, n_bounded,
-                 l1 + multiplier, l1, l2) - roundoff
-    if bounded:
-        dual -= multiplier * bound
-    return primal - dual, primal, roundoff
+    n = coef.shape[0]
+    gram_coef = np.empty(n)
+    primal, residual_sq, r_dot_z, roundoff = _feasible_objective(
+        problem, penalty, coef, penalty.n_bounded, penalty.bound, coef, gram_coef)
+    weights = _lagrangian_weights(penalty, multiplier, np.empty(n))
+    dual = _dual(problem.correlation, gram_coef, residual_sq, r_dot_z, weights,
+                 penalty.l2) - roundoff
+    if penalty.n_bounded > 0 and np.isfinite(penalty.bound):
+        dual -= multiplier * penalty.bound
+    return primal, dual, roundoff
+
+
+@njit(cache=True)
+def _record(problem, penalty, solution, multiplier, breakpoints, status, tol, record):
+    """Certify ``solution`` (made exactly feasible in place) and write
+    (gap, objective, multiplier, breakpoints, status, 0) into ``record``;
+    status 0 when the path ended and the gap meets ``tol`` as the
+    coordinate-descent solver judges it."""
+    primal, dual, roundoff = _certify(problem, penalty, solution, multiplier)
+    certified = _certified(Certificate(primal, dual, multiplier, roundoff), tol)
+    reached = np.int64(0 if status == REACHED and certified else 1)
+    _store(record, RowResult(primal - dual, primal, multiplier, np.int64(breakpoints), reached,
+                             0.0), 0.0)
 
 
 @njit(parallel=True, cache=True)
-def homotopy_rows_kernel(gram, correlations, target_sq, coef, n_bounded, bound, l1, l2,
-                         tol, max_steps, records):
-    """Every row by :func:`_constrained`, certified; ``records`` rows get
+def homotopy_rows_kernel(gram, correlations, target_sq, coef, penalty, tol, max_steps,
+                         records):
+    """Every row by :func:`_constrained` under ``penalty`` (a
+    :class:`~sksim.solvers.rows.RowPenalty`), certified; ``records`` rows get
     (gap, objective, multiplier, breakpoints, status, 0) with status 0 when
     the gap meets ``tol`` (as the coordinate-descent solver judges it)."""
     for i in prange(correlations.shape[0]):
-        solution, multiplier, breakpoints, status = _constrained(
-            gram, correlations[i], l1, l2, n_bounded, bound, max_steps)
-        _record(gram, correlations[i], target_sq[i], solution, multiplier, breakpoints,
-                status, n_bounded, bound, l1, l2, tol, records[i])
-        coef[i, :] = solution
+        problem = RowProblem(gram, correlations[i], target_sq[i])
+        solution, multiplier, breakpoints, status = _constrained(problem, penalty, max_steps)
+        _record(problem, penalty, solution, multiplier, breakpoints, status, tol, records[i])
+        copy_into(coef[i], solution)
 
 
 @njit(parallel=True, cache=True)
-def homotopy_supports_kernel(gram, correlations, target_sq, coef, n_bounded, bound, l1,
-                             l2, tol, max_steps, records):
+def homotopy_supports_kernel(gram, correlations, target_sq, coef, penalty, tol, max_steps,
+                             records):
     """Every row again by :func:`_constrained` restricted to its support (the
     columns where ``coef`` is nonzero, bounded ones first as in the full
     row), written back in place with its record (as
@@ -501,60 +529,37 @@ def homotopy_supports_kernel(gram, correlations, target_sq, coef, n_bounded, bou
     for i in prange(correlations.shape[0]):
         support = np.flatnonzero(coef[i])
         if support.size == 0:  # the zero row is the only point: exact
-            records[i, 0], records[i, 1] = 0.0, 0.5 * target_sq[i]
-            records[i, 2], records[i, 3], records[i, 4], records[i, 5] = 0.0, 0, 0, 0.0
+            _store(records[i], _zero_row_result(target_sq[i]), 0.0)
             continue
-        sub_gram = np.ascontiguousarray(gram[support][:, support])
-        sub_correlation = np.ascontiguousarray(correlations[i][support])
-        kept_bounded = 0
-        for j in support:
-            if j < n_bounded:
-                kept_bounded += 1
-        sub_bound = bound if kept_bounded else np.inf
-        solution, multiplier, breakpoints, status = _constrained(
-            sub_gram, sub_correlation, l1, l2, kept_bounded, sub_bound, max_steps)
-        _record(sub_gram, sub_correlation, target_sq[i], solution, multiplier,
-                breakpoints, status, kept_bounded, sub_bound, l1, l2, tol, records[i])
-        coef[i, :] = 0.0
-        for k in range(support.size):
-            coef[i, support[k]] = solution[k]
-
-
-@njit(cache=True)
-def _record(gram, correlation, target_sq, solution, multiplier, breakpoints, status,
-            n_bounded, bound, l1, l2, tol, record):
-    """Certify ``solution`` (made exactly feasible in place) and write
-    (gap, objective, multiplier, breakpoints, status, 0) into ``record``;
-    status 0 when the path ended and the gap meets ``tol`` as the
-    coordinate-descent solver judges it."""
-    gap, primal, roundoff = _certify(gram, correlation, target_sq, solution, multiplier,
-                                     n_bounded, bound, l1, l2)
-    certified = gap <= tol * primal + 2.0 * roundoff
-    record[0] = gap
-    record[1] = primal
-    record[2] = multiplier
-    record[3] = breakpoints
-    record[4] = 0 if status == REACHED and certified else 1
-    record[5] = 0.0
+        problem, sub_penalty = _restricted(RowProblem(gram, correlations[i], target_sq[i]),
+                                           penalty, support)
+        solution, multiplier, breakpoints, status = _constrained(problem, sub_penalty,
+                                                                 max_steps)
+        _record(problem, sub_penalty, solution, multiplier, breakpoints, status, tol,
+                records[i])
+        _fill_support(solution, support, coef[i])
 
 
 @njit(parallel=True, cache=True)
-def homotopy_path_kernel(gram, correlations, target_sq, alphas, n_bounded, bound, l2,
-                         tol, max_steps, coefs, records):
+def homotopy_path_kernel(gram, correlations, target_sq, alphas, penalty, tol, max_steps,
+                         coefs, records):
     """Every row's solutions at all ``alphas`` (decreasing) from one
-    bound-constrained path per row, recorded as it passes each alpha.
+    bound-constrained path per row, recorded as it passes each alpha (the
+    L1 weights are ``penalty``'s plus alpha: give it ``l1 = 0``).
     ``coefs[a, i]`` and ``records[a, i]`` (as :func:`homotopy_rows_kernel`)
     receive the certified results."""
     for i in prange(correlations.shape[0]):
-        problem, state, t = _start(gram, correlations[i], l2, n_bounded, bound)
+        problem = RowProblem(gram, correlations[i], target_sq[i])
+        path, state, t = _start(problem, penalty)
+        weights = np.empty(gram.shape[0])
         k, mu, holding, breakpoints, status = (np.int64(0), np.float64(0.0), np.bool_(False),
                                                0, REACHED)
         for a in range(alphas.shape[0]):
             if t > alphas[a] and status == REACHED:
                 t, k, mu, holding, more, status = _follow(
-                    problem, state, k, t, alphas[a], mu, holding, max_steps - breakpoints)
+                    path, state, k, t, alphas[a], mu, holding, max_steps - breakpoints)
                 breakpoints += more
             solution = state[0].copy()
-            _record(gram, correlations[i], target_sq[i], solution, mu, breakpoints,
-                    status, n_bounded, bound, alphas[a], l2, tol, records[a, i])
-            coefs[a, i, :] = solution
+            _record(problem, _shifted(penalty, alphas[a], weights), solution, mu, breakpoints,
+                    status, tol, records[a, i])
+            copy_into(coefs[a, i], solution)

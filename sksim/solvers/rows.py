@@ -45,7 +45,7 @@ from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
 from ._first_use import announce_compilation
-from .projection import enforce_l1_bound_inplace, l1_norm, soft_threshold
+from .projection import copy_into, enforce_l1_bound_inplace, l1_norm, soft_threshold
 
 # Status codes of a row.
 CONVERGED = 0
@@ -101,34 +101,201 @@ class RowSolution(NamedTuple):
     method: np.ndarray
 
 
+class RowProblem(NamedTuple):
+    """The data of one row problem: the shared Gram ``G`` (n_columns,
+    n_columns), the row's correlations ``c_i`` (n_columns,) and ``zz_i``."""
+
+    gram: np.ndarray
+    correlation: np.ndarray
+    target_sq: float
+
+
+class RowPenalty(NamedTuple):
+    """The penalty and the bounds of a row problem.
+
+    ``weights[j]`` is the L1 weight of column ``j`` (``l1`` on every column;
+    built once per problem by :func:`row_penalty`), which every kernel reads;
+    ``l1`` itself only seeds the multiplier searches. The first ``n_bounded``
+    columns carry ``||w[:n_bounded]||_1 <= bound``, the whole row
+    ``||w||_1 <= row_bound`` (``np.inf`` for none).
+    """
+
+    weights: np.ndarray
+    l1: float
+    l2: float
+    n_bounded: int
+    bound: float
+    row_bound: float
+
+
+class CDOptions(NamedTuple):
+    """Relative duality-gap tolerance and epoch budget of a row."""
+
+    tol: float
+    max_iter: int
+
+
+class RowResult(NamedTuple):
+    """What a row solver returns (one row of the ``records`` array)."""
+
+    gap: float
+    objective: float
+    multiplier: float
+    epochs: int
+    status: int
+    row_multiplier: float
+
+
+class Certificate(NamedTuple):
+    """The best feasible objective and the best dual bound found so far for a
+    row, the multiplier of that dual bound and the roundoff floor of that
+    primal point."""
+
+    primal: float
+    dual: float
+    multiplier: float
+    roundoff: float
+
+
+class RowWork(NamedTuple):
+    """Scratch arrays of one row, allocated once per row."""
+
+    gram_coef: np.ndarray
+    candidate: np.ndarray
+    candidate_gram_coef: np.ndarray
+    trial: np.ndarray
+    trial_gram_coef: np.ndarray
+    point: np.ndarray
+    point_gram_coef: np.ndarray
+    weights: np.ndarray  # the Lagrangian's: penalty weights + multiplier
+    row_weights: np.ndarray  # the inner problem's under a row bound
+    active: np.ndarray
+    history: np.ndarray
+    gram_history: np.ndarray
+
+
+class Bracket(NamedTuple):
+    """A bracketing search for the multiplier ``x`` of an L1 bound: ``low``
+    has the norm above the radius, ``high`` (-1 until found) at or below it.
+    The ``norm_*`` values carry the Illinois halving (``side`` is the end
+    moved last), which keeps regula falsi from sticking to one end."""
+
+    low: float
+    norm_low: float
+    high: float
+    norm_high: float
+    side: int
+
+
+def row_penalty(n_columns, n_bounded=0, bound=np.inf, row_bound=np.inf, l1=0.0, l2=0.0):
+    """The :class:`RowPenalty` of rows with ``n_columns`` columns."""
+    return RowPenalty(np.full(n_columns, float(l1)), float(l1), float(l2), int(n_bounded),
+                      float(bound), float(row_bound))
+
+
 @njit(cache=True)
-def _quadratic_terms(correlation, coef, gram_coef, target_sq):
-    """Return (||r||^2 / m, r^T z / m) from Gram quantities."""
+def _gap_met(primal, dual, tol, scale, floor):
+    """The convergence test: the duality gap is at most ``tol`` relative to
+    ``scale`` plus a rounding ``floor``."""
+    return primal - dual <= tol * scale + floor
+
+
+@njit(cache=True)
+def _certified(best, tol):
+    """A row's stopping test on its best :class:`Certificate`. The dual is
+    already discounted by the roundoff floor of its point once, so a gap of
+    twice the floor is the best that can be certified."""
+    return _gap_met(best.primal, best.dual, tol, best.primal, 2.0 * best.roundoff)
+
+
+@njit(cache=True)
+def _lagrangian_weights(penalty, multiplier, out):
+    """The weights of the Lagrangian at ``multiplier``: the bound's
+    multiplier adds to the weight of each bounded column."""
+    copy_into(out, penalty.weights)
+    for j in range(penalty.n_bounded):
+        out[j] += multiplier
+    return out
+
+
+@njit(cache=True)
+def _shifted(penalty, shift, out):
+    """``penalty`` with ``shift`` added to every weight (a row bound's
+    multiplier, or a path's alpha on a zero penalty), weights into ``out``."""
+    for j in range(out.shape[0]):
+        out[j] = penalty.weights[j] + shift
+    return RowPenalty(out, penalty.l1 + shift, penalty.l2, penalty.n_bounded, penalty.bound,
+                      np.inf)
+
+
+@njit(cache=True)
+def _restricted(problem, penalty, support):
+    """The row problem restricted to the columns ``support`` (increasing):
+    the principal sub-Gram, and the kept bounded columns stay first, under
+    the same bound (none when no bounded column is kept)."""
+    kept_bounded = 0
+    for j in support:
+        if j < penalty.n_bounded:
+            kept_bounded += 1
+    sub_problem = RowProblem(np.ascontiguousarray(problem.gram[support][:, support]),
+                             problem.correlation[support], problem.target_sq)
+    sub_penalty = RowPenalty(penalty.weights[support], penalty.l1, penalty.l2, kept_bounded,
+                             penalty.bound if kept_bounded else np.inf, penalty.row_bound)
+    return sub_problem, sub_penalty
+
+
+@njit(cache=True)
+def _zero_row_result(target_sq):
+    """The result of a row whose only point is zero (an empty support): exact."""
+    return RowResult(0.0, 0.5 * target_sq, 0.0, np.int64(0), np.int64(CONVERGED), 0.0)
+
+
+@njit(cache=True)
+def _quadratic_terms(problem, coef, gram_coef):
+    """Return (||r||^2 / m, r^T z / m, roundoff) from Gram quantities."""
+    correlation = problem.correlation
     c_dot_w = 0.0
     w_dot_q = 0.0
     for j in range(coef.shape[0]):
         c_dot_w += correlation[j] * coef[j]
         w_dot_q += coef[j] * gram_coef[j]
-    residual_sq = max(target_sq - 2.0 * c_dot_w + w_dot_q, 0.0)
-    roundoff = _ROUNDOFF * (target_sq + abs(c_dot_w) + abs(w_dot_q))
-    return residual_sq, target_sq - c_dot_w, roundoff
+    residual_sq = max(problem.target_sq - 2.0 * c_dot_w + w_dot_q, 0.0)
+    roundoff = _ROUNDOFF * (problem.target_sq + abs(c_dot_w) + abs(w_dot_q))
+    return residual_sq, problem.target_sq - c_dot_w, roundoff
 
 
 @njit(cache=True)
-def _primal(coef, residual_sq, n_bounded, weight_bounded, weight_free, l2):
+def _primal(coef, residual_sq, weights, l2):
     """Weighted elastic-net objective from its pieces."""
-    norm_bounded = l1_norm(coef, 0, n_bounded)
-    norm_free = l1_norm(coef, n_bounded, coef.shape[0])
+    weighted_l1 = 0.0
     sq_norm = 0.0
     for j in range(coef.shape[0]):
+        weighted_l1 += weights[j] * abs(coef[j])
         sq_norm += coef[j] * coef[j]
-    return (0.5 * residual_sq + weight_bounded * norm_bounded
-            + weight_free * norm_free + 0.5 * l2 * sq_norm)
+    return 0.5 * residual_sq + weighted_l1 + 0.5 * l2 * sq_norm
 
 
 @njit(cache=True)
-def _dual(correlation, gram_coef, residual_sq, r_dot_z, n_bounded,
-          weight_bounded, weight_free, l2):
+def _limit_scale(scale, gradient, weight):
+    """The largest ``s <= scale`` with ``s |gradient| <= weight``: the dual
+    point ``s r / m`` stays feasible for this column."""
+    gradient = abs(gradient)
+    if gradient * scale > weight:
+        return weight / gradient
+    return scale
+
+
+@njit(cache=True)
+def _scaled_dual(s_feasible, residual_sq, r_dot_z):
+    """``max D(s) = s r^T z/m - s^2 ||r||^2/(2m)`` over ``0 <= s <= s_feasible``."""
+    s_best = s_feasible
+    if residual_sq > 0.0:
+        s_best = min(s_feasible, max(0.0, r_dot_z / residual_sq))
+    return s_best * r_dot_z - 0.5 * s_best * s_best * residual_sq
+
+
+@njit(cache=True)
+def _dual(correlation, gram_coef, residual_sq, r_dot_z, weights, l2):
     """Best of a few dual points ``nu = s * r / m`` of the weighted elastic net.
 
     ``D(s) = s r^T z/m - s^2 ||r||^2/(2m) - sum_j (s |g_j| - lam_j)_+^2 / (2 l2)``
@@ -138,36 +305,38 @@ def _dual(correlation, gram_coef, residual_sq, r_dot_z, n_bounded,
     n_columns = correlation.shape[0]
     s_feasible = 1.0
     for j in range(n_columns):
-        weight = weight_bounded if j < n_bounded else weight_free
-        gradient = abs(correlation[j] - gram_coef[j])
-        if gradient * s_feasible > weight:
-            s_feasible = weight / gradient
-    s_best = s_feasible
-    if residual_sq > 0.0:
-        s_best = min(s_feasible, max(0.0, r_dot_z / residual_sq))
-    best = s_best * r_dot_z - 0.5 * s_best * s_best * residual_sq
+        s_feasible = _limit_scale(s_feasible, correlation[j] - gram_coef[j], weights[j])
+    best = _scaled_dual(s_feasible, residual_sq, r_dot_z)
     if l2 > 0.0 and s_feasible < 1.0:
         penalty = 0.0
         for j in range(n_columns):
-            weight = weight_bounded if j < n_bounded else weight_free
-            excess = abs(correlation[j] - gram_coef[j]) - weight
+            excess = abs(correlation[j] - gram_coef[j]) - weights[j]
             if excess > 0.0:
                 penalty += excess * excess
         unscaled = r_dot_z - 0.5 * residual_sq - 0.5 * penalty / l2
-        if unscaled > best:
+        if unscaled > best:  # noqa: PLR1730 (max() would differ on a nan)
             best = unscaled
     return best
 
 
 @njit(cache=True)
-def _lagrangian_gap(correlation, coef, gram_coef, target_sq, n_bounded,
-                    weight_bounded, weight_free, l2):
+def _dual_subset(problem, coef, gram_coef, weights, active, n_active):
+    """Dual bound of the problem restricted to the ``active`` coordinates."""
+    residual_sq, r_dot_z, _ = _quadratic_terms(problem, coef, gram_coef)
+    s_feasible = 1.0
+    for t in range(n_active):
+        j = active[t]
+        s_feasible = _limit_scale(s_feasible, problem.correlation[j] - gram_coef[j],
+                                  weights[j])
+    return _scaled_dual(s_feasible, residual_sq, r_dot_z)
+
+
+@njit(cache=True)
+def _lagrangian_gap(problem, coef, gram_coef, weights, l2):
     """(primal, dual, roundoff) of the weighted elastic net at ``coef``."""
-    residual_sq, r_dot_z, roundoff = _quadratic_terms(
-        correlation, coef, gram_coef, target_sq)
-    primal = _primal(coef, residual_sq, n_bounded, weight_bounded, weight_free, l2)
-    dual = _dual(correlation, gram_coef, residual_sq, r_dot_z, n_bounded,
-                 weight_bounded, weight_free, l2)
+    residual_sq, r_dot_z, roundoff = _quadratic_terms(problem, coef, gram_coef)
+    primal = _primal(coef, residual_sq, weights, l2)
+    dual = _dual(problem.correlation, gram_coef, residual_sq, r_dot_z, weights, l2)
     return primal, dual, roundoff
 
 
@@ -237,9 +406,7 @@ def _anderson_weights(history, n_active, active, depth):
 
 
 @njit(cache=True)
-def _weighted_enet_cd(gram, correlation, target_sq, coef, gram_coef, n_bounded,
-                      weight_bounded, weight_free, l2, rel_tol, offset,
-                      max_sweeps, active, history, gram_history):
+def _weighted_enet_cd(problem, weights, l2, coef, work, rel_tol, offset, max_sweeps):
     """CD on one weighted elastic net until its duality gap meets the target.
 
     The target is ``rel_tol * (primal - offset)`` plus roundoff; ``offset`` is
@@ -248,24 +415,23 @@ def _weighted_enet_cd(gram, correlation, target_sq, coef, gram_coef, n_bounded,
     over its support only (cost O(nnz d) instead of O(d^2)), accelerated by
     Anderson extrapolation of the last iterates (accepted only when it lowers
     the objective), until the support's own gap is small; then a full sweep
-    again. Returns (sweeps, primal, dual).
+    again. ``work.gram_coef`` holds ``G coef``. Returns (sweeps, primal, dual).
     """
+    gram, correlation = problem.gram, problem.correlation
+    gram_coef, active = work.gram_coef, work.active
+    history, gram_history = work.history, work.gram_history
     n_columns = coef.shape[0]
     depth = history.shape[0] - 1
     sweeps = 0
     primal, dual, roundoff = np.inf, -np.inf, 0.0
     while sweeps < max_sweeps:
         # At least one full sweep per call, as scikit-learn's CD does.
-        if sweeps > 0 and (primal - dual
-                           <= rel_tol * max(primal - offset, 0.0) + roundoff):
+        if sweeps > 0 and _gap_met(primal, dual, rel_tol, max(primal - offset, 0.0), roundoff):
             break
         for j in range(n_columns):
-            weight = weight_bounded if j < n_bounded else weight_free
-            _update_coordinate(gram, correlation, coef, gram_coef, j, weight, l2)
+            _update_coordinate(gram, correlation, coef, gram_coef, j, weights[j], l2)
         sweeps += 1
-        primal, dual, roundoff = _lagrangian_gap(
-            correlation, coef, gram_coef, target_sq, n_bounded, weight_bounded,
-            weight_free, l2)
+        primal, dual, roundoff = _lagrangian_gap(problem, coef, gram_coef, weights, l2)
         n_active = 0
         for j in range(n_columns):
             if coef[j] != 0.0:
@@ -275,70 +441,43 @@ def _weighted_enet_cd(gram, correlation, target_sq, coef, gram_coef, n_bounded,
             continue
         stored = 0
         while sweeps < max_sweeps:
-            target = rel_tol * max(primal - offset, 0.0) + roundoff
-            if primal - dual <= target:
+            scale = max(primal - offset, 0.0)
+            if _gap_met(primal, dual, rel_tol, scale, roundoff):
                 break
             # The support's own gap: stop polishing it once it is well below
             # the target, and let a full sweep look for missing coordinates.
-            sub_dual = _dual_subset(correlation, gram_coef, coef, target_sq,
-                                    n_bounded, weight_bounded, weight_free, l2,
-                                    active, n_active)
-            if primal - sub_dual <= 0.25 * target:
+            sub_dual = _dual_subset(problem, coef, gram_coef, weights, active, n_active)
+            if _gap_met(primal, sub_dual, 0.25 * rel_tol, scale, 0.25 * roundoff):
                 break
             for t in range(n_active):
                 j = active[t]
-                weight = weight_bounded if j < n_bounded else weight_free
-                _update_coordinate(gram, correlation, coef, gram_coef, j, weight, l2)
+                _update_coordinate(gram, correlation, coef, gram_coef, j, weights[j], l2)
             sweeps += 1
             slot = min(stored, depth)
             if stored > depth:
                 for k in range(depth):
-                    history[k] = history[k + 1]
-                    gram_history[k] = gram_history[k + 1]
-            history[slot] = coef
-            gram_history[slot] = gram_coef
+                    copy_into(history[k], history[k + 1])
+                    copy_into(gram_history[k], gram_history[k + 1])
+            copy_into(history[slot], coef)
+            copy_into(gram_history[slot], gram_coef)
             stored += 1
-            primal, dual, roundoff = _lagrangian_gap(
-                correlation, coef, gram_coef, target_sq, n_bounded,
-                weight_bounded, weight_free, l2)
+            primal, dual, roundoff = _lagrangian_gap(problem, coef, gram_coef, weights, l2)
             if stored > depth and stored % depth == 1:
-                weights = _anderson_weights(history, n_active, active, depth)
-                if weights.shape[0] == depth:
+                mixing = _anderson_weights(history, n_active, active, depth)
+                if mixing.shape[0] == depth:
                     trial = np.zeros(n_columns)
                     trial_gram = np.zeros(n_columns)
                     for k in range(depth):
-                        trial += weights[k] * history[k + 1]
-                        trial_gram += weights[k] * gram_history[k + 1]
-                    t_primal, t_dual, t_roundoff = _lagrangian_gap(
-                        correlation, trial, trial_gram, target_sq, n_bounded,
-                        weight_bounded, weight_free, l2)
+                        trial += mixing[k] * history[k + 1]
+                        trial_gram += mixing[k] * gram_history[k + 1]
+                    t_primal, _, _ = _lagrangian_gap(problem, trial, trial_gram, weights, l2)
                     if t_primal < primal:
-                        coef[:] = trial
+                        copy_into(coef, trial)
                         # Recompute G w exactly so rounding does not accumulate.
                         _recompute_gram_coef(gram, coef, gram_coef)
-                        primal, dual, roundoff = _lagrangian_gap(
-                            correlation, coef, gram_coef, target_sq, n_bounded,
-                            weight_bounded, weight_free, l2)
+                        primal, dual, roundoff = _lagrangian_gap(problem, coef, gram_coef,
+                                                                 weights, l2)
     return sweeps, primal, dual
-
-
-@njit(cache=True)
-def _dual_subset(correlation, gram_coef, coef, target_sq, n_bounded,
-                 weight_bounded, weight_free, l2, active, n_active):
-    """Dual bound of the problem restricted to the ``active`` coordinates."""
-    residual_sq, r_dot_z, _ = _quadratic_terms(correlation, coef, gram_coef,
-                                               target_sq)
-    s_feasible = 1.0
-    for t in range(n_active):
-        j = active[t]
-        weight = weight_bounded if j < n_bounded else weight_free
-        gradient = abs(correlation[j] - gram_coef[j])
-        if gradient * s_feasible > weight:
-            s_feasible = weight / gradient
-    s_best = s_feasible
-    if residual_sq > 0.0:
-        s_best = min(s_feasible, max(0.0, r_dot_z / residual_sq))
-    return s_best * r_dot_z - 0.5 * s_best * s_best * residual_sq
 
 
 @njit(cache=True)
@@ -350,19 +489,21 @@ def _recompute_gram_coef(gram, coef, gram_coef):
 
 
 @njit(cache=True)
-def _support_newton(gram, correlation, coef, n_bounded, bound, l1, l2,
-                    multiplier, free_multiplier, trial):
+def _support_newton(problem, penalty, coef, multiplier, free_multiplier, weights, trial):
     """Solve the KKT system on the current support and signs of ``coef``.
 
     With support ``S`` and signs ``s`` fixed, optimality is linear:
-    ``(G_SS + l2 I) w_S = c_S - l1 s_S - mu s_S^bounded``, and when the bound
+    ``(G_SS + l2 I) w_S = c_S - lam_S s_S - mu s_S^bounded``, and when the bound
     is active (``free_multiplier``) also ``s_S^bounded . w_S = radius`` with
     ``mu`` unknown (a bordered system). This is exact in one step once CD has
     found the support, where CD alone crawls on ill-conditioned Gram matrices.
-    Writes the candidate into ``trial`` and returns its multiplier, or -1 when
-    the system is singular or the signs or the multiplier are inconsistent
-    (the caller then certifies and keeps CD's iterate instead).
+    ``weights`` are the Lagrangian's at ``multiplier``. Writes the candidate
+    into ``trial`` and returns its multiplier, or -1 when the system is
+    singular or the signs or the multiplier are inconsistent (the caller
+    then certifies and keeps CD's iterate instead).
     """
+    gram, correlation = problem.gram, problem.correlation
+    n_bounded, bound, l2 = penalty.n_bounded, penalty.bound, penalty.l2
     n_columns = coef.shape[0]
     support = np.empty(n_columns, dtype=np.int64)
     size = 0
@@ -385,7 +526,7 @@ def _support_newton(gram, correlation, coef, n_bounded, bound, l1, l2,
         for b in range(size):
             system[a, b] = gram[ja, support[b]]
         system[a, a] += l2
-        rhs[a] = correlation[ja] - l1 * sign_a
+        rhs[a] = correlation[ja] - penalty.weights[ja] * sign_a
         if ja < n_bounded:
             if bordered:
                 system[a, size] = sign_a
@@ -397,7 +538,8 @@ def _support_newton(gram, correlation, coef, n_bounded, bound, l1, l2,
         rhs[size] = bound * (1.0 - 8.0 * (n_bounded + 1) * eps)
     try:
         solution = np.linalg.solve(system, rhs)
-    except Exception:  # singular support system: CD's iterate stands
+    except Exception:  # noqa: BLE001 (numba catches no narrower class)
+        # singular support system: CD's iterate stands
         return -1.0
     if bordered and not np.isfinite(solution[size]):
         return -1.0
@@ -422,19 +564,20 @@ def _support_newton(gram, correlation, coef, n_bounded, bound, l1, l2,
     # segment from coef to the Newton point. The objective is convex along it
     # and piecewise quadratic, with kinks where coordinates cross zero; the
     # best of those kinks and the end point is kept.
-    _feature_sign_search(gram, correlation, coef, support, size, n_bounded,
-                         l1 + multiplier, l1, l2, trial)
+    _feature_sign_search(problem, coef, support[:size], weights, l2, trial)
     return multiplier
 
 
 @njit(cache=True)
-def _feature_sign_search(gram, correlation, coef, support, size, n_bounded,
-                         weight_bounded, weight_free, l2, trial):
+def _feature_sign_search(problem, coef, support, weights, l2, trial):
     """Replace ``trial`` by the best point of the segment [coef, trial].
 
-    Only the support coordinates move, so the objective along the segment is
-    evaluated in O(|S|) per point from ``G`` restricted to the support.
+    Only the ``support`` coordinates move, so the objective along the
+    segment is evaluated in O(|S|) per point from ``G`` restricted to the
+    support.
     """
+    gram = problem.gram
+    size = support.shape[0]
     direction = np.empty(size)
     start = np.empty(size)
     gram_start = np.zeros(size)
@@ -452,11 +595,10 @@ def _feature_sign_search(gram, correlation, coef, support, size, n_bounded,
             total_direction += g * direction[b]
         gram_start[a] = total_start
         gram_direction[a] = total_direction
+    segment = (start, direction, gram_start, gram_direction)
     # Objective minus the constant zz/2 as a function of t on the segment.
     best_t = 0.0
-    best_value = _segment_objective(0.0, start, direction, gram_start,
-                                    gram_direction, correlation, support, size,
-                                    n_bounded, weight_bounded, weight_free, l2)
+    best_value = _segment_objective(0.0, segment, problem.correlation, support, weights, l2)
     for a in range(size + 1):
         if a < size:
             if start[a] * (start[a] + direction[a]) >= 0.0:
@@ -464,9 +606,7 @@ def _feature_sign_search(gram, correlation, coef, support, size, n_bounded,
             t = start[a] / (start[a] - (start[a] + direction[a]))
         else:
             t = 1.0
-        value = _segment_objective(t, start, direction, gram_start,
-                                   gram_direction, correlation, support, size,
-                                   n_bounded, weight_bounded, weight_free, l2)
+        value = _segment_objective(t, segment, problem.correlation, support, weights, l2)
         if value < best_value:
             best_value = value
             best_t = t
@@ -482,85 +622,112 @@ def _feature_sign_search(gram, correlation, coef, support, size, n_bounded,
 
 
 @njit(cache=True)
-def _segment_objective(t, start, direction, gram_start, gram_direction,
-                       correlation, support, size, n_bounded, weight_bounded,
-                       weight_free, l2):
+def _segment_objective(t, segment, correlation, support, weights, l2):
+    """The objective (less ``zz/2``) at ``start + t direction``; ``segment``
+    is (start, direction, G start, G direction) on the support."""
+    start, direction, gram_start, gram_direction = segment
     value = 0.0
-    for a in range(size):
+    for a in range(support.shape[0]):
         w = start[a] + t * direction[a]
         q = gram_start[a] + t * gram_direction[a]
         ja = support[a]
-        weight = weight_bounded if ja < n_bounded else weight_free
-        value += 0.5 * w * q - correlation[ja] * w + weight * abs(w) + 0.5 * l2 * w * w
+        value += 0.5 * w * q - correlation[ja] * w + weights[ja] * abs(w) + 0.5 * l2 * w * w
     return value
 
 
 @njit(cache=True)
-def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
-               tol, max_iter, gram_coef, candidate, candidate_gram_coef, active,
-               history, gram_history):
+def _new_bracket():
+    return Bracket(0.0, np.inf, -1.0, 0.0, 0)
+
+
+@njit(cache=True)
+def _bracket_update(bracket, x, norm, radius):
+    """Record the multiplier ``x`` whose solution has L1 norm ``norm``: the
+    new ``low`` when it is above ``radius``, else the new ``high``. Moving
+    the same end twice in a row halves the other end's distance to the
+    radius (Illinois). (Halving an end not found yet is harmless: finding it
+    overwrites it.)"""
+    if norm > radius:
+        norm_high = bracket.norm_high
+        if bracket.side == -1:
+            norm_high = radius + 0.5 * (norm_high - radius)
+        return Bracket(x, norm, bracket.high, norm_high, -1)
+    norm_low = bracket.norm_low
+    if bracket.side == 1:
+        norm_low = radius + 0.5 * (norm_low - radius)
+    return Bracket(bracket.low, norm_low, x, norm, 1)
+
+
+@njit(cache=True)
+def _bracket_stalled(bracket):
+    return bracket.high - bracket.low <= 1e-15 * bracket.high
+
+
+@njit(cache=True)
+def _bracket_next(bracket, radius):
+    """The next multiplier: regula falsi on the piecewise-linear,
+    non-increasing map from the multiplier to the norm, the midpoint when
+    that leaves the bracket or no end above the radius is known."""
+    low, high = bracket.low, bracket.high
+    x = high
+    if np.isfinite(bracket.norm_low):
+        x = low + (bracket.norm_low - radius) * (high - low) / (bracket.norm_low
+                                                                 - bracket.norm_high)
+    if not (low < x < high):
+        x = 0.5 * (low + high)
+    return x
+
+
+@njit(cache=True)
+def _solve_row(problem, penalty, options, coef, work):
     """Solve one row; ``coef`` holds the warm start and receives the solution.
 
     CD runs in chunks of epochs at the current multiplier; after each chunk a
     support-Newton step proposes an exact solution and a multiplier, and every
     iterate is certified (feasible primal point, Lagrangian dual bound). When
     Newton cannot help, the multiplier follows a bracketing search once CD has
-    solved the current weighted problem. Returns
-    (gap, objective, multiplier, sweeps, status).
+    solved the current weighted problem. Returns a :class:`RowResult`.
     """
-    n_columns = coef.shape[0]
+    n_bounded, bound, l2, tol = penalty.n_bounded, penalty.bound, penalty.l2, options.tol
     bounded = n_bounded > 0 and np.isfinite(bound)
-    _recompute_gram_coef(gram, coef, gram_coef)
+    gram_coef, weights, trial, trial_gram_coef = (work.gram_coef, work.weights, work.trial,
+                                                  work.trial_gram_coef)
+    _recompute_gram_coef(problem.gram, coef, gram_coef)
     solution = coef.copy()
-    # The roundoff floor is that of the point being certified: rounding in
-    # ||r||^2 = zz - 2 c.w + w.Gw scales with those terms at that point. The
-    # dual is already discounted by it once, so a gap of twice the floor is
-    # the best that can be certified.
-    best_primal, best_dual, best_multiplier = np.inf, -np.inf, 0.0
-    best_roundoff = 0.0
     multiplier = 0.0
-    low, phi_low, high, phi_high = 0.0, np.inf, -1.0, 0.0
-    side = 0
+    bracket = _new_bracket()
     sweeps = 0
     status = MAX_ITER_REACHED
-    trial = np.empty(n_columns)
-    trial_gram = np.empty(n_columns)
     # The warm start (zero by default) is a candidate too, so a row stopped
     # by max_iter is never worse than where it started.
-    best_primal, best_dual, best_multiplier, best_roundoff = _keep_best(
-        gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
-        candidate, candidate_gram_coef, solution, best_primal, best_dual,
-        best_multiplier, best_roundoff)
+    best = _keep_best(problem, penalty, coef, work, solution,
+                      Certificate(np.inf, -np.inf, 0.0, 0.0))
     newton_guides = True
     newton_updates = 0
     chunks_at_multiplier = 0
     for _ in range(100 * _MAX_MULTIPLIER_STEPS):
-        chunk = min(_NEWTON_EVERY, max_iter - sweeps)
+        chunk = min(_NEWTON_EVERY, options.max_iter - sweeps)
         if chunk <= 0:
             break
         inner_target = 0.5 * tol if bounded else tol
-        steps, lagrangian_primal, lagrangian_dual = _weighted_enet_cd(
-            gram, correlation, target_sq, coef, gram_coef, n_bounded,
-            l1 + multiplier, l1, l2, inner_target, multiplier * bound, chunk,
-            active, history, gram_history)
-        sweeps += steps
+        # (nan without a finite bound, so the inner test below never passes
+        # there: such rows stop on the certificate after each chunk)
         offset = multiplier * bound
-        inner_done = (lagrangian_primal - lagrangian_dual
-                      <= inner_target * max(lagrangian_primal - offset, 0.0)
-                      + _ROUNDOFF * (target_sq + abs(lagrangian_primal)))
+        _lagrangian_weights(penalty, multiplier, weights)
+        steps, lagrangian_primal, lagrangian_dual = _weighted_enet_cd(
+            problem, weights, l2, coef, work, inner_target, offset, chunk)
+        sweeps += steps
+        inner_done = _gap_met(lagrangian_primal, lagrangian_dual, inner_target,
+                              max(lagrangian_primal - offset, 0.0),
+                              _ROUNDOFF * (problem.target_sq + abs(lagrangian_primal)))
         # Certify CD's iterate. Dual bounds are discounted by the rounding
         # error of the Gram form of ||r||^2 at the point (which cancels), so
         # they stay valid lower bounds even for points with huge coefficients.
         cd_dual = (lagrangian_dual - offset
-                   - _quadratic_terms(correlation, coef, gram_coef, target_sq)[2])
-        if cd_dual > best_dual:
-            best_dual = cd_dual
-            best_multiplier = multiplier
-        best_primal, best_dual, best_multiplier, best_roundoff = _keep_best(
-            gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
-            candidate, candidate_gram_coef, solution, best_primal, best_dual,
-            best_multiplier, best_roundoff)
-        if best_primal - best_dual <= tol * best_primal + 2.0 * best_roundoff:
+                   - _quadratic_terms(problem, coef, gram_coef)[2])
+        best = _keep_best(problem, penalty, coef, work, solution,
+                          _offer_dual(best, cd_dual, multiplier))
+        if _certified(best, tol):
             status = CONVERGED
             break
         phi = l1_norm(coef, 0, n_bounded)
@@ -569,29 +736,23 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
         # bracketing search has started, Newton only polishes CD at the current
         # multiplier (accepted when it lowers that Lagrangian, so no cycling).
         free = bounded and newton_guides and (phi > bound or multiplier > 0.0)
-        newton_multiplier = _support_newton(gram, correlation, coef, n_bounded,
-                                            bound, l1, l2, multiplier, free, trial)
+        newton_multiplier = _support_newton(problem, penalty, coef, multiplier, free,
+                                            weights, trial)
         if newton_multiplier < 0.0 and free:
             # The bordered system failed (signs or multiplier inconsistent):
             # still polish at the current multiplier.
             free = False
-            newton_multiplier = _support_newton(gram, correlation, coef,
-                                                n_bounded, bound, l1, l2,
-                                                multiplier, False, trial)
+            newton_multiplier = _support_newton(problem, penalty, coef, multiplier, False,
+                                                weights, trial)
         if newton_multiplier >= 0.0:
-            _recompute_gram_coef(gram, trial, trial_gram)
-            t_primal, t_dual, t_roundoff = _lagrangian_gap(
-                correlation, trial, trial_gram, target_sq, n_bounded,
-                l1 + newton_multiplier, l1, l2)
+            _recompute_gram_coef(problem.gram, trial, trial_gram_coef)
+            _lagrangian_weights(penalty, newton_multiplier, weights)
+            t_primal, t_dual, t_roundoff = _lagrangian_gap(problem, trial, trial_gram_coef,
+                                                           weights, l2)
             t_dual -= newton_multiplier * bound + t_roundoff
-            if t_dual > best_dual:
-                best_dual = t_dual
-                best_multiplier = newton_multiplier
-            best_primal, best_dual, best_multiplier, best_roundoff = _keep_best(
-                gram, correlation, target_sq, trial, n_bounded, bound, l1, l2,
-                candidate, candidate_gram_coef, solution, best_primal,
-                best_dual, best_multiplier, best_roundoff)
-            if best_primal - best_dual <= tol * best_primal + 2.0 * best_roundoff:
+            best = _keep_best(problem, penalty, trial, work, solution,
+                              _offer_dual(best, t_dual, newton_multiplier))
+            if _certified(best, tol):
                 status = CONVERGED
                 break
             if free:
@@ -605,8 +766,8 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
                     chunks_at_multiplier = 0
                     continue
             elif t_primal < lagrangian_primal:
-                coef[:] = trial
-                gram_coef[:] = trial_gram
+                copy_into(coef, trial)
+                copy_into(gram_coef, trial_gram_coef)
         chunks_at_multiplier += 1
         # The unconstrained problem (mu = 0) can be very slow to solve on
         # singular designs (flat valleys); when its iterate is clearly outside
@@ -620,61 +781,63 @@ def _solve_row(gram, correlation, target_sq, coef, n_bounded, bound, l1, l2,
         newton_guides = False
         chunks_at_multiplier = 0
         # CD solved the weighted problem at this multiplier but Newton did
-        # not close the gap: move the multiplier (Illinois regula falsi on the
-        # piecewise-linear, non-increasing map mu -> ||a(mu)||_1).
-        if phi > bound:
-            low, phi_low = multiplier, phi
-            if high < 0.0:
-                multiplier = 4.0 * multiplier if multiplier > 0.0 else max(
-                    l1, 1e-3 * _max_abs_gradient(correlation, gram_coef, n_bounded),
-                    1e-300)
-                continue
-            if side == -1:
-                phi_high = bound + 0.5 * (phi_high - bound)
-            side = -1
-        else:
-            if multiplier == 0.0 and not inner_done:
+        # not close the gap: move the multiplier.
+        if phi <= bound and multiplier == 0.0:
+            if not inner_done:
                 continue  # the bound looks inactive: keep solving at mu = 0
-            high, phi_high = multiplier, phi
-            if side == 1:
-                phi_low = bound + 0.5 * (phi_low - bound)
-            side = 1
-            if multiplier == 0.0:
-                if not inner_done:
-                    continue  # the bound looks inactive: keep solving at mu = 0
-                status = SEARCH_STALLED  # bound inactive yet gap not met
-                break
-        if high - low <= 1e-15 * high:
+            status = SEARCH_STALLED  # bound inactive yet gap not met
+            break
+        bracket = _bracket_update(bracket, multiplier, phi, bound)
+        if bracket.high < 0.0:  # no multiplier large enough yet
+            multiplier = 4.0 * multiplier if multiplier > 0.0 else max(
+                penalty.l1, 1e-3 * _max_abs_gradient(problem.correlation, gram_coef, n_bounded),
+                1e-300)
+            continue
+        if _bracket_stalled(bracket):
             status = SEARCH_STALLED
             break
-        if np.isfinite(phi_low):
-            multiplier = low + (phi_low - bound) * (high - low) / (phi_low - phi_high)
-        if not (low < multiplier < high):
-            multiplier = 0.5 * (low + high)
-    coef[:] = solution
-    return best_primal - best_dual, best_primal, best_multiplier, sweeps, status
+        multiplier = _bracket_next(bracket, bound)
+    copy_into(coef, solution)
+    return RowResult(best.primal - best.dual, best.primal, best.multiplier, sweeps, status, 0.0)
 
 
 @njit(cache=True)
-def _keep_best(gram, correlation, target_sq, point, n_bounded, bound, l1, l2,
-               candidate, candidate_gram_coef, solution, best_primal, best_dual,
-               best_multiplier, best_roundoff):
-    """Certify ``point`` (made feasible) and keep the best primal and dual.
+def _feasible_objective(problem, penalty, point, n_projected, radius, out, out_gram_coef):
+    """``point`` made feasible for ``||out[:n_projected]||_1 <= radius`` (into
+    ``out``, with ``G out``) and its objective. Returns (primal, ||r||^2 / m,
+    r^T z / m, roundoff) at ``out``."""
+    copy_into(out, point)
+    if n_projected > 0 and np.isfinite(radius):
+        enforce_l1_bound_inplace(out, 0, n_projected, radius)
+    _recompute_gram_coef(problem.gram, out, out_gram_coef)
+    residual_sq, r_dot_z, roundoff = _quadratic_terms(problem, out, out_gram_coef)
+    return _primal(out, residual_sq, penalty.weights, penalty.l2), residual_sq, r_dot_z, roundoff
 
-    The best feasible point goes to ``solution``. Returns the updated
-    (best_primal, best_dual, best_multiplier, best_roundoff).
-    """
-    primal, dual, roundoff = _certify_feasible(
-        gram, correlation, target_sq, point, n_bounded, bound, l1, l2,
-        candidate, candidate_gram_coef)
-    if dual > best_dual:
-        best_dual = dual
-        best_multiplier = 0.0
-    if primal < best_primal:
-        best_primal = primal
-        best_roundoff = roundoff
-        solution[:] = candidate
-    return best_primal, best_dual, best_multiplier, best_roundoff
+
+@njit(cache=True)
+def _offer_dual(best, dual, multiplier):
+    """``best`` with the dual bound ``dual`` (at ``multiplier``) if it is higher."""
+    if dual > best.dual:
+        return Certificate(best.primal, dual, multiplier, best.roundoff)
+    return best
+
+
+@njit(cache=True)
+def _keep_best(problem, penalty, point, work, solution, best):
+    """Certify ``point`` made feasible (in ``work.candidate``) with the dual
+    bound at multiplier 0 at its residual; the best feasible point goes to
+    ``solution``. Returns the updated :class:`Certificate`."""
+    candidate, candidate_gram_coef = work.candidate, work.candidate_gram_coef
+    primal, residual_sq, r_dot_z, roundoff = _feasible_objective(
+        problem, penalty, point, penalty.n_bounded, penalty.bound, candidate,
+        candidate_gram_coef)
+    dual = _dual(problem.correlation, candidate_gram_coef, residual_sq, r_dot_z,
+                 penalty.weights, penalty.l2) - roundoff
+    best = _offer_dual(best, dual, 0.0)
+    if primal < best.primal:
+        best = Certificate(primal, best.dual, best.multiplier, roundoff)
+        copy_into(solution, candidate)
+    return best
 
 
 @njit(cache=True)
@@ -686,56 +849,30 @@ def _max_abs_gradient(correlation, gram_coef, n_bounded):
 
 
 @njit(cache=True)
-def _certify_feasible(gram, correlation, target_sq, coef, n_bounded, bound, l1,
-                      l2, candidate, candidate_gram_coef):
-    """Feasible point from ``coef`` (into ``candidate``), its objective, and
-    the dual bound (multiplier 0) at its residual. Returns
-    (primal, dual, roundoff)."""
-    candidate[:] = coef
-    if n_bounded > 0 and np.isfinite(bound):
-        enforce_l1_bound_inplace(candidate, 0, n_bounded, bound)
-    _recompute_gram_coef(gram, candidate, candidate_gram_coef)
-    residual_sq, r_dot_z, roundoff = _quadratic_terms(
-        correlation, candidate, candidate_gram_coef, target_sq)
-    primal = _primal(candidate, residual_sq, n_bounded, l1, l1, l2)
-    dual = _dual(correlation, candidate_gram_coef, residual_sq, r_dot_z,
-                 n_bounded, l1, l1, l2) - roundoff
-    return primal, dual, roundoff
-
-
-@njit(cache=True)
-def _keep_best_row_bounded(gram, correlation, target_sq, point, row_bound, l1,
-                           l2, work, work_gram_coef, solution, best_primal,
-                           best_roundoff):
+def _keep_best_in_row_ball(problem, penalty, point, out, out_gram_coef, solution, best):
     """Certify ``point`` projected onto the row ball ``||w||_1 <= row_bound``
-    (into ``work``) and keep it in ``solution`` if its objective is the best
+    (into ``out``) and keep it in ``solution`` if its objective is the best
     so far. ``point`` must already satisfy the first bound, which the
     projection keeps (it only shrinks entries). Returns the updated
-    (best_primal, best_roundoff)."""
-    work[:] = point
-    enforce_l1_bound_inplace(work, 0, work.shape[0], row_bound)
-    _recompute_gram_coef(gram, work, work_gram_coef)
-    residual_sq, _, roundoff = _quadratic_terms(
-        correlation, work, work_gram_coef, target_sq)
-    primal = _primal(work, residual_sq, 0, l1, l1, l2)
-    if primal < best_primal:
-        solution[:] = work
-        return primal, roundoff
-    return best_primal, best_roundoff
+    :class:`Certificate`."""
+    primal, _, _, roundoff = _feasible_objective(problem, penalty, point, point.shape[0],
+                                                 penalty.row_bound, out, out_gram_coef)
+    if primal < best.primal:
+        copy_into(solution, out)
+        return Certificate(primal, best.dual, best.multiplier, roundoff)
+    return best
 
 
 @njit(cache=True)
-def _solve_row_bounded(gram, correlation, target_sq, coef, n_bounded, bound,
-                       row_bound, l1, l2, tol, max_iter, gram_coef, candidate,
-                       candidate_gram_coef, active, history, gram_history,
-                       point, point_gram_coef):
+def _solve_row_bounded(problem, penalty, options, coef, work):
     """Solve one row with the extra bound ``||w||_1 <= row_bound``.
 
     Outer bracketing search on the bound's multiplier ``t``: each step solves
-    the row at L1 weight ``l1 + t`` with ``_solve_row`` (warm started from the
-    previous step), and certifies with the outer Lagrangian dual. Returns
-    (gap, objective, multiplier, sweeps, status, row_multiplier).
+    the row at L1 weights ``weights + t`` with ``_solve_row`` (warm started
+    from the previous step), and certifies with the outer Lagrangian dual.
+    Returns a :class:`RowResult`.
     """
+    correlation, row_bound, tol = problem.correlation, penalty.row_bound, options.tol
     n_columns = coef.shape[0]
     solution = coef.copy()
     low_point = np.zeros(n_columns)
@@ -743,174 +880,151 @@ def _solve_row_bounded(gram, correlation, target_sq, coef, n_bounded, bound,
     sweeps = 0
     status = MAX_ITER_REACHED
     # The warm start (zero by default) made feasible is the first candidate.
-    point[:] = coef
-    if n_bounded > 0 and np.isfinite(bound):
-        enforce_l1_bound_inplace(point, 0, n_bounded, bound)
-    best_primal, best_roundoff = _keep_best_row_bounded(
-        gram, correlation, target_sq, point, row_bound, l1, l2, candidate,
-        candidate_gram_coef, solution, np.inf, 0.0)
-    best_dual, best_multiplier, best_row_multiplier = -np.inf, 0.0, 0.0
+    point = work.point
+    copy_into(point, coef)
+    if penalty.n_bounded > 0 and np.isfinite(penalty.bound):
+        enforce_l1_bound_inplace(point, 0, penalty.n_bounded, penalty.bound)
+    best = _keep_best_in_row_ball(problem, penalty, point, work.candidate,
+                                  work.candidate_gram_coef, solution,
+                                  Certificate(np.inf, -np.inf, 0.0, 0.0))
+    best_row_multiplier = 0.0
     # Start where the row is sparse (half the largest gradient), as a path
     # would: a tight row bound then needs few, cheap inner solves.
-    _recompute_gram_coef(gram, coef, gram_coef)
+    _recompute_gram_coef(problem.gram, coef, work.gram_coef)
     largest_gradient = 0.0
     for j in range(n_columns):
-        largest_gradient = max(largest_gradient,
-                               abs(correlation[j] - gram_coef[j]))
-    t = max(0.5 * largest_gradient - l1, 1e-300)
-    low, phi_low, high, phi_high = 0.0, np.inf, -1.0, 0.0
-    side = 0
+        largest_gradient = max(largest_gradient, abs(correlation[j] - work.gram_coef[j]))
+    t = max(0.5 * largest_gradient - penalty.l1, 1e-300)
+    bracket = _new_bracket()
     for _ in range(_MAX_MULTIPLIER_STEPS):
-        remaining = max_iter - sweeps
+        remaining = options.max_iter - sweeps
         if remaining <= 0:
             break
         # The inner gap is relative to the inner objective, which exceeds the
         # outer one by about t * row_bound: tighten it accordingly.
         inner_tol = 0.5 * tol
-        if np.isfinite(best_primal) and best_primal > 0.0:
-            inner_tol *= best_primal / (best_primal + t * row_bound)
-        inner_gap, inner_primal, inner_multiplier, inner_sweeps, inner_status = (
-            _solve_row(gram, correlation, target_sq, coef, n_bounded, bound,
-                       l1 + t, l2, inner_tol, remaining, gram_coef, candidate,
-                       candidate_gram_coef, active, history, gram_history))
-        sweeps += max(inner_sweeps, 1)
-        dual = inner_primal - inner_gap - t * row_bound
-        if dual > best_dual:
-            best_dual = dual
-            best_multiplier = inner_multiplier
+        if np.isfinite(best.primal) and best.primal > 0.0:
+            inner_tol *= best.primal / (best.primal + t * row_bound)
+        inner = _solve_row(problem, _shifted(penalty, t, work.row_weights),
+                           CDOptions(inner_tol, remaining), coef, work)
+        sweeps += max(inner.epochs, 1)
+        dual = inner.objective - inner.gap - t * row_bound
+        if dual > best.dual:
+            best = Certificate(best.primal, dual, inner.multiplier, best.roundoff)
             best_row_multiplier = t
-        best_primal, best_roundoff = _keep_best_row_bounded(
-            gram, correlation, target_sq, coef, row_bound, l1, l2, point,
-            point_gram_coef, solution, best_primal, best_roundoff)
-        if best_primal - best_dual <= tol * best_primal + 2.0 * best_roundoff:
+        best = _keep_best_in_row_ball(problem, penalty, coef, point, work.point_gram_coef,
+                                      solution, best)
+        if _certified(best, tol):
             status = CONVERGED
             break
-        if inner_status == MAX_ITER_REACHED:
+        if inner.status == MAX_ITER_REACHED:
             break  # the inner solve used the whole budget
         # (A stalled inner search still leaves a near-optimal inner row whose
         # norm steers the outer search.)
         phi = l1_norm(coef, 0, n_columns)
-        if phi > row_bound:
-            low, phi_low = t, phi
-            low_point[:] = coef
-            if high < 0.0:
-                t *= 4.0
-                continue
-            if side == -1:
-                phi_high = row_bound + 0.5 * (phi_high - row_bound)
-            side = -1
-        else:
-            if t == 0.0:
-                # Bound inactive and the inner row certified, yet the outer
-                # gap is not met: nothing left to search.
-                status = SEARCH_STALLED
-                break
-            high, phi_high = t, phi
-            high_point[:] = coef
-            if side == 1:
-                phi_low = row_bound + 0.5 * (phi_low - row_bound)
-            side = 1
-            if not np.isfinite(phi_low):
-                # No point outside the ball yet: try the bound inactive when
-                # the inner problem is well posed there, else go down the
-                # path (warm starts keep each step cheap; a direct jump to a
-                # tiny t was measured to stall CD on ill-conditioned rows).
-                t = 0.0 if (l1 > 0.0 or l2 > 0.0) else 0.125 * t
-                continue
-        if high - low <= 1e-15 * high:
+        if phi <= row_bound and t == 0.0:
+            # Bound inactive and the inner row certified, yet the outer gap
+            # is not met: nothing left to search.
+            status = SEARCH_STALLED
+            break
+        bracket = _bracket_update(bracket, t, phi, row_bound)
+        copy_into(low_point if phi > row_bound else high_point, coef)
+        if bracket.high < 0.0:  # no multiplier large enough yet
+            t *= 4.0
+            continue
+        if not np.isfinite(bracket.norm_low):
+            # No point outside the ball yet: try the bound inactive when
+            # the inner problem is well posed there, else go down the
+            # path (warm starts keep each step cheap; a direct jump to a
+            # tiny t was measured to stall CD on ill-conditioned rows).
+            t = 0.0 if (penalty.l1 > 0.0 or penalty.l2 > 0.0) else 0.125 * t
+            continue
+        if _bracket_stalled(bracket):
             status = SEARCH_STALLED
             break
         # Both bracket ends solve nearly the same inner problem; the convex
         # combination on the sphere ||w||_1 = row_bound is then nearly optimal
         # for the outer one (it matters when inexact inner solves make the
         # norm jump across the bound).
-        theta = (phi_low - row_bound) / (phi_low - phi_high)
+        theta = (bracket.norm_low - row_bound) / (bracket.norm_low - bracket.norm_high)
+        candidate = work.candidate
         for j in range(n_columns):
             candidate[j] = theta * high_point[j] + (1.0 - theta) * low_point[j]
-        best_primal, best_roundoff = _keep_best_row_bounded(
-            gram, correlation, target_sq, candidate, row_bound, l1, l2, point,
-            point_gram_coef, solution, best_primal, best_roundoff)
-        if best_primal - best_dual <= tol * best_primal + 2.0 * best_roundoff:
+        best = _keep_best_in_row_ball(problem, penalty, candidate, point,
+                                      work.point_gram_coef, solution, best)
+        if _certified(best, tol):
             status = CONVERGED
             break
-        t = low + (phi_low - row_bound) * (high - low) / (phi_low - phi_high)
-        if not (low < t < high):
-            t = 0.5 * (low + high)
-    coef[:] = solution
-    return (best_primal - best_dual, best_primal, best_multiplier, sweeps,
-            status, best_row_multiplier)
+        t = _bracket_next(bracket, row_bound)
+    copy_into(coef, solution)
+    return RowResult(best.primal - best.dual, best.primal, best.multiplier, sweeps, status,
+                     best_row_multiplier)
 
 
 @njit(cache=True)
-def _solve_one(gram, correlation, target_sq, row, n_bounded, bound, row_bound, l1,
-               l2, tol, max_iter):
-    """Solve one row in place; returns (gap, objective, multiplier, epochs,
-    status, row multiplier)."""
-    n_columns = correlation.shape[0]
-    gram_coef = np.empty(n_columns)
-    candidate = np.empty(n_columns)
-    candidate_gram_coef = np.empty(n_columns)
-    active = np.empty(n_columns, dtype=np.int64)
-    history = np.empty((_ANDERSON_DEPTH + 1, n_columns))
-    gram_history = np.empty((_ANDERSON_DEPTH + 1, n_columns))
-    if np.isfinite(row_bound):
-        return _solve_row_bounded(
-            gram, correlation, target_sq, row, n_bounded, bound, row_bound, l1,
-            l2, tol, max_iter, gram_coef, candidate, candidate_gram_coef, active,
-            history, gram_history, np.empty(n_columns), np.empty(n_columns))
-    result = _solve_row(gram, correlation, target_sq, row, n_bounded, bound, l1,
-                        l2, tol, max_iter, gram_coef, candidate,
-                        candidate_gram_coef, active, history, gram_history)
-    return (result[0], result[1], result[2], result[3], result[4], 0.0)
+def _row_work(n_columns):
+    history_shape = (_ANDERSON_DEPTH + 1, n_columns)
+    return RowWork(np.empty(n_columns), np.empty(n_columns), np.empty(n_columns),
+                   np.empty(n_columns), np.empty(n_columns), np.empty(n_columns),
+                   np.empty(n_columns), np.empty(n_columns), np.empty(n_columns),
+                   np.empty(n_columns, dtype=np.int64), np.empty(history_shape),
+                   np.empty(history_shape))
+
+
+@njit(cache=True)
+def _solve_one(problem, penalty, options, row):
+    """Solve one row in place; returns its :class:`RowResult`."""
+    work = _row_work(row.shape[0])
+    if np.isfinite(penalty.row_bound):
+        return _solve_row_bounded(problem, penalty, options, row, work)
+    return _solve_row(problem, penalty, options, row, work)
 
 
 @njit(cache=True)
 def _store(record, result, earlier_epochs):
-    """Write one row's result tuple into its record row (gap, objective,
+    """Write one row's :class:`RowResult` into its record row (gap, objective,
     multiplier, epochs, status, row multiplier)."""
-    record[0] = result[0]
-    record[1] = result[1]
-    record[2] = result[2]
-    record[3] = earlier_epochs + result[3]
-    record[4] = result[4]
-    record[5] = result[5]
+    record[0] = result.gap
+    record[1] = result.objective
+    record[2] = result.multiplier
+    record[3] = earlier_epochs + result.epochs
+    record[4] = result.status
+    record[5] = result.row_multiplier
+
+
+@njit(cache=True)
+def _fill_support(values, support, row):
+    """``row`` zero but ``row[support] = values``."""
+    row[:] = 0.0
+    for k in range(support.shape[0]):
+        row[support[k]] = values[k]
 
 
 @njit(parallel=True, cache=True)
-def _solve_rows_kernel(gram, correlations, target_sq, coef, n_bounded, bound,
-                       row_bound, l1, l2, tol, max_iter, records):
+def _solve_rows_kernel(gram, correlations, target_sq, coef, penalty, options, records):
     for i in prange(correlations.shape[0]):
-        _store(records[i], _solve_one(gram, correlations[i], target_sq[i], coef[i],
-                                      n_bounded, bound, row_bound, l1, l2, tol,
-                                      max_iter), 0.0)
+        problem = RowProblem(gram, correlations[i], target_sq[i])
+        _store(records[i], _solve_one(problem, penalty, options, coef[i]), 0.0)
 
 
 @njit(parallel=True, cache=True)
-def _solve_supports_kernel(gram, correlations, target_sq, coef, n_bounded, bound,
-                           row_bound, l1, l2, tol, max_iter, records):
-    """Each row again on its own support (columns where ``coef`` is nonzero):
-    the sub-Gram is the principal submatrix of those columns, and the kept
-    bounded columns stay first, so the row is the same problem restricted to
-    the support."""
+def _solve_supports_kernel(gram, correlations, target_sq, coef, penalty, options, records):
+    """Each row again on its own support (columns where ``coef`` is nonzero),
+    the same problem restricted to it (:func:`_restricted`); ``records``
+    keep their epochs and add these."""
     for i in prange(correlations.shape[0]):
         support = np.flatnonzero(coef[i])
         if support.size == 0:  # the zero row is the only point: exact
-            _store(records[i], (0.0, 0.5 * target_sq[i], 0.0, 0, CONVERGED, 0.0),
-                   records[i, 3])
+            _store(records[i], _zero_row_result(target_sq[i]), records[i, 3])
             continue
-        sub_gram = np.ascontiguousarray(gram[support][:, support])
+        problem, sub_penalty = _restricted(RowProblem(gram, correlations[i], target_sq[i]),
+                                           penalty, support)
         row = coef[i][support]
-        kept_bounded = 0
-        for j in support:
-            if j < n_bounded:
-                kept_bounded += 1
-        result = _solve_one(sub_gram, correlations[i][support], target_sq[i], row,
-                            kept_bounded, bound if kept_bounded else np.inf,
-                            row_bound, l1, l2, tol, max_iter)
-        coef[i, :] = 0.0
-        for k in range(support.size):
-            coef[i, support[k]] = row[k]
+        result = _solve_one(problem, sub_penalty, options, row)
+        _fill_support(row, support, coef[i])
         _store(records[i], result, records[i, 3])
+
+
 
 
 def _one_bound(n_bounded, bound, row_bound):
@@ -918,19 +1032,18 @@ def _one_bound(n_bounded, bound, row_bound):
     return not (n_bounded > 0 and np.isfinite(bound) and np.isfinite(row_bound))
 
 
-def _relax_rows(problem, coef, records, breakpoints, options, solver):
+def _relax_rows(data, coef, records, breakpoints, penalty, options, solver):
     """Solve every row again restricted to its support (the relaxed Lasso),
-    in place: ``options`` are ``(n_bounded, bound, row_bound, l1, l2, tol,
-    max_iter)`` with the relaxed penalties. The homotopy when it solved the
+    in place, under ``penalty`` (the relaxed one) and ``options``; ``data``
+    is ``(gram, correlations, target_sq)``. The homotopy when it solved the
     rows (its breakpoints are added to ``breakpoints``), coordinate descent
     from the unrelaxed point for rows it cannot certify and otherwise."""
-    n_bounded, bound, row_bound, l1, l2, tol, max_iter = options
     rows = np.arange(coef.shape[0])
-    if solver == "homotopy" and not np.isfinite(row_bound):
+    if solver == "homotopy" and not np.isfinite(penalty.row_bound):
         from .homotopy import homotopy_supports_kernel  # imports this module
 
         relaxed, relaxed_records = coef.copy(), records.copy()
-        homotopy_supports_kernel(*problem, relaxed, n_bounded, bound, l1, l2, tol,
+        homotopy_supports_kernel(*data, relaxed, penalty, options.tol,
                                  10 * coef.shape[1] + 100, relaxed_records)
         done = relaxed_records[:, 4] == 0
         breakpoints[done] += relaxed_records[done, 3].astype(np.int64)
@@ -938,10 +1051,10 @@ def _relax_rows(problem, coef, records, breakpoints, options, solver):
         coef[done], records[done] = relaxed[done], relaxed_records[done]
         rows = np.flatnonzero(~done)
     if rows.size:
-        gram, correlations, target_sq = problem
+        gram, correlations, target_sq = data
         rest, rest_records = np.ascontiguousarray(coef[rows]), records[rows]
         _solve_supports_kernel(gram, np.ascontiguousarray(correlations[rows]),
-                               np.ascontiguousarray(target_sq[rows]), rest, *options,
+                               np.ascontiguousarray(target_sq[rows]), rest, penalty, options,
                                rest_records)
         coef[rows], records[rows] = rest, rest_records
 
@@ -1010,37 +1123,35 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
     records = np.zeros((n_rows, 6))
     breakpoints = np.zeros(n_rows, dtype=np.int64)
     method = np.zeros(n_rows, dtype=np.int64)
-    arguments = (int(n_bounded), float(bound), float(row_bound), float(l1), float(l2),
-                 float(tol), int(max_iter), records)
+    data = (gram, correlations, target_sq)
+    penalty = row_penalty(n_columns, n_bounded, bound, row_bound, l1, l2)
+    options = CDOptions(float(tol), int(max_iter))
     if n_rows and solver == "homotopy" and _one_bound(n_bounded, bound, row_bound):
         from .homotopy import homotopy_rows_kernel  # imports this module
 
         # the homotopy follows one L1 bound: the block's, or the row bound's
         # over every column
         whole_row = np.isfinite(row_bound)
-        homotopy_rows_kernel(gram, correlations, target_sq, coef,
-                             n_columns if whole_row else int(n_bounded),
-                             float(row_bound) if whole_row else float(bound),
-                             float(l1), float(l2), float(tol), 10 * n_columns + 100,
-                             records)
+        followed = row_penalty(n_columns, n_columns, row_bound, l1=l1, l2=l2) if whole_row else penalty
+        homotopy_rows_kernel(*data, coef, followed, options.tol, 10 * n_columns + 100, records)
         if whole_row:  # its multiplier is the row bound's
             records[:, 5], records[:, 2] = records[:, 2], 0.0
-        breakpoints, method = _finish_homotopy_rows(
-            (gram, correlations, target_sq), coef, records, arguments[:-1])
+        breakpoints, method = _finish_homotopy_rows(data, coef, records, penalty, options)
     elif n_rows:
-        _solve_rows_kernel(gram, correlations, target_sq, coef, *arguments)
+        _solve_rows_kernel(*data, coef, penalty, options, records)
     if n_rows and relax < 1.0:
-        _relax_rows((gram, correlations, target_sq), coef, records, breakpoints,
-                    arguments[:3] + (l1 * relax, l2 * relax) + arguments[5:7], solver)
+        relaxed = row_penalty(n_columns, n_bounded, bound, row_bound, l1 * relax, l2 * relax)
+        _relax_rows(data, coef, records, breakpoints, relaxed, options, solver)
     return _row_solution(coef, records, breakpoints, method)
 
 
-def _finish_homotopy_rows(problem, coef, records, options):
+def _finish_homotopy_rows(data, coef, records, penalty, options):
     """Rows the homotopy solved (``records[:, 3]`` holding their breakpoints):
     the rows it could not certify are finished by coordinate descent from
-    its point, in place. ``options`` are ``(n_bounded, bound, row_bound, l1,
-    l2, tol, max_iter)``. Returns (breakpoints, method) per row."""
-    gram, correlations, target_sq = problem
+    its point under ``penalty`` and ``options``, in place; ``data`` is
+    ``(gram, correlations, target_sq)``. Returns (breakpoints, method) per
+    row."""
+    gram, correlations, target_sq = data
     breakpoints = records[:, 3].astype(np.int64)
     records[:, 3] = 0  # no coordinate-descent epochs
     method = np.ones(coef.shape[0], dtype=np.int64)
@@ -1049,7 +1160,7 @@ def _finish_homotopy_rows(problem, coef, records, options):
         rest = np.ascontiguousarray(coef[unresolved])
         rest_records = np.zeros((unresolved.size, 6))
         _solve_rows_kernel(gram, correlations[unresolved], target_sq[unresolved], rest,
-                           *options, rest_records)
+                           penalty, options, rest_records)
         coef[unresolved], records[unresolved] = rest, rest_records
         method[unresolved] = 2
     return breakpoints, method
@@ -1173,18 +1284,19 @@ def solve_rows_path(gram, correlations, target_sq, alphas, *, n_bounded=0,
     coefs = np.zeros((alphas.size, n_rows, n_columns))
     records = np.zeros((alphas.size, n_rows, 6))
     if n_rows:
-        homotopy_path_kernel(gram, correlations, target_sq, alphas, int(n_bounded),
-                             float(bound) if n_bounded else np.inf, 0.0, float(tol),
-                             (10 * n_columns + 100) * alphas.size, coefs, records)
-    problem = (gram, correlations, target_sq)
+        # the path's penalty is each alpha, added to this zero one
+        homotopy_path_kernel(gram, correlations, target_sq, alphas,
+                             row_penalty(n_columns, n_bounded, bound if n_bounded else np.inf),
+                             float(tol), (10 * n_columns + 100) * alphas.size, coefs, records)
+    data = (gram, correlations, target_sq)
+    options = CDOptions(float(tol), int(max_iter))
     solutions = []
     for alpha, coef, record in zip(alphas, coefs, records):
-        options = (int(n_bounded), float(bound), np.inf, float(alpha), 0.0, float(tol),
-                   int(max_iter))
-        breakpoints, method = _finish_homotopy_rows(problem, coef, record, options)
+        penalty = row_penalty(n_columns, n_bounded, bound, l1=alpha)
+        breakpoints, method = _finish_homotopy_rows(data, coef, record, penalty, options)
         if n_rows and relax < 1.0:
-            _relax_rows(problem, coef, record, breakpoints,
-                        options[:3] + (alpha * relax, 0.0) + options[5:], "homotopy")
+            relaxed = row_penalty(n_columns, n_bounded, bound, l1=alpha * relax)
+            _relax_rows(data, coef, record, breakpoints, relaxed, options, "homotopy")
         solutions.append(_row_solution(coef, record, breakpoints, method))
     return alphas, solutions
 
