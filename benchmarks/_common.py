@@ -129,7 +129,12 @@ def teacher_key(widths, seed=SEED, epochs=EPOCHS):
     return shared.teacher_key(784, widths, epochs=epochs, seed=seed)
 
 
-def get_teacher(widths, data, *, seed=SEED, epochs=EPOCHS, log=print):
+def log(message):
+    """Print at once: a benchmark's progress lines come minutes apart."""
+    print(message, flush=True)
+
+
+def get_teacher(widths, data, *, seed=SEED, epochs=EPOCHS, log=log):
     """The trained torch teacher, from the cache when present.
 
     Returns (module, info) where info says whether it was trained now, its
@@ -149,6 +154,15 @@ def get_teacher(widths, data, *, seed=SEED, epochs=EPOCHS, log=print):
         pred = model(torch.as_tensor(data.X_test)).argmax(1).numpy()
     info["test_accuracy"] = float(np.mean(pred == data.y_test))
     return model, info
+
+
+def prepared_teacher(widths, data_home):
+    """(data, teacher, teacher info) of a benchmark, numba's kernels loaded
+    (``warm_up``) so that no timing pays for them."""
+    data = load_data(data_home)
+    teacher, info = get_teacher(widths, data)
+    warm_up(data)
+    return data, teacher, info
 
 
 def subset_indices(m, seed=SEED):

@@ -231,11 +231,9 @@ def plot(curves, path):
 
 def main():
     args = parse_args()
-    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    log = C.log
     widths = C.WIDTHS["64-32-16"]
-    data = C.load_data(args.data_home)
-    teacher, teacher_info = C.get_teacher(widths, data, log=log)
-    C.warm_up(data)
+    data, teacher, teacher_info = C.prepared_teacher(widths, args.data_home)
     X, y, Z, logits = C.recorded_states(teacher, widths, data, args.m)
     X = np.ascontiguousarray(X, dtype=np.float64)
     result = {"m": args.m, "chunk_rows": args.chunk_rows, "n_features": X.shape[1],

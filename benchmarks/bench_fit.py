@@ -33,6 +33,7 @@ Run:  python benchmarks/bench_fit.py              (m = 5000 and 60000)
 Writes benchmarks/results/fit_m<m>.json per m.
 """
 
+import functools
 import time
 import warnings
 
@@ -278,7 +279,8 @@ def run_m(m, n_cvxpy, args, data, teacher, widths, log):
               "design_shape": list(W.shape), "design_nbytes": W.nbytes}
     log(f"m={m}: design {W.shape[0]} x {W.shape[1]}, {n_states} state rows")
 
-    gemm_times, _ = C.timed(lambda: C.design_gemm(W), args.gemm_repeats, warmup=1)
+    gemm_times, _ = C.timed(functools.partial(C.design_gemm, W), args.gemm_repeats,
+                            warmup=1)
     result["gemm"] = C.summary(gemm_times)
     log(f"  GEMM W^T W: median {result['gemm']['median_s']:.4f} s")
 
@@ -405,11 +407,9 @@ def ratios(r):
 
 def main():
     args = parse_args()
-    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    log = C.log
     widths = C.WIDTHS[args.widths]
-    data = C.load_data(args.data_home)
-    teacher, teacher_info = C.get_teacher(widths, data, log=log)
-    C.warm_up(data)
+    data, teacher, teacher_info = C.prepared_teacher(widths, args.data_home)
     if not args.skip_cvxpy:
         import clarabel  # noqa: F401  (versions recorded in machine_info)
         import cvxpy  # noqa: F401

@@ -32,6 +32,7 @@ Run:  python benchmarks/bench_homotopy.py                (m = 5000)
 Writes benchmarks/results/homotopy_m<m>.json.
 """
 
+import functools
 import time
 import warnings
 
@@ -79,11 +80,9 @@ def main():
     from sksim.solvers import solve_rows
 
     args = parse_args()
-    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    log = C.log
     widths = C.WIDTHS[args.widths]
-    data = C.load_data(args.data_home)
-    teacher, _ = C.get_teacher(widths, data, log=log)
-    C.warm_up(data)
+    data, teacher, _ = C.prepared_teacher(widths, args.data_home)
     X, y, Z, logits = C.recorded_states(teacher, widths, data, args.m)
     X64 = np.ascontiguousarray(X, dtype=np.float64)
     W = C.state_design(X64, Z)
@@ -91,7 +90,7 @@ def main():
     gram, corr, target_sq, design_mean, state_mean = _centred_gram_problem(W, Z, True)
     result = {**C.header(args), "m": args.m, "n_states": n_states,
               "design_shape": list(W.shape)}
-    gemm, _ = C.timed(lambda: C.design_gemm(W), 7, warmup=1)
+    gemm, _ = C.timed(functools.partial(C.design_gemm, W), 7, warmup=1)
     result["gemm"] = C.summary(gemm)
     unit = result["gemm"]["median_s"]
     log(f"m={args.m}: {n_states} rows, {W.shape[1]} columns, GEMM {unit:.4f} s")

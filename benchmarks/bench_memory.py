@@ -134,10 +134,9 @@ def main():
     if args.child:
         child(args)
         return
-    log = lambda msg: print(msg, flush=True)  # noqa: E731
     widths = C.WIDTHS[args.widths]
     data = C.load_data(args.data_home)
-    teacher, teacher_info = C.get_teacher(widths, data, log=log)
+    teacher, teacher_info = C.get_teacher(widths, data)
     C.recorded_states(teacher, widths, data, args.m)  # cached for the children
     del data, teacher
     measurements = []
@@ -152,9 +151,9 @@ def main():
                 subprocess.run(command, check=True)
                 record = json.loads(Path(output).read_text())
             measurements.append(record)
-            log(f"m={args.m} X {dtype} {method}: peak {record['peak_bytes'] / 2**20:.0f} "
-                f"MiB = {record['peak_over_design']:.2f} x W ({record['design_nbytes'] / 2**20:.0f}"
-                f" MiB), fit {record['fit_seconds']:.1f} s")
+            C.log(f"m={args.m} X {dtype} {method}: peak {record['peak_bytes'] / 2**20:.0f} "
+                  f"MiB = {record['peak_over_design']:.2f} x W "
+                  f"({record['design_nbytes'] / 2**20:.0f} MiB), fit {record['fit_seconds']:.1f} s")
     payload = C.header(args)
     payload["teacher"] = teacher_info
     payload["how"] = __doc__.split("\n\n", 1)[1].split("\n\nRun:")[0]

@@ -97,11 +97,9 @@ def to_torch_times(est, ff, X_test64, repeats):
 
 def main():
     args = parse_args()
-    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    log = C.log
     widths = C.WIDTHS[args.widths]
-    data = C.load_data(args.data_home)
-    teacher, teacher_info = C.get_teacher(widths, data, log=log)
-    C.warm_up(data)
+    data, teacher, teacher_info = C.prepared_teacher(widths, args.data_home)
     X, y, Z, logits = C.recorded_states(teacher, widths, data, args.m)
     X64 = np.ascontiguousarray(X, dtype=np.float64)
     est = C.fit_sim(X64, y, Z, logits)

@@ -13,6 +13,7 @@ Writes benchmarks/results/scaling.json (after every point) and
 benchmarks/scaling.png (benchmarks/results/quick/scaling.png for --quick).
 """
 
+import functools
 import warnings
 
 import numpy as np
@@ -85,7 +86,6 @@ def main():
         folder = C.RESULTS_DIR / "quick" if args.quick else C.RESULTS_DIR
         plot(json.loads((folder / "scaling.json").read_text()), png)
         return
-    log = lambda msg: print(msg, flush=True)  # noqa: E731
     data = C.load_data(args.data_home)
     C.warm_up(data)
     payload = C.header(args)
@@ -94,13 +94,13 @@ def main():
     payload["result"] = {"points": points}
     for width in args.widths:
         widths = C.WIDTHS[width]
-        teacher, info = C.get_teacher(widths, data, log=log)
+        teacher, info = C.get_teacher(widths, data)
         payload["teachers"][width] = info
         for m in args.m:
             X, y, Z, logits = C.recorded_states(teacher, widths, data, m)
             X64 = np.ascontiguousarray(X, dtype=np.float64)
             W = C.state_design(X64, Z)
-            gemm, _ = C.timed(lambda: C.design_gemm(W), 5, warmup=1)
+            gemm, _ = C.timed(functools.partial(C.design_gemm, W), 5, warmup=1)
             shape = W.shape
             del W
             with warnings.catch_warnings(record=True) as caught:
@@ -114,8 +114,8 @@ def main():
                      "warnings": sorted({str(w.message)[:300] for w in caught})}
             point["fit_over_gemm"] = point["fit"]["median_s"] / point["gemm"]["median_s"]
             points.append(point)
-            log(f"{width} m={m}: fit {point['fit']['median_s']:.2f} s, GEMM "
-                f"{point['gemm']['median_s']:.4f} s, ratio {point['fit_over_gemm']:.0f}")
+            C.log(f"{width} m={m}: fit {point['fit']['median_s']:.2f} s, GEMM "
+                  f"{point['gemm']['median_s']:.4f} s, ratio {point['fit_over_gemm']:.0f}")
             C.write_json("scaling", payload, args.output, quick=args.quick)
     plot(payload, png)
 

@@ -221,6 +221,10 @@ def layer_scales(teacher, kappa=KAPPA):
     scale, scales = 1.0, []
     for i, layer in enumerate(layers[:-1]):
         if i > 0:
+            # The norm of the float32 weights summed in float32, not
+            # sksim.baselines.well_posed_layer_scales (float64 sums): the scales
+            # differ by up to 4e-8 relative, and these produced the committed
+            # sim_rescaled series.
             norm = float(layer.weight.abs().sum(1).max())
             scale *= min(1.0, kappa / norm)
         scales.append(np.full(layer.out_features, scale))
