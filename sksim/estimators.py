@@ -1741,24 +1741,22 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
         y = np.asarray(y)
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D class labels; got shape {y.shape}.")
+        self._set_classes(y)
+        return LabelTargets(self.classes_), len(self.classes_)
+
+    def _set_classes(self, y):
+        """``classes_`` from the labels y, at least two of them."""
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
             raise ValueError(f"y must contain at least 2 classes; got 1 class "
                              f"({self.classes_[0]!r}).")
-        return LabelTargets(self.classes_), len(self.classes_)
 
     def _validated_targets(self, X, y):
         """Validated ``X``, the indicator targets and ``y`` for the teacher."""
         _check_numeric(X, "X")
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
-        check_classification_targets(y)
-        self.classes_ = np.unique(y)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                "y must contain at least 2 classes; got 1 class "
-                f"({self.classes_[0]!r})."
-            )
+        self._set_classes(y)
         self._check_sample_count(X.shape[0])
         binarizer = LabelBinarizer().fit(self.classes_)
         targets = binarizer.transform(y).astype(np.float64)
