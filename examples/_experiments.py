@@ -446,3 +446,11 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path):
+    """Write ``fig`` to ``path`` and close it (many figures per run otherwise
+    pile up in pyplot's memory)."""
+    fig.savefig(path, dpi=130)
+    pyplot().close(fig)
+    log(f"saved {path}")

@@ -109,9 +109,7 @@ def plot(payload, path):
     ax2.set_title("model size vs training data used (fixed alpha)")
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    E.log(f"saved {path}")
+    E.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -279,9 +279,7 @@ def plot(payload, path):
     fig.suptitle(f"{payload['dataset']}: accuracy under l_inf perturbations "
                  f"(teacher {payload['teacher']['architecture']}, SIM m={payload['m']:,})")
     fig.tight_layout(rect=(0, 0.14, 1, 1))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    E.log(f"saved {path}")
+    E.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -275,9 +275,7 @@ def plot(payload, path):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    E.log(f"saved {path}")
+    E.save_figure(fig, path)
 
 
 if __name__ == "__main__":
