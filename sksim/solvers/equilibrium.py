@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .projection import copy_into
+from .projection import copy_into, inner_njit
 
 
 class EquilibriumSolution(NamedTuple):
@@ -43,7 +43,7 @@ class EquilibriumSolution(NamedTuple):
 _SAMPLE_BLOCK = 128
 
 
-@njit(cache=True)
+@inner_njit
 def _sweep_block(indptr, indices, data, diagonal, offsets, x, accumulator, change):
     """One Gauss-Seidel sweep over the states of a block of samples, state by
     state, each update vectorised over the block (``x`` and ``offsets`` are
@@ -74,7 +74,7 @@ def _sweep_block(indptr, indices, data, diagonal, offsets, x, accumulator, chang
             x[i, s] = value
 
 
-@njit(cache=True)
+@inner_njit
 def _residual_block(indptr, indices, data, offsets, x, accumulator, worst, scale):
     """``||x - relu(A x + offsets)||_inf`` and ``max(1, ||x||_inf)`` per sample."""
     n_states, width = x.shape

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .projection import copy_into
+from .projection import copy_into, inner_njit
 from .rows import (
     Certificate,
     RowProblem,
@@ -85,7 +85,7 @@ class HomotopySolution(NamedTuple):
     status: int
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _dot(row, vector, count):
     """``row[:count] @ vector[:count]``; fastmath lets the reduction use SIMD
     (the order of the sum changes the last bits only; every returned point
@@ -96,13 +96,13 @@ def _dot(row, vector, count):
     return total
 
 
-@njit(cache=True)
+@inner_njit
 def _forward_substitution(lower, k, rhs, out):
     for i in range(k):
         out[i] = (rhs[i] - _dot(lower[i], out, i)) / lower[i, i]
 
 
-@njit(cache=True)
+@inner_njit
 def _back_substitution(lower, k, rhs, out):
     """Solve ``lower[:k, :k]^T out = rhs``, eliminating by rows of ``lower``
     (contiguous) rather than by its columns."""
@@ -116,7 +116,7 @@ def _back_substitution(lower, k, rhs, out):
             out[j] -= row[j] * value
 
 
-@njit(cache=True)
+@inner_njit
 def _try_add(gram, l2, lower, active, k, j, scratch_in, scratch_out):
     """Append column ``j`` to the factor; False if its pivot vanishes."""
     for i in range(k):
@@ -134,7 +134,7 @@ def _try_add(gram, l2, lower, active, k, j, scratch_in, scratch_out):
     return True
 
 
-@njit(cache=True)
+@inner_njit
 def _remove(lower, k, position):
     """Delete row/column ``position`` from the factor of size ``k``."""
     for i in range(position, k - 1):
@@ -162,7 +162,7 @@ def _remove(lower, k, position):
         lower[k - 1, j] = 0.0
 
 
-@njit(cache=True)
+@inner_njit
 def _solve_factor(lower, k, rhs, out):
     """``out = (L L^T)^-1 rhs`` for the factor of size ``k``."""
     middle = np.empty(k)
@@ -170,7 +170,7 @@ def _solve_factor(lower, k, rhs, out):
     _back_substitution(lower, k, middle, out)
 
 
-@njit(cache=True)
+@inner_njit
 def _solve_factor_pair(lower, k, rhs, other_rhs, out, other_out):
     """:func:`_solve_factor` for two right-hand sides in one pass over the
     factor's rows (the held bound needs both directions at every breakpoint)."""
@@ -188,7 +188,7 @@ def _solve_factor_pair(lower, k, rhs, other_rhs, out, other_out):
             other_out[j] -= row[j] * other
 
 
-@njit(cache=True)
+@inner_njit
 def _gram_times(gram, active, k, vector, out):
     """``out = G[:, S] vector[S]``, reading the rows ``G[S, :]`` of the
     symmetric Gram (contiguous, so the inner loop vectorises)."""
@@ -200,7 +200,7 @@ def _gram_times(gram, active, k, vector, out):
             out[j] += value * row[j]
 
 
-@njit(cache=True)
+@inner_njit
 def _on_support(lower, active, signs, k, n_bounded, values, bounded_only, out):
     """Compact solution ``(G_SS + l2 I)^-1 (values_S * s_S)``; with
     ``bounded_only`` the right-hand side is zero off the bounded block."""
@@ -210,7 +210,7 @@ def _on_support(lower, active, signs, k, n_bounded, values, bounded_only, out):
     _solve_factor(lower, k, rhs, out)
 
 
-@njit(cache=True)
+@inner_njit
 def _bounded_dot(active, signs, k, n_bounded, compact):
     """``sum s_i v_i`` over the active columns of the bounded block."""
     total = 0.0
@@ -220,7 +220,7 @@ def _bounded_dot(active, signs, k, n_bounded, compact):
     return total
 
 
-@njit(cache=True)
+@inner_njit
 def _scatter(gram, active, k, compact, out, gram_out):
     out[:] = 0.0
     for i in range(k):
@@ -228,7 +228,7 @@ def _scatter(gram, active, k, compact, out, gram_out):
     _gram_times(gram, active, k, out, gram_out)
 
 
-@njit(cache=True)
+@inner_njit
 def _exact_point(problem, state, k, t, mu, holding, gram_coef):
     """The exact point at ``t`` (into ``coef``, zero off the support, and
     ``gram_coef = G w``) and its multiplier: while the bound is held,
@@ -256,7 +256,7 @@ def _exact_point(problem, state, k, t, mu, holding, gram_coef):
     return mu
 
 
-@njit(cache=True)
+@inner_njit
 def _direction(problem, state, k, holding, direction, gram_direction):
     """``dw/dt`` (into ``direction``) and ``G dw/dt``; returns ``dmu/dt``,
     which keeps ``||w_bounded||_1`` constant while the bound is held (0
@@ -289,7 +289,7 @@ def _direction(problem, state, k, holding, direction, gram_direction):
 _END, _LEAVE, _JOIN, _HOLD, _RELEASE = 0, 1, 2, 3, 4
 
 
-@njit(cache=True)
+@inner_njit
 def _follow(problem, state, k, t, t_end, mu, holding, max_steps):
     """Follow the path of the bound-constrained row as the penalty falls from
     ``t`` to ``t_end``: penalties ``t`` on every column plus ``mu`` on the
@@ -407,7 +407,7 @@ def _follow(problem, state, k, t, t_end, mu, holding, max_steps):
     return t, k, mu, holding, breakpoints, MAX_STEPS_REACHED
 
 
-@njit(cache=True)
+@inner_njit
 def _start(problem, penalty):
     """The path's problem record ``(gram, correlation, l2, n_bounded,
     bound)`` of a :class:`RowProblem` under a :class:`RowPenalty`, an empty
@@ -475,7 +475,7 @@ def lasso_homotopy(gram, correlation, alpha, *, l2=0.0, n_bounded=0, bound=np.in
     return HomotopySolution(coef, float(mu), int(breakpoints), int(status))
 
 
-@njit(cache=True)
+@inner_njit
 def _certify(problem, penalty, coef, multiplier):
     """Make ``coef`` exactly feasible (in place) and return (primal, dual,
     roundoff): the objective of the constrained row and the Lagrangian dual
@@ -492,7 +492,7 @@ def _certify(problem, penalty, coef, multiplier):
     return primal, dual, roundoff
 
 
-@njit(cache=True)
+@inner_njit
 def _record(problem, penalty, solution, multiplier, breakpoints, status, tol, record):
     """Certify ``solution`` (made exactly feasible in place) and write
     (gap, objective, multiplier, breakpoints, status, 0) into ``record``;

@@ -4,8 +4,12 @@ loops the solvers share (numba kernels)."""
 import numpy as np
 from numba import njit
 
+# For kernels called only by other kernels: numba then compiles no Python (or
+# C) entry point for them, which is a part of every cold start it saves.
+inner_njit = njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 
-@njit(cache=True)
+
+@inner_njit
 def soft_threshold(value, threshold):
     """Return sign(value) * max(|value| - threshold, 0) for scalars."""
     if value > threshold:
@@ -15,7 +19,7 @@ def soft_threshold(value, threshold):
     return 0.0
 
 
-@njit(cache=True)
+@inner_njit
 def copy_into(target, source):
     """``target[:] = source`` as a loop: numba's slice assignment compiles a
     shape check with a formatted error message (seconds of a cold start)."""
@@ -23,7 +27,7 @@ def copy_into(target, source):
         target[j] = source[j]
 
 
-@njit(cache=True)
+@inner_njit
 def l1_norm(vector, start, stop):
     """Sequential sum of |vector[start:stop]|."""
     total = 0.0
@@ -32,7 +36,7 @@ def l1_norm(vector, start, stop):
     return total
 
 
-@njit(cache=True)
+@inner_njit
 def _l1_ball_threshold(magnitudes, radius):
     """The level ``tau > 0`` with ``sum_j max(magnitudes_j - tau, 0) = radius``
     for nonnegative ``magnitudes`` whose sum exceeds ``radius >= 0``.

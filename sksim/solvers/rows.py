@@ -45,7 +45,13 @@ from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
 from ._first_use import announce_compilation
-from .projection import copy_into, enforce_l1_bound_inplace, l1_norm, soft_threshold
+from .projection import (
+    copy_into,
+    enforce_l1_bound_inplace,
+    inner_njit,
+    l1_norm,
+    soft_threshold,
+)
 
 # Status codes of a row.
 CONVERGED = 0
@@ -193,14 +199,14 @@ def row_penalty(n_columns, n_bounded=0, bound=np.inf, row_bound=np.inf, l1=0.0, 
                       float(bound), float(row_bound))
 
 
-@njit(cache=True)
+@inner_njit
 def _gap_met(primal, dual, tol, scale, floor):
     """The convergence test: the duality gap is at most ``tol`` relative to
     ``scale`` plus a rounding ``floor``."""
     return primal - dual <= tol * scale + floor
 
 
-@njit(cache=True)
+@inner_njit
 def _certified(best, tol):
     """A row's stopping test on its best :class:`Certificate`. The dual is
     already discounted by the roundoff floor of its point once, so a gap of
@@ -208,7 +214,7 @@ def _certified(best, tol):
     return _gap_met(best.primal, best.dual, tol, best.primal, 2.0 * best.roundoff)
 
 
-@njit(cache=True)
+@inner_njit
 def _lagrangian_weights(penalty, multiplier, out):
     """The weights of the Lagrangian at ``multiplier``: the bound's
     multiplier adds to the weight of each bounded column."""
@@ -218,7 +224,7 @@ def _lagrangian_weights(penalty, multiplier, out):
     return out
 
 
-@njit(cache=True)
+@inner_njit
 def _shifted(penalty, shift, out):
     """``penalty`` with ``shift`` added to every weight (a row bound's
     multiplier, or a path's alpha on a zero penalty), weights into ``out``."""
@@ -228,7 +234,7 @@ def _shifted(penalty, shift, out):
                       np.inf)
 
 
-@njit(cache=True)
+@inner_njit
 def _restricted(problem, penalty, support):
     """The row problem restricted to the columns ``support`` (increasing):
     the principal sub-Gram, and the kept bounded columns stay first, under
@@ -244,13 +250,13 @@ def _restricted(problem, penalty, support):
     return sub_problem, sub_penalty
 
 
-@njit(cache=True)
+@inner_njit
 def _zero_row_result(target_sq):
     """The result of a row whose only point is zero (an empty support): exact."""
     return RowResult(0.0, 0.5 * target_sq, 0.0, np.int64(0), np.int64(CONVERGED), 0.0)
 
 
-@njit(cache=True)
+@inner_njit
 def _quadratic_terms(problem, coef, gram_coef):
     """Return (||r||^2 / m, r^T z / m, roundoff) from Gram quantities."""
     correlation = problem.correlation
@@ -264,7 +270,7 @@ def _quadratic_terms(problem, coef, gram_coef):
     return residual_sq, problem.target_sq - c_dot_w, roundoff
 
 
-@njit(cache=True)
+@inner_njit
 def _primal(coef, residual_sq, weights, l2):
     """Weighted elastic-net objective from its pieces."""
     weighted_l1 = 0.0
@@ -275,7 +281,7 @@ def _primal(coef, residual_sq, weights, l2):
     return 0.5 * residual_sq + weighted_l1 + 0.5 * l2 * sq_norm
 
 
-@njit(cache=True)
+@inner_njit
 def _limit_scale(scale, gradient, weight):
     """The largest ``s <= scale`` with ``s |gradient| <= weight``: the dual
     point ``s r / m`` stays feasible for this column."""
@@ -285,7 +291,7 @@ def _limit_scale(scale, gradient, weight):
     return scale
 
 
-@njit(cache=True)
+@inner_njit
 def _scaled_dual(s_feasible, residual_sq, r_dot_z):
     """``max D(s) = s r^T z/m - s^2 ||r||^2/(2m)`` over ``0 <= s <= s_feasible``."""
     s_best = s_feasible
@@ -294,7 +300,7 @@ def _scaled_dual(s_feasible, residual_sq, r_dot_z):
     return s_best * r_dot_z - 0.5 * s_best * s_best * residual_sq
 
 
-@njit(cache=True)
+@inner_njit
 def _dual(correlation, gram_coef, residual_sq, r_dot_z, weights, l2):
     """Best of a few dual points ``nu = s * r / m`` of the weighted elastic net.
 
@@ -319,7 +325,7 @@ def _dual(correlation, gram_coef, residual_sq, r_dot_z, weights, l2):
     return best
 
 
-@njit(cache=True)
+@inner_njit
 def _dual_subset(problem, coef, gram_coef, weights, active, n_active):
     """Dual bound of the problem restricted to the ``active`` coordinates."""
     residual_sq, r_dot_z, _ = _quadratic_terms(problem, coef, gram_coef)
@@ -331,7 +337,7 @@ def _dual_subset(problem, coef, gram_coef, weights, active, n_active):
     return _scaled_dual(s_feasible, residual_sq, r_dot_z)
 
 
-@njit(cache=True)
+@inner_njit
 def _lagrangian_gap(problem, coef, gram_coef, weights, l2):
     """(primal, dual, roundoff) of the weighted elastic net at ``coef``."""
     residual_sq, r_dot_z, roundoff = _quadratic_terms(problem, coef, gram_coef)
@@ -340,7 +346,7 @@ def _lagrangian_gap(problem, coef, gram_coef, weights, l2):
     return primal, dual, roundoff
 
 
-@njit(cache=True)
+@inner_njit
 def _update_coordinate(gram, correlation, coef, gram_coef, j, weight, l2):
     """Exact minimisation along coordinate ``j``; keeps ``gram_coef = G coef``."""
     diagonal = gram[j, j]
@@ -358,7 +364,7 @@ def _update_coordinate(gram, correlation, coef, gram_coef, j, weight, l2):
     return abs(delta)
 
 
-@njit(cache=True)
+@inner_njit
 def _anderson_weights(history, n_active, active, depth):
     """Anderson extrapolation weights from ``depth + 1`` stored iterates.
 
@@ -405,7 +411,7 @@ def _anderson_weights(history, n_active, active, depth):
     return weights / total
 
 
-@njit(cache=True)
+@inner_njit
 def _weighted_enet_cd(problem, weights, l2, coef, work, rel_tol, offset, max_sweeps):
     """CD on one weighted elastic net until its duality gap meets the target.
 
@@ -480,7 +486,7 @@ def _weighted_enet_cd(problem, weights, l2, coef, work, rel_tol, offset, max_swe
     return sweeps, primal, dual
 
 
-@njit(cache=True)
+@inner_njit
 def _recompute_gram_coef(gram, coef, gram_coef):
     gram_coef[:] = 0.0
     for j in range(coef.shape[0]):
@@ -488,7 +494,7 @@ def _recompute_gram_coef(gram, coef, gram_coef):
             gram_coef += coef[j] * gram[j]
 
 
-@njit(cache=True)
+@inner_njit
 def _support_newton(problem, penalty, coef, multiplier, free_multiplier, weights, trial):
     """Solve the KKT system on the current support and signs of ``coef``.
 
@@ -568,7 +574,7 @@ def _support_newton(problem, penalty, coef, multiplier, free_multiplier, weights
     return multiplier
 
 
-@njit(cache=True)
+@inner_njit
 def _feature_sign_search(problem, coef, support, weights, l2, trial):
     """Replace ``trial`` by the best point of the segment [coef, trial].
 
@@ -621,7 +627,7 @@ def _feature_sign_search(problem, coef, support, weights, l2, trial):
         trial[support[a]] = value
 
 
-@njit(cache=True)
+@inner_njit
 def _segment_objective(t, segment, correlation, support, weights, l2):
     """The objective (less ``zz/2``) at ``start + t direction``; ``segment``
     is (start, direction, G start, G direction) on the support."""
@@ -635,12 +641,12 @@ def _segment_objective(t, segment, correlation, support, weights, l2):
     return value
 
 
-@njit(cache=True)
+@inner_njit
 def _new_bracket():
     return Bracket(0.0, np.inf, -1.0, 0.0, 0)
 
 
-@njit(cache=True)
+@inner_njit
 def _bracket_update(bracket, x, norm, radius):
     """Record the multiplier ``x`` whose solution has L1 norm ``norm``: the
     new ``low`` when it is above ``radius``, else the new ``high``. Moving
@@ -658,12 +664,12 @@ def _bracket_update(bracket, x, norm, radius):
     return Bracket(bracket.low, norm_low, x, norm, 1)
 
 
-@njit(cache=True)
+@inner_njit
 def _bracket_stalled(bracket):
     return bracket.high - bracket.low <= 1e-15 * bracket.high
 
 
-@njit(cache=True)
+@inner_njit
 def _bracket_next(bracket, radius):
     """The next multiplier: regula falsi on the piecewise-linear,
     non-increasing map from the multiplier to the norm, the midpoint when
@@ -678,7 +684,7 @@ def _bracket_next(bracket, radius):
     return x
 
 
-@njit(cache=True)
+@inner_njit
 def _solve_row(problem, penalty, options, coef, work):
     """Solve one row; ``coef`` holds the warm start and receives the solution.
 
@@ -801,7 +807,7 @@ def _solve_row(problem, penalty, options, coef, work):
     return RowResult(best.primal - best.dual, best.primal, best.multiplier, sweeps, status, 0.0)
 
 
-@njit(cache=True)
+@inner_njit
 def _feasible_objective(problem, penalty, point, n_projected, radius, out, out_gram_coef):
     """``point`` made feasible for ``||out[:n_projected]||_1 <= radius`` (into
     ``out``, with ``G out``) and its objective. Returns (primal, ||r||^2 / m,
@@ -814,7 +820,7 @@ def _feasible_objective(problem, penalty, point, n_projected, radius, out, out_g
     return _primal(out, residual_sq, penalty.weights, penalty.l2), residual_sq, r_dot_z, roundoff
 
 
-@njit(cache=True)
+@inner_njit
 def _offer_dual(best, dual, multiplier):
     """``best`` with the dual bound ``dual`` (at ``multiplier``) if it is higher."""
     if dual > best.dual:
@@ -822,7 +828,7 @@ def _offer_dual(best, dual, multiplier):
     return best
 
 
-@njit(cache=True)
+@inner_njit
 def _keep_best(problem, penalty, point, work, solution, best):
     """Certify ``point`` made feasible (in ``work.candidate``) with the dual
     bound at multiplier 0 at its residual; the best feasible point goes to
@@ -840,7 +846,7 @@ def _keep_best(problem, penalty, point, work, solution, best):
     return best
 
 
-@njit(cache=True)
+@inner_njit
 def _max_abs_gradient(correlation, gram_coef, n_bounded):
     largest = 0.0
     for j in range(n_bounded):
@@ -848,7 +854,7 @@ def _max_abs_gradient(correlation, gram_coef, n_bounded):
     return largest
 
 
-@njit(cache=True)
+@inner_njit
 def _keep_best_in_row_ball(problem, penalty, point, out, out_gram_coef, solution, best):
     """Certify ``point`` projected onto the row ball ``||w||_1 <= row_bound``
     (into ``out``) and keep it in ``solution`` if its objective is the best
@@ -863,7 +869,7 @@ def _keep_best_in_row_ball(problem, penalty, point, out, out_gram_coef, solution
     return best
 
 
-@njit(cache=True)
+@inner_njit
 def _solve_row_bounded(problem, penalty, options, coef, work):
     """Solve one row with the extra bound ``||w||_1 <= row_bound``.
 
@@ -961,7 +967,7 @@ def _solve_row_bounded(problem, penalty, options, coef, work):
                      best_row_multiplier)
 
 
-@njit(cache=True)
+@inner_njit
 def _row_work(n_columns):
     history_shape = (_ANDERSON_DEPTH + 1, n_columns)
     return RowWork(np.empty(n_columns), np.empty(n_columns), np.empty(n_columns),
@@ -971,7 +977,7 @@ def _row_work(n_columns):
                    np.empty(history_shape))
 
 
-@njit(cache=True)
+@inner_njit
 def _solve_one(problem, penalty, options, row):
     """Solve one row in place; returns its :class:`RowResult`."""
     work = _row_work(row.shape[0])
@@ -980,7 +986,7 @@ def _solve_one(problem, penalty, options, row):
     return _solve_row(problem, penalty, options, row, work)
 
 
-@njit(cache=True)
+@inner_njit
 def _store(record, result, earlier_epochs):
     """Write one row's :class:`RowResult` into its record row (gap, objective,
     multiplier, epochs, status, row multiplier)."""
@@ -992,7 +998,7 @@ def _store(record, result, earlier_epochs):
     record[5] = result.row_multiplier
 
 
-@njit(cache=True)
+@inner_njit
 def _fill_support(values, support, row):
     """``row`` zero but ``row[support] = values``."""
     row[:] = 0.0
