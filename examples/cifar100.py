@@ -1,4 +1,5 @@
 """CIFAR-100: weight-shared SIM distilled from an all-convolutional teacher.
+=========================================================================
 
 The teacher is the network of ``examples/cifar100_teacher.py`` (trained
 weights in ``examples/weights/``). SIM is fitted on the first ``--m``

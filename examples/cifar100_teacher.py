@@ -1,4 +1,5 @@
 """The CIFAR-100 teacher: an all-convolutional ReLU network trained on the CPU.
+============================================================================
 
 Architecture (about 0.29 M parameters, 71,680 ReLU states per image)::
 

@@ -1,4 +1,7 @@
-"""Accuracy against nonzero parameters for the convolutional teachers, from the
+"""Figures of the convolutional-teacher experiments
+================================================
+
+Accuracy against nonzero parameters for the convolutional teachers, from the
 JSON files of ``cifar100.py`` and ``fashion_mnist_cnn.py``.
 
 One figure per dataset: every SIM run found under ``examples/results/`` (one

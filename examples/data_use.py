@@ -1,4 +1,7 @@
-"""Data use (issue 5, experiment 4): SIM test accuracy against the number of
+"""Data use: accuracy against the number of recorded samples
+=========================================================
+
+Data use (issue 5, experiment 4): SIM test accuracy against the number of
 training samples whose states are recorded.
 
     nice -n 10 python examples/data_use.py --dataset fashion-mnist

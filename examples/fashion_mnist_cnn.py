@@ -1,4 +1,5 @@
 """Fashion-MNIST with a small CNN teacher: the weight-shared path end to end in minutes.
+=====================================================================================
 
 Teacher (trained here once, weights kept in ``examples/weights/`` as a plain
 ``.npz``): conv 1-16 (3x3, stride 2), ReLU, conv 16-32 (3x3, stride 2), ReLU,

@@ -1,4 +1,5 @@
 """Quick start: distil a sparse, well-posed implicit model from an MLP on digits.
+==============================================================================
 
 Fits the default ``SIMClassifier`` on scikit-learn's digits. With no ``states``
 given, ``fit`` first trains an embedded ReLU MLP teacher (kept in

@@ -1,4 +1,7 @@
-"""Robustness (issue 5, experiment 2): accuracy under l_inf perturbations of the
+"""Robustness under l_inf perturbations
+====================================
+
+Robustness (issue 5, experiment 2): accuracy under l_inf perturbations of the
 [0, 1] pixels, for the teacher, a sparse SIM model and a robust SIM model.
 
     nice -n 10 python examples/robustness.py --dataset fashion-mnist

@@ -1,4 +1,7 @@
-"""Sparsity (issue 5, experiment 1): SIM accuracy against nonzero parameters,
+"""Sparsity against magnitude pruning
+==================================
+
+Sparsity (issue 5, experiment 1): SIM accuracy against nonzero parameters,
 compared with global magnitude pruning of the teacher.
 
     nice -n 10 python examples/sparsity.py --dataset fashion-mnist

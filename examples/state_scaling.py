@@ -1,4 +1,7 @@
-"""State scaling of torch teachers (issue 13): accuracy against nonzero
+"""State scaling of torch teachers
+===============================
+
+State scaling of torch teachers (issue 13): accuracy against nonzero
 parameters for each ``state_scaling`` of ``SIMClassifier``.
 
     nice -n 10 python examples/state_scaling.py --dataset fashion-mnist

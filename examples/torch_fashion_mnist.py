@@ -1,4 +1,5 @@
 """Distil a torch MLP trained on Fashion-MNIST into a sparse SIM model.
+====================================================================
 
 Trains the architecture of the official SIM package's example (784-64-32-16-10,
 ReLU) for a few epochs, distils it with ``SIMClassifier(TorchBaseline(model))``
