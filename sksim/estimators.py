@@ -8,6 +8,7 @@ import warnings
 from contextlib import contextmanager
 from itertools import pairwise
 from numbers import Integral, Real
+from typing import ClassVar
 
 import numba
 import numpy as np
@@ -344,7 +345,7 @@ class _InMemoryRows:
 class _BaseSIM(BaseEstimator):
     """Shared fitting logic of the SIM estimators (see the subclasses)."""
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict] = {
         "baseline": "no_validation",
         "alpha": [Interval(Real, 0, None, closed="left")],
         "output_alpha": [None, Interval(Real, 0, None, closed="left")],
@@ -473,7 +474,7 @@ class _BaseSIM(BaseEstimator):
         if hasattr(self.baseline, "record"):  # a torch adapter (TorchBaseline)
             return self.baseline
         if not isinstance(self.baseline, self._teacher_class):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 - the documented error for a bad parameter
                 f"baseline must be None, a {self._teacher_class.__name__} "
                 "(possibly wrapped in sklearn.frozen.FrozenEstimator) or a "
                 f"TorchBaseline; got {type(self.baseline).__name__}."
@@ -494,7 +495,7 @@ class _BaseSIM(BaseEstimator):
         """The scikit-learn MLP of ``teacher``, checked against the model and X."""
         mlp = teacher.estimator if isinstance(teacher, FrozenEstimator) else teacher
         if not isinstance(mlp, self._teacher_class):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 - the documented error for a bad parameter
                 f"baseline must wrap a {self._teacher_class.__name__}; got "
                 f"{type(mlp).__name__}."
             )
@@ -609,8 +610,8 @@ class _BaseSIM(BaseEstimator):
         # row_bound is relative to the teacher: the scales make absolute units arbitrary
         row_bounds = (np.full(len(scales) + 1, np.inf) if self.row_bound is None else
                       self.row_bound * shared.teacher_row_norms(maps, scales))
-        common = dict(l1_ratio=self.l1_ratio, kappa=self.kappa, tol=self.tol,
-                      max_iter=self.max_iter, relax=self.relax, solver=self.solver)
+        common = {"l1_ratio": self.l1_ratio, "kappa": self.kappa, "tol": self.tol,
+                  "max_iter": self.max_iter, "relax": self.relax, "solver": self.solver}
         if self.structure == "feedforward" and self.lateral_kernel:
             raise ValueError("structure='feedforward' excludes lateral_kernel (the "
                              "lateral kernels link a block to itself).")
@@ -787,7 +788,7 @@ class _BaseSIM(BaseEstimator):
         from . import streaming as st
 
         if isinstance(source, st.BatchSource):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 - the documented error for a bad input
                 "A weight-shared fit reads X as an array, a memmap or a dask array, not "
                 "as batches; pass one of those, or set weight_sharing=False.")
         self._forget_model()
@@ -966,10 +967,10 @@ class _BaseSIM(BaseEstimator):
     def _state_row_options(self, n_bounded):
         """Keyword arguments of the state rows' solve (``n_bounded`` columns
         carry the kappa bound)."""
-        return dict(n_bounded=n_bounded, bound=self.kappa, row_bound=self._row_bound(),
-                    l1=self.alpha * self.l1_ratio, l2=self.alpha * (1.0 - self.l1_ratio),
-                    tol=self.tol, max_iter=self.max_iter, relax=self.relax,
-                    solver=self.solver)
+        return {"n_bounded": n_bounded, "bound": self.kappa,
+                "row_bound": self._row_bound(), "l1": self.alpha * self.l1_ratio,
+                "l2": self.alpha * (1.0 - self.l1_ratio), "tol": self.tol,
+                "max_iter": self.max_iter, "relax": self.relax, "solver": self.solver}
 
     def _solve_state_rows(self, problem, n_states, solve):
         """All state rows by ``solve(gram, correlations, target_sq, n_bounded)``

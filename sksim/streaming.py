@@ -28,6 +28,7 @@ This module imports dask only inside the functions that need it.
 
 import copy
 from functools import partial
+from itertools import pairwise
 from typing import NamedTuple
 
 import numpy as np
@@ -192,7 +193,7 @@ def block_square_sums(recipe, edges, X_rows, y_rows, states_rows, outputs_rows):
     states, _ = chunk_states(recipe, np.asarray(X_rows, dtype=np.float64), states_rows)
     post = np.maximum(states, 0.0)
     return len(post), np.array([np.sum(post[:, a:b] ** 2)
-                                for a, b in zip(edges[:-1], edges[1:])])
+                                for a, b in pairwise(edges)])
 
 
 def block_rms(source, recipe, blocks):

@@ -17,12 +17,21 @@ The stages, each a plain function over arrays (the estimator orchestrates):
   lateral link, with the residual certificate of the flat model.
 """
 
+from itertools import pairwise
 from typing import NamedTuple
 
 import numpy as np
 
-from .blocks import (INPUT, Link, Structure, link_output, link_patches,
-                     link_width, n_positions, per_state)
+from .blocks import (
+    INPUT,
+    Link,
+    Structure,
+    link_output,
+    link_patches,
+    link_width,
+    n_positions,
+    per_state,
+)
 from .design import GramAccumulator
 from .solvers import solve_rows
 
@@ -265,8 +274,7 @@ def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kapp
                       l2=alpha * (1.0 - l1_ratio), tol=tol, max_iter=max_iter,
                       relax=relax, solver=solver)
     edges = np.concatenate([[0], np.cumsum(widths)])
-    kernels = [np.ascontiguousarray(rows.coef[:, a:b]) for a, b in zip(edges[:-1],
-                                                                       edges[1:])]
+    kernels = [np.ascontiguousarray(rows.coef[:, a:b]) for a, b in pairwise(edges)]
     intercept = problem.target_mean - rows.coef @ problem.design_mean
     return kernels, intercept, rows
 

@@ -292,7 +292,7 @@ def test_lipschitz_bounds_hold_along_worst_local_directions(small_teacher_proble
     Jacobian row (computed here in numpy from the active ReLU pattern); a
     small step along it must not beat the bounds. The path bound is never
     above the norm-product bound."""
-    X, y, states, _, _ = small_teacher_problem
+    X, _, states, _, _ = small_teacher_problem
     model = SIMRegressor(alpha=1e-3, kappa=0.9, row_bound=row_bound).fit(
         X, X[:, :2] @ np.array([[1.0, -2.0], [0.5, 1.0]]), states=states)
     path, product = model.lipschitz_path_bound_, model.lipschitz_bound_

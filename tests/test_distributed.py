@@ -109,7 +109,7 @@ def test_dask_inputs_with_uneven_chunks(problem):
 
 @pytest.mark.parametrize("state_scaling", ["well_posed", "rms"])
 def test_fitted_sklearn_teacher_streams(problem, tmp_path, state_scaling):
-    X, y, states, logits, mlp = problem
+    X, y, states, _, mlp = problem
     teacher = FrozenEstimator(mlp)
     local = SIMClassifier(teacher, tol=TOL, state_scaling=state_scaling).fit(X, y)
     streamed = SIMClassifier(teacher, tol=TOL, state_scaling=state_scaling).fit(
@@ -183,7 +183,7 @@ def test_memmap_fit_does_not_load_the_data(tmp_path, monkeypatch):
 
 
 def test_streamed_fit_errors(problem, tmp_path):
-    X, y, states, logits, mlp = problem
+    X, y, states, _, _ = problem
     bad = X.copy()
     bad[777, 3] = np.nan
     model = SIMClassifier()
@@ -257,11 +257,11 @@ def test_a_worker_killed_during_the_reduction_is_retried(problem, cluster):
 
         def kill_one_worker():
             time.sleep(0.4)
-            killed["address"] = sorted(client.scheduler_info()["workers"])[0]
+            killed["address"] = min(client.scheduler_info()["workers"])
             killed["time"] = time.perf_counter()
             try:
                 client.run(os._exit, 1, workers=[killed["address"]])
-            except Exception:  # noqa: BLE001 - the worker dies before it answers
+            except Exception:  # noqa: BLE001, S110 - the worker dies before it answers
                 pass
 
         killer = threading.Thread(target=kill_one_worker)

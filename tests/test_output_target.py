@@ -53,7 +53,7 @@ def test_sklearn_classifier_outputs_match_its_logits(digits, binary):
 
 
 def test_embedded_teacher_outputs_are_its_logits(digits):
-    X_train, X_test, y_train, y_test = digits
+    X_train, X_test, y_train, _ = digits
     model = SIMClassifier(random_state=0).fit(X_train, y_train)
     _, logits = mlp_forward(model.baseline_.coefs_, model.baseline_.intercepts_, X_train)
     given = SIMClassifier(random_state=0).fit(X_train, y_train, baseline_outputs=logits)

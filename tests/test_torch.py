@@ -1,6 +1,7 @@
 """TorchBaseline, export to torch, and distillation of torch teachers."""
 
 import pickle
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ nn = torch.nn
 def _mlp(sizes, bias=True, seed=0):
     torch.manual_seed(seed)
     layers = []
-    for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
+    for fan_in, fan_out in pairwise(sizes[:-1]):
         layers += [nn.Linear(fan_in, fan_out, bias=bias), nn.ReLU()]
     layers.append(nn.Linear(sizes[-2], sizes[-1], bias=bias))
     return nn.Sequential(*layers).double()
@@ -303,7 +304,7 @@ def digits_teacher():
 
 
 def test_sim_agrees_with_torch_teacher_on_digits(digits_teacher):
-    module, X_train, X_test, y_train, y_test = digits_teacher
+    module, X_train, X_test, y_train, _ = digits_teacher
     baseline = TorchBaseline(module)
     _, train_logits = baseline.record(X_train)
     # Distillation: the output rows fit the teacher's logits (the paper's choice).
@@ -454,7 +455,7 @@ def test_state_scaling_rms_and_none(digits_teacher, teacher_kind):
                           weight_sharing=False).fit(X_train, y_train)
     edges = np.cumsum([0] + sizes)
     scaled = states * model.state_scales_
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in pairwise(edges):
         assert np.unique(model.state_scales_[a:b]).size == 1
         np.testing.assert_allclose(np.sqrt(np.mean(np.maximum(scaled[:, a:b], 0) ** 2)),
                                    1.0, rtol=1e-12)

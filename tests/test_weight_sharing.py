@@ -3,6 +3,7 @@ model, exact well-posedness, exact row problems, distillation of a trained CNN,
 clear errors for teachers that are not chains of affine maps."""
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def tiny_problem():
 def _split_blocks(structure, states):
     """Flattened states (n, n_states) as the list of per-block arrays."""
     edges = block_offsets(structure)
-    return [states[:, a:b] for a, b in zip(edges[:-1], edges[1:])]
+    return [states[:, a:b] for a, b in pairwise(edges)]
 
 
 def _exact_inf_norm(matrix):
@@ -256,7 +257,7 @@ def _logits(cnn, X):
 
 
 def test_distilled_cnn_agrees_with_its_teacher(digits_cnn):
-    cnn, X_train, X_test, y_train, y_test = digits_cnn
+    cnn, X_train, X_test, y_train, _ = digits_cnn
     n_teacher = sum(p.numel() for p in cnn.parameters() if p.dim() > 1)
     model = SIMClassifier(TorchBaseline(cnn, input_shape=(1, 8, 8)), alpha=1e-3).fit(
         X_train, y_train, baseline_outputs=_logits(cnn, X_train))
@@ -410,7 +411,7 @@ def test_blocks_fitted_on_the_models_own_states(tiny_problem):
     from sksim.blocks import link_patches
 
     _, baseline, X, logits = tiny_problem
-    params = dict(alpha=1e-3, kappa=0.6, tol=1e-10)
+    params = {"alpha": 1e-3, "kappa": 0.6, "tol": 1e-10}
     on_teacher = SIMRegressor(baseline, **params).fit(X, logits, baseline_outputs=logits)
     on_model = SIMRegressor(baseline, state_inputs="model", **params).fit(
         X, logits, baseline_outputs=logits)

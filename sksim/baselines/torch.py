@@ -88,7 +88,7 @@ class TorchBaseline:
 
     def _checked(self, torch):
         if not isinstance(self.module, torch.nn.Module):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 - the documented error for a bad parameter
                 f"module must be a torch.nn.Module; got {type(self.module).__name__}."
             )
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
