@@ -12,6 +12,7 @@ from helpers import digits_split
 from sklearn.model_selection import GridSearchCV
 
 from sksim import SIMClassifier, SIMRegressor
+from sksim._attributes import FITTED_ATTRIBUTES
 from sksim.blocks import Link, Structure, block_offsets, link_patches, unroll
 from sksim.design import GramAccumulator
 from sksim.solvers import solve_equilibrium
@@ -450,9 +451,9 @@ def test_refitting_a_flat_model_drops_the_weight_shared_attributes(tiny_problem)
     model = SIMRegressor(baseline, alpha=1e-2, output_target="y").fit(X, logits[:, 0])
     assert model.kernels_ and model.A_.shape[0] == model.n_states_
     model.set_params(weight_sharing=False).fit(X, logits[:, 0])
-    for name in ("structure_", "kernels_", "block_intercepts_", "output_kernels_",
-                 "block_scales_", "block_row_bounds_"):
-        assert not hasattr(model, name), name
+    for attribute in FITTED_ATTRIBUTES:
+        if attribute.only == "weight_shared":
+            assert not hasattr(model, attribute.name), attribute.name
     states, _ = baseline.record(X)
     assert model.A_.shape == (states.shape[1],) * 2
     expected = (model.equilibrium(X) @ model.C_.toarray().T + X @ model.D_.toarray().T
