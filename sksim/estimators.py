@@ -35,6 +35,8 @@ from ._attributes import FITTED_ATTRIBUTES, attributes_doc
 from ._teachers import record_mlp, record_states, record_torch
 from .blocks import per_state, unroll
 from .design import GramAccumulator
+from .inspection import infinity_norm as _row_infinity_norm
+from .inspection import path_bound
 from .solvers import (
     RowSolution,
     forward_substitution,
@@ -165,13 +167,6 @@ def _check_numeric(array, name):
                 f"that is not a number ({exc}). Encode categorical data first "
                 "(e.g. sklearn.preprocessing.OneHotEncoder)."
             ) from exc
-
-
-def _row_infinity_norm(matrix):
-    """``max_i sum_j |M_ij|`` of a sparse or dense matrix (0 when empty)."""
-    if matrix.shape[0] == 0 or matrix.shape[1] == 0:
-        return 0.0
-    return float(np.max(np.asarray(abs(matrix).sum(axis=1))))
 
 
 def _feedforward_rows(problem, n_states, blocks, solve):
@@ -1118,7 +1113,7 @@ class _BaseSIM(BaseEstimator):
                 # unpenalised least-squares problem: no dual point certifies it.
                 hint = (f"with {name} alpha=0 a row whose row_bound is inactive "
                         "cannot be certified; use a positive alpha or a smaller "
-                        "row_bound, or increase max_iter")
+                        "row_bound")
             warnings.warn(
                 f"{int(failed.sum())} of {failed.size} {name} rows did not reach "
                 f"the relative duality gap tol={self.tol:g} within "
@@ -1348,13 +1343,7 @@ class _BaseSIM(BaseEstimator):
         check_is_fitted(self)
         if self._is_weight_shared():
             return shared.path_bound(self._shared_model)
-        n_states = self.n_states_
-        abs_b = abs(self.B_).toarray()
-        path = np.linalg.solve(np.eye(n_states) - abs(self.A_).toarray(), abs_b)
-        # Nonnegative in exact arithmetic; clip solver rounding.
-        path = np.maximum(path, 0.0)
-        total = abs(self.C_).toarray() @ path + abs(self.D_).toarray()
-        return float(total.sum(axis=1).max(initial=0.0))
+        return path_bound(self.A_, self.B_, self.C_, self.D_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
