@@ -716,9 +716,9 @@ def _solve_row(problem, penalty, options, coef, work):
         if chunk <= 0:
             break
         inner_target = 0.5 * tol if bounded else tol
-        # (nan without a finite bound, so the inner test below never passes
-        # there: such rows stop on the certificate after each chunk)
-        offset = multiplier * bound
+        # The Lagrangian's constant term; a row without a finite bound has
+        # none (multiplier * inf would be nan and fail every stop test).
+        offset = multiplier * bound if bounded else 0.0
         _lagrangian_weights(penalty, multiplier, weights)
         steps, lagrangian_primal, lagrangian_dual = _weighted_enet_cd(
             problem, weights, l2, coef, work, inner_target, offset, chunk)
@@ -755,7 +755,7 @@ def _solve_row(problem, penalty, options, coef, work):
             _lagrangian_weights(penalty, newton_multiplier, weights)
             t_primal, t_dual, t_roundoff = _lagrangian_gap(problem, trial, trial_gram_coef,
                                                            weights, l2)
-            t_dual -= newton_multiplier * bound + t_roundoff
+            t_dual -= (newton_multiplier * bound if bounded else 0.0) + t_roundoff
             best = _keep_best(problem, penalty, trial, work, solution,
                               _offer_dual(best, t_dual, newton_multiplier))
             if _certified(best, tol):
