@@ -39,11 +39,6 @@ def _tables():
     return _module(ROOT / "examples" / "results_tables.py", "results_tables")
 
 
-def _best(points, fraction_key, limit=SMALL):
-    small = [p for p in points if p[fraction_key] <= limit]
-    return max(small, key=lambda p: p["test_accuracy"]) if small else None
-
-
 def _mlp_sweeps(tables, dataset):
     """Every SIM sweep of one MLP teacher: (label, points) pairs."""
     sweeps = []
@@ -62,24 +57,19 @@ def _mlp_sweeps(tables, dataset):
 
 
 def _conv_runs(tables, pattern):
-    runs = []
-    for path in sorted(tables.RESULTS.glob(pattern)):
-        d = tables.load(path.relative_to(tables.RESULTS).with_suffix("").as_posix())
-        runs.append((path.relative_to(tables.RESULTS).parent.as_posix(), d))
-    return runs
+    return [tables.load(path.relative_to(tables.RESULTS).with_suffix("").as_posix())
+            for path in sorted(tables.RESULTS.glob(pattern))]
 
 
-def _sparsity_row(name, teacher_accuracy, n_weights, candidates, tables):
+def _sparsity_row(name, teacher_accuracy, n_weights, candidates, fraction_key, tables):
     """One headline row: the best model at <= SMALL of the teacher's weights
     over all candidate (label, point) pairs."""
     label, best = max(candidates, key=lambda c: c[1]["test_accuracy"],
                       default=(None, None))
     if best is None:
         return [name, tables.pct(teacher_accuracy), f"{n_weights:,}", "-", "-"]
-    fraction = best.get("nonzero_fraction", best.get("fraction_of_teacher"))
     return [name, tables.pct(teacher_accuracy), f"{n_weights:,}",
-            f"{tables.pct(best['test_accuracy'])} at {100 * fraction:.1f}% "
-            f"({100 * (best['test_accuracy'] - teacher_accuracy):+.2f})", label]
+            tables.accuracy_cell(best, teacher_accuracy, fraction_key), label]
 
 
 def accuracy_headline(tables):
@@ -90,25 +80,27 @@ def accuracy_headline(tables):
         if d is None:
             continue
         candidates = [(label, p) for label, points in _mlp_sweeps(tables, dataset)
-                      for p in [_best(points, "nonzero_fraction")] if p is not None]
+                      for p in [tables.best_small(points, limit=SMALL)] if p is not None]
         rows.append(_sparsity_row(f"{name}, MLP", d["teacher"]["test_accuracy"],
-                                  d["teacher"]["n_weights_total"], candidates, tables))
+                                  d["teacher"]["n_weights_total"], candidates,
+                                  "nonzero_fraction", tables))
     for pattern, name in (("fashion_mnist_cnn*.json", "Fashion-MNIST, CNN"),
                           ("**/cifar100*.json", "CIFAR-100, all-convolutional CNN")):
         runs = _conv_runs(tables, pattern)
         if not runs:
             continue
-        teacher = runs[0][1]["teacher"]
-        candidates = [(_conv_label(folder, d), p) for folder, d in runs
-                      for p in [_best(d["fits"], "fraction_of_teacher")] if p is not None]
+        teacher = runs[0]["teacher"]
+        candidates = [(_conv_label(d), p) for d in runs
+                      for p in [tables.best_small(d["fits"], "fraction_of_teacher", SMALL)]
+                      if p is not None]
         rows.append(_sparsity_row(name, teacher["test_accuracy"], teacher["weights"],
-                                  candidates, tables))
+                                  candidates, "fraction_of_teacher", tables))
     return tables.table(["teacher", "teacher accuracy", "teacher weights",
                          f"best SIM at <= {SMALL:.0%} of the weights (vs teacher)",
                          "SIM setting"], rows)
 
 
-def _conv_label(folder, d):
+def _conv_label(d):
     parts = [f"relax {d.get('relax', 1.0):g}", f"block_alpha {d.get('block_alpha', 'relative')}"]
     if d.get("output_alpha") is not None:
         parts.append(f"output_alpha {d['output_alpha']:g}")
@@ -129,7 +121,7 @@ def robustness_headline(tables):
         eps = d["attacks"]["eps"][1:]  # the smallest eps moves no model much
         for model, label in names.items():
             result = d["results"][model]
-            bound = d["lipschitz"][("teacher" if model == "teacher" else model) + "_abs_path"]
+            bound = d["lipschitz"][model + "_abs_path"]
             if model == "teacher":
                 setting = "100% of the weights"
             else:

@@ -186,15 +186,25 @@ def conv_tables():
     return "\n".join(out)
 
 
+def best_small(points, fraction_key="nonzero_fraction", limit=0.25):
+    """The most accurate point whose ``fraction_key`` (its share of the
+    teacher's weights) is at most ``limit``; None when there is none."""
+    small = [p for p in points if p[fraction_key] <= limit]
+    return max(small, key=lambda p: p["test_accuracy"]) if small else None
+
+
+def accuracy_cell(point, teacher, fraction_key="nonzero_fraction"):
+    """``"<accuracy> at <share>% (<difference from the teacher>)"``."""
+    return (f"{pct(point['test_accuracy'])} at {100 * point[fraction_key]:.1f}% "
+            f"({100 * (point['test_accuracy'] - teacher):+.2f})")
+
+
 def best_cells(points, teacher):
     """Two table cells of a sweep: the best SIM model at <= 25% of the
     teacher's weights (and its difference from the teacher), and at any size."""
-    small = [p for p in points if p["nonzero_fraction"] <= 0.25]
-    best = max(small, key=lambda p: p["test_accuracy"]) if small else None
+    best = best_small(points)
     top = max(points, key=lambda p: p["test_accuracy"])
-    return ["-" if best is None else
-            f"{pct(best['test_accuracy'])} at {100 * best['nonzero_fraction']:.1f}% "
-            f"({100 * (best['test_accuracy'] - teacher):+.2f})",
+    return ["-" if best is None else accuracy_cell(best, teacher),
             f"{pct(top['test_accuracy'])} at {100 * top['nonzero_fraction']:.1f}%"]
 
 
