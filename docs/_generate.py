@@ -238,10 +238,18 @@ def benchmark_pages():
     return report.sections()
 
 
+def torch_pages():
+    """What a torch teacher may contain: the graph reader's own list."""
+    from sksim.baselines.torch_graph import SUPPORTED
+
+    return {"supported": SUPPORTED.split("\n", 1)[1]}
+
+
 def write_all():
     """Write every generated table to docs/_generated/<page>_<name>.md."""
     OUT.mkdir(exist_ok=True)
-    for page, parts in (("results", results_pages()), ("benchmarks", benchmark_pages())):
+    for page, parts in (("results", results_pages()), ("benchmarks", benchmark_pages()),
+                        ("torch", torch_pages())):
         for name, body in parts.items():
             path = OUT / f"{page}_{name}.md"
             text = body.strip() + "\n"

@@ -122,11 +122,16 @@ FITTED_ATTRIBUTES = (
     FittedAttribute(
         "lipschitz_path_bound_", "property", (), "float",
         "``|| |C| (I - |A|)^-1 |B| + |D| ||_inf``, also a certified l_inf "
-        "Lipschitz bound, never above ``lipschitz_bound_`` (property)."),
+        "Lipschitz bound, never above ``lipschitz_bound_`` (property). A "
+        "weight-shared model computes it from its kernels: through pooling "
+        "stages (overlapping average windows, max pooling) it is an upper bound "
+        "of the unrolled expression, and still certified."),
     FittedAttribute(
         "lipschitz_bound_", "float", (), "float",
         "``||C||_inf ||B||_inf / (1 - ||A||_inf) + ||D||_inf``: for any inputs "
-        "``u, u'``, ``||y(u) - y(u')||_inf <= lipschitz_bound_ * ||u - u'||_inf``."),
+        "``u, u'``, ``||y(u) - y(u')||_inf <= lipschitz_bound_ * ||u - u'||_inf``. "
+        "For a weight-shared model the norms are the kernels' row sums, exact "
+        "without pooling and upper bounds through pooling stages."),
     FittedAttribute(
         "n_nonzero_", "property", (), "int",
         "Nonzero parameters in A, B, C, D; for a weight-shared model the "

@@ -78,11 +78,11 @@ def _torch_well_posed_scales(teacher, X, kappa, n_states):
     change). The kernels are read off the traced teacher (Linear and Conv2d
     between ReLUs, BatchNorm folded); a teacher that is not such a chain
     (skip connections, unknown modules) keeps its states as recorded (None)."""
-    from .baselines.torch_structure import NotAChainError
+    from .baselines.torch_graph import GraphError
 
     try:
         maps = teacher.trace(X)
-    except NotAChainError:
+    except GraphError:
         return None
     sizes = maps.structure.block_sizes()
     if sum(sizes) != n_states:  # pragma: no cover - trace and record disagree

@@ -12,6 +12,14 @@ is a sum of *links*, each an affine map of one source, the network input
 ``pool``
     global average pooling of a spatial source, then a dense map.
 
+A link may first apply parameter-free *pooling stages* to its source
+(``Link.pool``, a tuple of :class:`Pool`: average or max pooling over square
+windows); the link's geometry then refers to the pooled source. Each block
+has an *activation* (:class:`Activation`), ReLU unless the structure says
+otherwise: a clipped leaky ReLU ``clip(max(z, slope z), low, high)`` covers
+ReLU, LeakyReLU, ReLU6 and Hardtanh, all componentwise, monotone and
+1-Lipschitz.
+
 One *row* per output channel (per unit of a flat block) holds that channel's
 kernel over all of the block's links; its design is the patches (im2col) of
 the sources, so all rows of a block share one Gram matrix of size
@@ -39,16 +47,64 @@ import scipy.sparse as sp
 
 INPUT = -1
 LINK_KINDS = ("conv", "dense", "pool")
+POOL_KINDS = ("avg", "max")
+
+
+class Pool(NamedTuple):
+    """A parameter-free pooling stage over ``size`` x ``size`` windows of a
+    spatial source (zero padding for ``"avg"``, counted in the mean as
+    torch's ``count_include_pad=True`` does; ``-inf`` padding for ``"max"``)."""
+
+    kind: str
+    size: int
+    stride: int
+    padding: int = 0
 
 
 class Link(NamedTuple):
-    """One affine map into a block, from ``source`` (``-1``: the input)."""
+    """One affine map into a block, from ``source`` (``-1``: the input),
+    after the pooling stages ``pool`` (applied in order to the source)."""
 
     source: int
     kind: str
     kernel_size: int = 1
     stride: int = 1
     padding: int = 0
+    pool: tuple = ()
+
+
+class Activation(NamedTuple):
+    """``phi(z) = clip(max(z, slope * z), low, high)`` with ``0 <= slope <= 1``
+    and ``low <= 0 <= high``: componentwise, monotone and 1-Lipschitz.
+
+    ReLU is ``(0, 0, inf)``, LeakyReLU(a) ``(a, -inf, inf)``, ReLU6
+    ``(0, 0, 6)``, Hardtanh(lo, hi) ``(1, lo, hi)``. A block whose states
+    are scaled by ``s > 0`` has the activation ``s phi(z / s)``, which is the
+    same clipped leaky ReLU with bounds ``s low`` and ``s high``
+    (:meth:`scaled`): the positively homogeneous ones (ReLU, LeakyReLU) are
+    unchanged, the clipped ones keep their shape with scaled thresholds.
+    """
+
+    slope: float = 0.0
+    low: float = 0.0
+    high: float = float("inf")
+
+    def scaled(self, scale):
+        return Activation(self.slope, self.low * scale, self.high * scale)
+
+    def is_relu(self):
+        return self == RELU
+
+    def __call__(self, z):
+        out = np.maximum(z, self.slope * z) if self.slope else np.maximum(z, 0.0)
+        if self.low > -np.inf and (self.slope or self.low != 0.0):
+            out = np.maximum(out, self.low)
+        if self.high < np.inf:
+            out = np.minimum(out, self.high)
+        return out
+
+
+RELU = Activation()
 
 
 class Structure(NamedTuple):
@@ -65,6 +121,8 @@ class Structure(NamedTuple):
     head : tuple of Link
         The links into the outputs (a flat block of ``n_outputs`` units).
     n_outputs : int
+    activations : tuple of Activation
+        Each block's activation; empty means ReLU everywhere.
     """
 
     input_shape: tuple
@@ -72,15 +130,80 @@ class Structure(NamedTuple):
     links: tuple
     head: tuple
     n_outputs: int
+    activations: tuple = ()
 
     def source_shape(self, source):
         return self.input_shape if source == INPUT else self.block_shapes[source]
+
+    def link_source_shape(self, link):
+        """Shape of what ``link``'s map reads: its source after its pools."""
+        return pooled_shape(self.source_shape(link.source), link.pool)
+
+    def activation(self, block):
+        return self.activations[block] if self.activations else RELU
+
+    def all_relu(self):
+        return all(a.is_relu() for a in self.activations)
+
+    def has_max_pool(self):
+        return any(stage.kind == "max" for links in self.links + (self.head,)
+                   for link in links for stage in link.pool)
 
     def block_sizes(self):
         return [int(np.prod(shape)) for shape in self.block_shapes]
 
     def n_states(self):
         return sum(self.block_sizes())
+
+
+def pool_output_size(size, stage):
+    return (size + 2 * stage.padding - stage.size) // stage.stride + 1
+
+
+def pooled_shape(shape, pools):
+    """Shape of a ``(C, H, W)`` source after the pooling stages ``pools``."""
+    for stage in pools:
+        shape = (shape[0], pool_output_size(shape[1], stage),
+                 pool_output_size(shape[2], stage))
+    return tuple(shape)
+
+
+def _pool_once(images, stage):
+    """One pooling stage of images (n, C, H, W), in numpy."""
+    pad, size = stage.padding, stage.size
+    fill = 0.0 if stage.kind == "avg" else -np.inf
+    if pad:
+        images = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)),
+                        constant_values=fill)
+    windows = np.lib.stride_tricks.sliding_window_view(images, (size, size), axis=(2, 3))
+    windows = windows[:, :, ::stage.stride, ::stage.stride]
+    return windows.mean(axis=(4, 5)) if stage.kind == "avg" else windows.max(axis=(4, 5))
+
+
+def _torch_pool_once(torch, images, stage):
+    functional = torch.nn.functional
+    if stage.kind == "avg":
+        return functional.avg_pool2d(images, stage.size, stage.stride, stage.padding,
+                                     count_include_pad=True)
+    return functional.max_pool2d(images, stage.size, stage.stride, stage.padding)
+
+
+def pool_source(structure, link, source_values):
+    """``link``'s source values (n, source size) after its pools, flattened."""
+    if not link.pool:
+        return source_values
+    shape = structure.source_shape(link.source)
+    torch = _imported_torch()
+    if torch is not None:
+        images = torch.from_numpy(_writable_float64(_as_images(source_values, shape)))
+        with torch.no_grad():
+            for stage in link.pool:
+                images = _torch_pool_once(torch, images, stage)
+        return images.reshape(images.shape[0], -1).numpy()
+    images = _as_images(source_values, shape)
+    for stage in link.pool:
+        images = _pool_once(images, stage)
+    return np.ascontiguousarray(images.reshape(images.shape[0], -1))
 
 
 def n_positions(shape):
@@ -105,7 +228,7 @@ def conv_output_size(size, link):
 
 def link_width(structure, link):
     """Number of design columns (kernel entries per row) of ``link``."""
-    shape = structure.source_shape(link.source)
+    shape = structure.link_source_shape(link)
     if link.kind == "conv":
         return shape[0] * link.kernel_size**2
     if link.kind == "pool":
@@ -115,7 +238,7 @@ def link_width(structure, link):
 
 def _output_shape(structure, link, n_out):
     """Shape of the block ``link`` produces with ``n_out`` channels/units."""
-    shape = structure.source_shape(link.source)
+    shape = structure.link_source_shape(link)
     if link.kind == "conv":
         return (n_out, conv_output_size(shape[1], link), conv_output_size(shape[2], link))
     return (n_out,)
@@ -136,6 +259,17 @@ def check_structure(structure):
                 raise ValueError(f"block {index} links to source {link.source}; sources "
                                  "must be the input (-1), an earlier block or itself")
             source = structure.source_shape(link.source)
+            if link.pool and len(source) != 3:
+                raise ValueError(f"a pooled link of block {index} needs a spatial "
+                                 f"source; source {link.source} has shape {source}")
+            for stage in link.pool:
+                if stage.kind not in POOL_KINDS:
+                    raise ValueError(f"pool kind must be one of {POOL_KINDS}; got "
+                                     f"{stage.kind!r}")
+            if link.pool and min(structure.link_source_shape(link)) < 1:
+                raise ValueError(f"a link of block {index} pools its source "
+                                 f"{source} to nothing")
+            source = structure.link_source_shape(link)
             if link.kind in ("conv", "pool") and len(source) != 3:
                 raise ValueError(f"a {link.kind} link of block {index} needs a spatial "
                                  f"source; source {link.source} has shape {source}")
@@ -143,6 +277,14 @@ def check_structure(structure):
             if tuple(produced) != tuple(shape):
                 raise ValueError(f"a link of block {index} produces shape {produced}, "
                                  f"not the block's shape {shape}")
+    if structure.activations and len(structure.activations) != len(structure.block_shapes):
+        raise ValueError(f"{len(structure.activations)} activations for "
+                         f"{len(structure.block_shapes)} blocks")
+    for activation in structure.activations:
+        if not (0.0 <= activation.slope <= 1.0 and activation.low <= 0.0
+                <= activation.high):
+            raise ValueError(f"activation {activation} is not monotone and 1-Lipschitz "
+                             "with phi(0) = 0 (needs 0 <= slope <= 1, low <= 0 <= high)")
 
 
 def _as_images(values, shape):
@@ -155,7 +297,8 @@ def link_patches(structure, link, source_values, positions=None):
     Parameters
     ----------
     source_values : ndarray of shape (n_samples, source size)
-        Post-activations (or inputs) of the link's source, flattened.
+        Post-activations (or inputs) of the link's source, flattened (before
+        the link's pools).
     positions : ndarray of int of shape (n_samples, k), default=None
         Output positions (flat indices) kept for each sample; ``None`` keeps all.
 
@@ -164,7 +307,12 @@ def link_patches(structure, link, source_values, positions=None):
     patches : ndarray of shape (n_samples * n_positions, link width)
         Rows ordered sample-major; columns in the kernel's (channel, row, column) order.
     """
-    shape = structure.source_shape(link.source)
+    return _patches(structure.link_source_shape(link), link,
+                    pool_source(structure, link, source_values), positions)
+
+
+def _patches(shape, link, source_values, positions=None):
+    """:func:`link_patches` of an already pooled source of ``shape``."""
     n_samples = source_values.shape[0]
     if link.kind == "dense":
         return source_values.reshape(n_samples, -1)
@@ -182,18 +330,22 @@ def link_patches(structure, link, source_values, positions=None):
     return windows.reshape(-1, windows.shape[-1])
 
 
-def _torch_conv(structure, link, kernel, source_values):
-    """The convolution by torch's float64 ``conv2d`` (a few times faster than
-    im2col + GEMM in numpy), used when the caller has already imported torch
-    (a TorchBaseline teacher or to_torch): sksim never imports it for this."""
+def _imported_torch():
+    """torch if the caller has already imported it (a TorchBaseline teacher or
+    to_torch), else None: sksim never imports it for the float64 convolutions
+    and pools, which it runs a few times faster than numpy's im2col + GEMM."""
     torch = sys.modules.get("torch")
-    if torch is None or not hasattr(torch, "nn"):
-        return None
-    shape = structure.source_shape(link.source)
-    images = np.ascontiguousarray(_as_images(source_values, shape), dtype=np.float64)
-    if not images.flags.writeable:  # a read-only memmap's batch: torch needs a copy
-        images = images.copy()
-    images = torch.from_numpy(images)
+    return torch if torch is not None and hasattr(torch, "nn") else None
+
+
+def _writable_float64(array):
+    array = np.ascontiguousarray(array, dtype=np.float64)
+    # a read-only memmap's batch: torch needs a copy
+    return array if array.flags.writeable else array.copy()
+
+
+def _torch_conv(torch, shape, link, kernel, source_values):
+    images = torch.from_numpy(_writable_float64(_as_images(source_values, shape)))
     weight = torch.from_numpy(np.ascontiguousarray(kernel, dtype=np.float64).reshape(
         kernel.shape[0], shape[0], link.kernel_size, link.kernel_size))
     with torch.no_grad():
@@ -205,24 +357,69 @@ def _torch_conv(structure, link, kernel, source_values):
 def link_output(structure, link, kernel, source_values):
     """``link`` applied with ``kernel`` (n_out, width): shape (n_samples, n_out * positions),
     flattened in (channel, row, column) order, no intercept."""
-    if link.kind == "conv":
-        out = _torch_conv(structure, link, kernel, source_values)
-        if out is not None:
-            return out
-    patches = link_patches(structure, link, source_values)
+    shape = structure.link_source_shape(link)
+    source_values = pool_source(structure, link, source_values)
+    torch = _imported_torch() if link.kind == "conv" else None
+    if torch is not None:
+        return _torch_conv(torch, shape, link, kernel, source_values)
     n_samples = source_values.shape[0]
-    out = patches @ kernel.T  # (n_samples * n_positions, n_out)
+    out = _patches(shape, link, source_values) @ kernel.T  # (n * positions, n_out)
     if link.kind != "conv":
         return out
-    shape = _output_shape(structure, link, kernel.shape[0])
-    return out.reshape(n_samples, shape[1] * shape[2], shape[0]).transpose(0, 2, 1) \
-        .reshape(n_samples, -1)
+    out_shape = _output_shape(structure, link, kernel.shape[0])
+    return out.reshape(n_samples, out_shape[1] * out_shape[2], out_shape[0]) \
+        .transpose(0, 2, 1).reshape(n_samples, -1)
+
+
+def _avg_pool_matrix(shape, stage):
+    """The sparse matrix of one average-pooling stage on a ``(C, H, W)`` source."""
+    channels, height, width = shape
+    out_h, out_w = pool_output_size(height, stage), pool_output_size(width, stage)
+    c, oi, oj, di, dj = np.meshgrid(np.arange(channels), np.arange(out_h),
+                                    np.arange(out_w), np.arange(stage.size),
+                                    np.arange(stage.size), indexing="ij")
+    row_in = oi * stage.stride - stage.padding + di
+    col_in = oj * stage.stride - stage.padding + dj
+    inside = (row_in >= 0) & (row_in < height) & (col_in >= 0) & (col_in < width)
+    rows = (c * out_h + oi) * out_w + oj
+    cols = (c * height + row_in) * width + col_in
+    values = np.full(rows.shape, 1.0 / stage.size**2)
+    return sp.csr_array(sp.coo_array(
+        (values[inside], (rows[inside], cols[inside])),
+        shape=(channels * out_h * out_w, channels * height * width)))
+
+
+def _pools_matrix(structure, link):
+    """The matrix of ``link``'s pooling stages (None when it has none); max
+    pooling is not linear and has none."""
+    if not link.pool:
+        return None
+    if any(stage.kind == "max" for stage in link.pool):
+        raise ValueError(
+            "a max-pooling stage is not a linear map, so this weight-shared model has "
+            "no unrolled matrices (A_, B_, C_, D_); predict, equilibrium, to_torch, "
+            "the certificates and persistence work on the blocks directly.")
+    shape = structure.source_shape(link.source)
+    matrix = None
+    for stage in link.pool:
+        step = _avg_pool_matrix(shape, stage)
+        matrix = step if matrix is None else step @ matrix
+        shape = pooled_shape(shape, (stage,))
+    return matrix
 
 
 def unroll_link(structure, link, kernel, n_out):
     """The sparse matrix of ``link``: (n_out * positions, source size)."""
-    shape = structure.source_shape(link.source)
+    pools = _pools_matrix(structure, link)
+    matrix = _unroll_map(structure.link_source_shape(link),
+                         _output_shape(structure, link, n_out), link, kernel)
+    return matrix if pools is None else sp.csr_array(matrix @ pools)
+
+
+def _unroll_map(shape, out_shape, link, kernel):
+    """The sparse matrix of ``link``'s map (no pools) from a source of ``shape``."""
     source_size = int(np.prod(shape))
+    n_out = kernel.shape[0]
     if link.kind == "dense":
         return sp.csr_array(kernel)
     if link.kind == "pool":
@@ -230,7 +427,7 @@ def unroll_link(structure, link, kernel, n_out):
         area = height * width
         return sp.csr_array(np.repeat(kernel / area, area, axis=1))
     channels, height, width = shape
-    out_h, out_w = _output_shape(structure, link, n_out)[1:]
+    out_h, out_w = out_shape[1:]
     size = link.kernel_size
     c_out, c_in, di, dj, oi, oj = np.meshgrid(
         np.arange(n_out), np.arange(channels), np.arange(size), np.arange(size),

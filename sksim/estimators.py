@@ -13,6 +13,7 @@ from typing import ClassVar
 import numba
 import numpy as np
 import scipy.sparse as sp
+from scipy.optimize import linear_sum_assignment
 from sklearn.base import (
     BaseEstimator,
     ClassifierMixin,
@@ -313,7 +314,7 @@ class _SharedReducer:
                                 targets[start:stop])
         else:
             for rows, pre, _ in est.baseline.iter_batches(X):
-                post = [np.maximum(z * s, 0.0) for z, s in zip(pre, scales)]
+                post = shared.activated(structure, [z * s for z, s in zip(pre, scales)])
                 chunk = _float64_rows(X, rows.start, rows.stop)
                 accumulator.add(shared.head_design(structure, chunk, post), targets[rows])
         return accumulator.finish()
@@ -558,10 +559,8 @@ class _BaseSIM(BaseEstimator):
     # ------------------------------------------------------- weight sharing
     def _weight_shared_teacher(self, X, states):
         """The teacher's TeacherMaps when the weight-shared model is fitted
-        (``weight_sharing=True``, or ``"auto"`` and a teacher with
-        convolutional blocks), else None."""
-        if self.weight_sharing is False:
-            return None
+        (``weight_sharing=True``, or ``"auto"`` and a teacher that is not a
+        plain chain of dense ReLU layers), else None (the flat model)."""
         traceable = states is None and hasattr(self.baseline, "trace")
         if self.weight_sharing is True and not traceable:
             raise ValueError(
@@ -570,21 +569,29 @@ class _BaseSIM(BaseEstimator):
                 "teacher's layers).")
         if not traceable:
             return None
-        from .baselines.torch_structure import NotAChainError
-
         try:
             maps = self.baseline.trace(X)
-        except NotAChainError as exc:
-            if self.weight_sharing is True:
+        except ValueError as exc:
+            if self.weight_sharing is True or getattr(exc, "fatal", False):
                 raise
-            warnings.warn(
-                f"The teacher cannot be fitted with weight sharing ({exc}); the "
-                "flat (unshared) SIM model is fitted instead. Set "
-                "weight_sharing=False to silence this warning.", UserWarning)
+            if self.weight_sharing is not False:
+                warnings.warn(
+                    f"The teacher cannot be fitted with weight sharing ({exc}); the "
+                    "flat (unshared) SIM model is fitted instead. Set "
+                    "weight_sharing=False to silence this warning.", UserWarning)
             return None
-        has_conv = any(link.kind == "conv" for links in maps.structure.links
-                       for link in links)
-        return maps if (has_conv or self.weight_sharing is True) else None
+        structure = maps.structure
+        if self.weight_sharing is False:
+            if not structure.all_relu():
+                raise ValueError(
+                    "weight_sharing=False fits a flat ReLU model, but the teacher has "
+                    "other activations (LeakyReLU, ReLU6 or Hardtanh): the model would "
+                    "differ from the teacher; use weight_sharing='auto'.")
+            return None
+        chain = structure.all_relu() and all(
+            len(links) == 1 and links[0].kind == "dense" and not links[0].pool
+            for links in structure.links)
+        return maps if (not chain or self.weight_sharing is True) else None
 
     def _fit_weight_shared(self, reducer, maps):
         """Fit the weight-shared model: one row per channel of each block. The
@@ -602,6 +609,7 @@ class _BaseSIM(BaseEstimator):
                                              skip_links=self.skip_links)
         # the teacher's structure: one link per block, the one its kernel belongs to
         scales = shared.block_scales(maps.structure, maps.kernels, self.kappa)
+        structure = shared.scaled_structure(structure, scales)
         # row_bound is relative to the teacher: the scales make absolute units arbitrary
         row_bounds = (np.full(len(scales) + 1, np.inf) if self.row_bound is None else
                       self.row_bound * shared.teacher_row_norms(maps, scales))
@@ -789,9 +797,12 @@ class _BaseSIM(BaseEstimator):
         self._forget_model()
         kind = ("outputs" if baseline_outputs is not None else
                 "teacher" if self.output_target == "baseline" else "y")
+        columns = None
         if kind == "teacher":
-            n_targets = self._teacher_output_width(
-                self.baseline.record(source.first_rows(2))[1])
+            first_outputs = np.asarray(self.baseline.record(source.first_rows(2))[1])
+            first_outputs = first_outputs.reshape(len(first_outputs), -1)
+            n_targets = self._teacher_output_width(first_outputs)
+            columns = self._teacher_columns(first_outputs)
         if isinstance(source, st.DaskSource):
             seed = self.random_state
             if seed is not None and not isinstance(seed, Integral):
@@ -799,13 +810,16 @@ class _BaseSIM(BaseEstimator):
             options = st.SharedOptions(
                 self.baseline, self.fit_intercept, self.positions_per_image, seed,
                 self.equilibrium_tol, self.equilibrium_max_iter,
-                st.ChunkRecipe(None, None, kind, encode, n_targets))
+                st.ChunkRecipe(None, None, kind, encode, n_targets, columns))
+            # a classifier's block pass counts the teacher's agreement with y
+            check = getattr(self, "_check_teacher_agreement", None)
             return self._fit_weight_shared(
-                st.DaskSharedReducer(options, X, y, baseline_outputs), maps)
+                st.DaskSharedReducer(options, X, y, baseline_outputs, check), maps)
         if kind == "outputs":
             targets = np.asarray(baseline_outputs, dtype=np.float64)
         elif kind == "teacher":
             targets = self._batched_teacher_targets(X)
+            self._check_teacher_targets(targets, y)
         else:
             targets = encode(y)
         return self._fit_weight_shared(_SharedReducer(self, X, targets), maps)
@@ -883,7 +897,12 @@ class _BaseSIM(BaseEstimator):
         recipe = st.ChunkRecipe(record.chunk_teacher, scales,
                                 "teacher" if use_teacher else targets, encode, n_targets)
         if use_teacher:
-            recipe = recipe._replace(n_targets=self._teacher_output_width(record.outputs))
+            # the teacher's columns in the order of classes_; a classifier checks
+            # the order on the state stage's pass (StreamedRows.state_problem)
+            recipe = recipe._replace(
+                n_targets=self._teacher_output_width(record.outputs),
+                columns=self._teacher_columns(
+                    np.asarray(record.outputs).reshape(len(first), -1)))
         return recipe, sum(record.blocks)
 
     def _teacher_output_width(self, outputs):
@@ -912,6 +931,7 @@ class _BaseSIM(BaseEstimator):
         if teacher_maps is not None:
             if use_teacher:
                 targets = self._batched_teacher_targets(X)
+                self._check_teacher_targets(targets, y_for_teacher)
             return None, targets, teacher_maps
         if states is not None:
             teacher, record = None, record_states(states)
@@ -924,6 +944,7 @@ class _BaseSIM(BaseEstimator):
             raise ValueError("baseline produced non-finite states.")
         if use_teacher and record.outputs is not None:
             targets = self._teacher_targets(record.outputs, n_samples)
+            self._check_teacher_targets(targets, y_for_teacher)
         return states, targets, None
 
     def _forget_model(self):
@@ -943,18 +964,31 @@ class _BaseSIM(BaseEstimator):
         return self._teacher_targets(outputs, X.shape[0])
 
     def _teacher_targets(self, outputs, n_samples):
-        """The teacher's raw outputs as output-row targets, checked against y."""
+        """The teacher's raw outputs as output-row targets, checked against y
+        (a classifier's put in the order of ``classes_``)."""
         outputs = np.asarray(outputs, dtype=np.float64)
         outputs = outputs.reshape(n_samples, -1)
+        columns = self._teacher_columns(outputs)
+        if not np.all(np.isfinite(outputs)):
+            raise ValueError("baseline produced non-finite outputs.")
+        return outputs if columns is None else columns(outputs)
+
+    def _teacher_columns(self, outputs):
+        """Check the teacher's output count (``outputs``: 2-D, some samples'
+        raw outputs) against y; returns the
+        :class:`~sksim.streaming.TeacherColumns` that put them in the order
+        of the output rows, or None to keep them as they are."""
         expected = self._n_output_columns(outputs)
         if outputs.shape[1] != expected:
             raise ValueError(
                 f"The teacher has {outputs.shape[1]} outputs but y needs {expected} "
                 "output columns; the output rows cannot match the teacher. Set "
                 "output_target='y' to fit y instead.")
-        if not np.all(np.isfinite(outputs)):
-            raise ValueError("baseline produced non-finite outputs.")
-        return outputs
+        return None
+
+    def _check_teacher_targets(self, targets, y):
+        """A classifier checks its teacher's targets against y (its class
+        order); nothing to check for a regressor."""
 
     def _row_bound(self):
         return np.inf if self.row_bound is None else float(self.row_bound)
@@ -1286,10 +1320,14 @@ class _BaseSIM(BaseEstimator):
         sparse : bool, default=None
             Store A, B, C, D as sparse COO tensors; ``None`` does so for each
             matrix with fewer than 5% of its entries nonzero (torch's sparse
-            products are much slower than dense ones above that). A feed-forward
-            weight-shared model (no ``lateral_kernel``) is exported as its
-            blocks instead: ``conv2d`` and linear layers holding the kernels,
-            differentiated by autograd; ``sparse`` does not apply to it.
+            products are much slower than dense ones above that). A
+            weight-shared model is exported as its blocks instead, never
+            unrolled (a max-pooling one has no ``A_``): each link's pooling
+            stages and ``conv2d`` / linear map holding its kernel, then each
+            block's activation, differentiated by autograd; a block with a
+            lateral link (``lateral_kernel``) iterates
+            ``x_b <- phi(drive_b + K x_b)`` to ``tol`` and is differentiated
+            implicitly. ``sparse`` does not apply to it.
         tol : float, default=None
             Residual tolerance of the module's fixed-point loops (relative
             to ``max(1, max|x|)``); ``None`` means ``equilibrium_tol``.
@@ -1302,20 +1340,17 @@ class _BaseSIM(BaseEstimator):
         module : torch.nn.Module
             ``module(u)`` has shape (batch, n_outputs);
             ``module.equilibrium(u)`` has shape (batch, n_states). The
-            module pickles (``torch.save``) like any other.
+            module converts (``.to``, ``.float()``, ``.double()``), saves
+            its buffers (``state_dict``) and pickles (``torch.save``) like
+            any other.
         """
         check_is_fitted(self)
         from .torch_export import build_shared_torch_module, build_torch_module
 
         if self._is_weight_shared():
-            if not any(link.source == b for b, links in enumerate(self.structure_.links)
-                       for link in links):
-                return build_shared_torch_module(self, dtype=dtype)
-            forward_blocks = None
-        else:
-            forward_blocks = _forward_blocks(self.A_)
+            return build_shared_torch_module(self, dtype=dtype, tol=tol, max_iter=max_iter)
         return build_torch_module(self, dtype=dtype, sparse=sparse, tol=tol,
-                                  max_iter=max_iter, forward_blocks=forward_blocks)
+                                  max_iter=max_iter, forward_blocks=_forward_blocks(self.A_))
 
     @property
     def n_nonzero_(self):
@@ -1592,6 +1627,14 @@ _FIT_DOC = """Fit the implicit model.
         """
 
 
+def _preview(labels, n=10):
+    """At most ``n`` labels of ``labels``, for an error message."""
+    labels = list(np.asarray(labels).tolist())
+    if len(labels) <= n:
+        return repr(labels)
+    return repr(labels[:n])[:-1] + f", ... ({len(labels)} in all)]"
+
+
 def _fit_doc(y, baseline_outputs, name):
     """``fit``'s docstring with the estimator's own ``y`` and
     ``baseline_outputs`` entries."""
@@ -1691,6 +1734,20 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
     ``MLPClassifier.predict_proba`` is the same map of its logits); with
     indicator targets they are normalised scores, not calibrated
     probabilities.
+
+    The teacher's output column ``j`` is the score of ``classes_[j]``, the
+    ``j``-th label of y in sorted order, unless the teacher names the class
+    of each of its columns: ``TorchBaseline(module, classes=[...])``, or a
+    fitted scikit-learn MLP's own ``classes_``. Then ``classes_`` is those
+    labels, sorted (also any absent from y), every label of y must be one
+    of them, and the teacher's columns are permuted to that order. A
+    TorchBaseline without ``classes`` whose outputs are the targets has its
+    order checked on the training data (on the outputs the fit records
+    anyway): ``fit`` raises a ValueError when the teacher clearly classifies
+    y under some matching of its columns to the classes (chance-corrected
+    agreement of at least 0.5) but its argmax agrees with y on fewer than
+    half as many samples under the sorted order (and by more than
+    ``3 sqrt(n_samples)`` samples). A merely weak teacher is fitted.
 """,
         attributes_doc(classifier=True),
         """
@@ -1735,12 +1792,153 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
         return LabelTargets(self.classes_), len(self.classes_)
 
     def _set_classes(self, y):
-        """``classes_`` from the labels y, at least two of them."""
+        """``classes_`` from the labels y, at least two of them; the sorted
+        classes of the teacher's output columns when it names them (every
+        label of y must be one of them)."""
         check_classification_targets(y)
-        self.classes_ = np.unique(y)
-        if len(self.classes_) < 2:
+        seen = np.unique(y)
+        if len(seen) < 2:
             raise ValueError(f"y must contain at least 2 classes; got 1 class "
-                             f"({self.classes_[0]!r}).")
+                             f"({seen[0]!r}).")
+        declared = self._declared_classes()
+        if declared is None:
+            self.classes_ = seen
+            return
+        classes = np.unique(declared)
+        known = set(classes.tolist())
+        unknown = [label for label in seen.tolist() if label not in known]
+        if unknown:
+            raise ValueError(
+                f"y has labels {_preview(unknown)} that are not in the teacher's "
+                f"{self._declared_name()} {_preview(declared)}: every label of y must "
+                "be the class of one of the teacher's output columns.")
+        self.classes_ = classes
+
+    def _declared_name(self):
+        return "classes" if hasattr(self.baseline, "record") else "classes_"
+
+    def _declared_classes(self):
+        """The class of each of the teacher's output columns, in column order,
+        when the teacher names them (``TorchBaseline(classes=...)``, or a
+        fitted scikit-learn MLP's ``classes_``), else None."""
+        baseline = self.baseline
+        if isinstance(baseline, FrozenEstimator):
+            classes = getattr(baseline.estimator, "classes_", None)
+            return None if classes is None else np.asarray(classes)
+        if not hasattr(baseline, "record"):
+            return None  # an MLP trained here, on y: its classes are classes_
+        classes = getattr(baseline, "classes", None)
+        if classes is None:
+            return None
+        classes = np.asarray(classes)
+        if classes.ndim != 1 or len(classes) < 2:
+            raise ValueError(
+                "TorchBaseline classes must be a 1-D list of the class label of "
+                "each of the module's output columns, in column order (at least "
+                "2; for a single logit: the negative class, then the positive one); "
+                f"got {classes.tolist()!r}.")
+        unique, counts = np.unique(classes, return_counts=True)
+        if np.any(counts > 1):
+            raise ValueError(
+                f"TorchBaseline classes has duplicate labels "
+                f"{_preview(unique[counts > 1])}: each of the module's output "
+                "columns must have a class of its own.")
+        return classes
+
+    def _teacher_columns(self, outputs):
+        """The teacher's output columns in the order of ``classes_``: column
+        ``j`` is ``classes_[j]`` unless the teacher names its columns' classes
+        (then they are permuted by those; a single logit is the score of the
+        second one). Checks the teacher's output count."""
+        from .streaming import TeacherColumns
+
+        n_outputs = outputs.shape[1]
+        declared = self._declared_classes()
+        if declared is None:
+            if n_outputs != self._n_output_columns(outputs):
+                raise ValueError(
+                    f"The teacher has {n_outputs} outputs but y has "
+                    f"{len(self.classes_)} classes ({_preview(self.classes_)}); output "
+                    "column j would be the score of classes_[j], the j-th class in "
+                    "sorted order. If the teacher was trained on other classes or "
+                    "labels, pass TorchBaseline(module, classes=[...]) with the class "
+                    "label of each output column, in column order; or set "
+                    "output_target='y' to fit y instead.")
+            return None
+        if len(declared) != (2 if n_outputs == 1 else n_outputs):
+            raise ValueError(
+                f"The teacher's {self._declared_name()} has {len(declared)} entries but "
+                f"the teacher has {n_outputs} output{'s' if n_outputs > 1 else ''}: "
+                f"{self._declared_name()} gives the class label of each output column, "
+                "in column order" + (" (for a single logit: the negative class, "
+                                     "then the positive one)." if n_outputs == 1 else "."))
+        if n_outputs == 1:
+            negate = bool(declared[1] == self.classes_[0])
+            return TeacherColumns(np.zeros(1, dtype=np.intp), True) if negate else None
+        order = np.unique(declared, return_index=True)[1]  # column of each classes_[k]
+        if np.array_equal(order, np.arange(n_outputs)):
+            return None
+        return TeacherColumns(order)
+
+    def _check_teacher_targets(self, targets, y):
+        """:meth:`_check_teacher_agreement` on the teacher's targets on all of X."""
+        from .streaming import TeacherAgreement
+
+        if hasattr(self.baseline, "record") and self._declared_classes() is None:
+            self._check_teacher_agreement(TeacherAgreement(self.classes_).add(y, targets))
+
+    def _check_teacher_agreement(self, agreement):
+        """Refuse a torch teacher whose output columns are clearly not the
+        classes of y in sorted order (``classes_``), when it does not name
+        them (``TorchBaseline(classes=...)``, which skips this check).
+
+        ``agreement.counts`` holds, per class of y and per output column, how
+        many training samples of that class the teacher's argmax puts in that
+        column: its trace is the teacher's agreement with y when column ``j``
+        is taken as ``classes_[j]`` (the order the fit would use), and the best
+        one-to-one matching of columns to classes (``linear_sum_assignment``)
+        the agreement under the best order. The fit is refused when all of
+
+        * the teacher is clearly a classifier of y under the best matching:
+          its chance-corrected agreement (Cohen's kappa, the agreement above
+          what the two label frequencies give by chance, as a fraction of the
+          most it could be) is at least 0.5;
+        * the order used agrees on fewer than half as many samples as the
+          best matching: the model, which predicts about as the teacher's
+          argmax does, would lose at least half of the accuracy the teacher
+          offers;
+        * the difference is more than ``3 sqrt(n_samples)`` samples, which
+          chance on a few samples does not reach.
+
+        A teacher that is merely weak (untrained, or poor on these data)
+        fails the first condition, whatever its order, and is fitted.
+        """
+        if self._declared_classes() is not None:
+            return
+        counts = agreement.counts
+        n_samples = int(counts.sum())
+        if n_samples == 0:
+            return
+        assumed = int(np.trace(counts))
+        rows, columns = linear_sum_assignment(counts, maximize=True)
+        best = int(counts[rows, columns].sum())
+        by_class, by_column = counts.sum(axis=1) / n_samples, counts.sum(axis=0) / n_samples
+        chance = float(np.sum(by_class[rows] * by_column[columns]))
+        kappa = (best / n_samples - chance) / (1.0 - chance) if chance < 1 else 0.0
+        if not (kappa >= 0.5 and 2 * assumed < best
+                and best - assumed > 3 * np.sqrt(n_samples)):
+            return
+        matched = np.empty(len(columns), dtype=self.classes_.dtype)
+        matched[columns] = self.classes_[rows]
+        raise ValueError(
+            "The teacher's output columns do not match classes_ in sorted order "
+            f"({_preview(self.classes_)}): its argmax agrees with y on "
+            f"{assumed / n_samples:.1%} of the {n_samples} training samples when "
+            f"output column j is taken as classes_[j], against {best / n_samples:.1%} "
+            "under the best matching of its columns to the classes (which reads the "
+            f"columns as classes={_preview(matched)}). Pass TorchBaseline(module, "
+            "classes=[...]) with the class label of each output column, in column "
+            "order.")
 
     def _validated_targets(self, X, y):
         """Validated ``X``, the indicator targets and ``y`` for the teacher."""

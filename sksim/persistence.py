@@ -33,7 +33,7 @@ import scipy.sparse as sp
 
 from ._attributes import attributes_of_fit
 from ._version import __version__
-from .blocks import Link, Structure, check_structure, link_width
+from .blocks import Activation, Link, Pool, Structure, check_structure, link_width
 from .estimators import SIMClassifier, SIMRegressor, _row_infinity_norm
 from .weight_sharing import SharedModel, unrolled_norms
 
@@ -403,20 +403,56 @@ def _csr_matrix(files, name):
     return matrix
 
 
+def _link_to_json(link):
+    """``[source, kind, size, stride, padding]`` (the format of models saved
+    before pooling stages), then the pools ``[[kind, size, stride, padding], ...]``
+    when the link has any."""
+    values = list(link[:5])
+    return values + [[list(stage) for stage in link.pool]] if link.pool else values
+
+
 def _structure_to_json(structure):
-    return {"input_shape": list(structure.input_shape),
+    spec = {"input_shape": list(structure.input_shape),
             "block_shapes": [list(shape) for shape in structure.block_shapes],
-            "links": [[list(link) for link in links] for links in structure.links],
-            "head": [list(link) for link in structure.head],
+            "links": [[_link_to_json(link) for link in links] for links in structure.links],
+            "head": [_link_to_json(link) for link in structure.head],
             "n_outputs": structure.n_outputs}
+    if not structure.all_relu():
+        # JSON has no infinity: an unbounded side is null
+        spec["activations"] = [[a.slope, _finite_or_none(a.low), _finite_or_none(a.high)]
+                               for a in structure.activations]
+    return spec
+
+
+def _finite_or_none(value):
+    return float(value) if np.isfinite(value) else None
+
+
+def _ints(values, what):
+    if not all(type(v) is int for v in values):
+        raise ValueError(f"bad {what} {values!r}")
+    return tuple(values)
+
+
+def _pool_from_json(values):
+    kind, *geometry = values
+    if not isinstance(kind, str) or len(geometry) != 3:
+        raise ValueError(f"bad pooling stage {values!r}")
+    return Pool(kind, *_ints(geometry, "pooling stage"))
 
 
 def _link_from_json(values):
-    source, kind, size, stride, padding = values
-    if not (all(type(v) is int for v in (source, size, stride, padding))
-            and isinstance(kind, str)):
+    if len(values) not in (5, 6) or not isinstance(values[1], str):
         raise ValueError(f"bad link {values!r}")
-    return Link(source, kind, size, stride, padding)
+    source, size, stride, padding = _ints([values[0], *values[2:5]], "link")
+    pools = tuple(_pool_from_json(v) for v in values[5]) if len(values) == 6 else ()
+    return Link(source, values[1], size, stride, padding, pools)
+
+
+def _activation_from_json(values):
+    slope, low, high = values
+    return Activation(float(slope), -np.inf if low is None else float(low),
+                      np.inf if high is None else float(high))
 
 
 def _rebuild_weight_shared(estimator, meta, files, n_states, n_features):
@@ -428,7 +464,9 @@ def _rebuild_weight_shared(estimator, meta, files, n_states, n_features):
                           tuple(tuple(_link_from_json(v) for v in links)
                                 for links in spec["links"]),
                           tuple(_link_from_json(v) for v in spec["head"]),
-                          int(spec["n_outputs"]))
+                          int(spec["n_outputs"]),
+                          tuple(_activation_from_json(v)
+                                for v in spec.get("activations", ())))
     check_structure(structure)
     if structure.n_states() != n_states or np.prod(structure.input_shape) != n_features:
         raise ValueError("the structure does not match n_states_ / n_features_in_")

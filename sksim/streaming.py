@@ -60,6 +60,64 @@ class LabelTargets(NamedTuple):
         return (np.asarray(y_rows)[:, None] == self.classes[None, :]).astype(np.float64)
 
 
+class TeacherColumns(NamedTuple):
+    """The teacher's output columns put in the order of ``classes_``.
+
+    Attributes
+    ----------
+    order : ndarray of int
+        The teacher's column read for each target column: target column ``k``
+        is the teacher's column ``order[k]``, the one of ``classes_[k]``.
+    negate : bool
+        A single logit is the score of the teacher's second class; negated
+        when that class is ``classes_[0]``.
+    """
+
+    order: np.ndarray
+    negate: bool = False
+
+    def __call__(self, outputs):
+        outputs = np.asarray(outputs, dtype=np.float64)
+        outputs = outputs.reshape(len(outputs), -1)
+        return -outputs if self.negate else outputs[:, self.order]
+
+
+class TeacherAgreement:
+    """How often the teacher's argmax (its targets' largest column, or the
+    sign of a single logit) names each sample's class: ``counts[k, j]`` is the
+    number of samples of ``classes[k]`` whose target argmax is column ``j``.
+    Counted chunk by chunk on the outputs a fit records anyway, and merged as
+    the Gram accumulators are."""
+
+    def __init__(self, classes):
+        self.classes = np.asarray(classes)
+        self.counts = np.zeros((len(self.classes), len(self.classes)), dtype=np.int64)
+
+    def add(self, y_rows, targets):
+        targets = np.asarray(targets).reshape(len(targets), -1)
+        labels = np.asarray(y_rows).ravel()
+        if not len(labels):
+            return self
+        index = np.clip(np.searchsorted(self.classes, labels), 0, len(self.classes) - 1)
+        known = self.classes[index] == labels  # y's classes are all in classes_
+        columns = ((targets[:, 0] > 0).astype(np.intp) if targets.shape[1] == 1
+                   else np.argmax(targets, axis=1))
+        np.add.at(self.counts, (index[known], columns[known]), 1)
+        return self
+
+    def merge(self, other):
+        self.counts += other.counts
+        return self
+
+
+def counts_agreement(recipe):
+    """Whether a chunk's teacher targets are to be counted against y (a
+    classifier fitting its teacher's outputs): a new TeacherAgreement, or None."""
+    if recipe.targets != "teacher" or not isinstance(recipe.encode, LabelTargets):
+        return None
+    return TeacherAgreement(recipe.encode.classes)
+
+
 class ValueTargets(NamedTuple):
     """Regression targets as float64 columns."""
 
@@ -84,6 +142,9 @@ class ChunkRecipe(NamedTuple):
     encode : LabelTargets or ValueTargets
     n_targets : int
         Columns the targets must have.
+    columns : TeacherColumns or None, default=None
+        The teacher's output columns in the order of ``classes_`` (None: as
+        they are).
     """
 
     teacher: object
@@ -91,6 +152,7 @@ class ChunkRecipe(NamedTuple):
     targets: str
     encode: object
     n_targets: int
+    columns: object = None
 
 
 class StateModel(NamedTuple):
@@ -141,6 +203,8 @@ def chunk_targets(recipe, y_rows, outputs_rows, teacher_outputs):
         # _teacher_output_width) and is the same for every chunk
         targets = np.asarray(teacher_outputs, dtype=np.float64)
         targets = targets.reshape(len(targets), -1)
+        if recipe.columns is not None:
+            targets = recipe.columns(targets)
         name = "the baseline's outputs"
     else:
         targets = recipe.encode(y_rows)
@@ -160,14 +224,28 @@ def _design(n_states, X_rows):
 def state_partial(recipe, fit_intercept, X_rows, y_rows, states_rows, outputs_rows):
     """Gram problem of the state rows on one chunk: design ``[relu(z), x]``,
     targets ``z``."""
+    return _state_accumulator(recipe, fit_intercept, X_rows, states_rows)[0]
+
+
+def counted_state_partial(recipe, fit_intercept, X_rows, y_rows, states_rows,
+                          outputs_rows):
+    """:func:`state_partial` and the chunk's :class:`TeacherAgreement` (the
+    teacher's outputs on the chunk come with its states), as a list."""
+    accumulator, outputs = _state_accumulator(recipe, fit_intercept, X_rows, states_rows)
+    agreement = counts_agreement(recipe)
+    agreement.add(y_rows, chunk_targets(recipe, y_rows, None, outputs))
+    return [accumulator, agreement]
+
+
+def _state_accumulator(recipe, fit_intercept, X_rows, states_rows):
     X_rows = _finite(np.asarray(X_rows, dtype=np.float64), "X")
-    states, _ = chunk_states(recipe, X_rows, states_rows)
+    states, outputs = chunk_states(recipe, X_rows, states_rows)
     n_states = states.shape[1]
     design = _design(n_states, X_rows)
     np.maximum(states, 0.0, out=design[:, :n_states])
     accumulator = GramAccumulator(design.shape[1], n_states, fit_intercept)
     accumulator.add(design, states, overwrite=True)
-    return accumulator
+    return accumulator, outputs
 
 
 def output_partial(recipe, model, fit_intercept, X_rows, y_rows, states_rows,
@@ -215,9 +293,16 @@ class StreamedRows:
         self.estimator, self.source, self.recipe = estimator, source, recipe
 
     def state_problem(self):
+        """A classifier fitting its teacher's outputs also counts the teacher's
+        agreement with y on this pass and checks it before any row is solved."""
         fit_intercept = self.estimator.fit_intercept
-        return self.source.reduce(partial(state_partial, self.recipe, fit_intercept),
-                                  merge_accumulators).finish()
+        if counts_agreement(self.recipe) is None:
+            return self.source.reduce(partial(state_partial, self.recipe, fit_intercept),
+                                      merge_accumulators).finish()
+        accumulator, agreement = self.source.reduce(
+            partial(counted_state_partial, self.recipe, fit_intercept), merge_lists)
+        self.estimator._check_teacher_agreement(agreement)
+        return accumulator.finish()
 
     def output_problem(self):
         """On the fitted state rows' equilibrium when ``refit_outputs``."""
@@ -416,14 +501,24 @@ def shared_block_partial(options, structure, scales, blocks, model, X_rows, y_ro
     from .weight_sharing import accumulate_block_problems
 
     X_rows = _finite(np.asarray(X_rows, dtype=np.float64), "X")
-    batches = ((X_rows[rows], pre) for rows, pre, _ in options.teacher.iter_batches(X_rows))
+    # a classifier fitting its teacher's outputs counts their agreement with
+    # y on the outputs this pass records anyway (the last item of the list)
+    agreement = None if y_rows is None else counts_agreement(options.targets)
+
+    def batches():
+        for rows, pre, out in options.teacher.iter_batches(X_rows):
+            if agreement is not None:
+                agreement.add(y_rows[rows], chunk_targets(options.targets, None, None, out))
+            yield X_rows[rows], pre
+
     # positions kept per image drawn from (seed, first row): reproducible for
     # a seed whatever the blocks are computed on
     seed = None if options.seed is None else [options.seed, int(index_rows[0, 0])]
-    return accumulate_block_problems(
-        structure, batches, scales, fit_intercept=options.fit_intercept,
+    parts = accumulate_block_problems(
+        structure, batches(), scales, fit_intercept=options.fit_intercept,
         positions_per_image=options.positions_per_image, random_state=seed,
         blocks=blocks, model=model, finish=False)
+    return parts if agreement is None else [*parts, agreement]
 
 
 def shared_head_partial(options, structure, scales, model, X_rows, y_rows, index_rows,
@@ -431,7 +526,7 @@ def shared_head_partial(options, structure, scales, model, X_rows, y_rows, index
     """The output rows' accumulator of one chunk: the design on the model's own
     states (``model``) or the teacher's scaled states; the targets as
     ``options.targets`` says."""
-    from .weight_sharing import block_equilibrium, head_design, link_width
+    from .weight_sharing import activated, block_equilibrium, head_design, link_width
 
     X_rows = _finite(np.asarray(X_rows, dtype=np.float64), "X")
     width = sum(link_width(structure, link) for link in structure.head)
@@ -439,7 +534,7 @@ def shared_head_partial(options, structure, scales, model, X_rows, y_rows, index
     for rows, pre, out in options.teacher.iter_batches(X_rows):
         chunk = X_rows[rows]
         if model is None:
-            post = [np.maximum(z * s, 0.0) for z, s in zip(pre, scales)]
+            post = activated(structure, [z * s for z, s in zip(pre, scales)])
         else:
             with np.errstate(over="ignore", invalid="ignore"):
                 post = block_equilibrium(model, chunk, tol=options.equilibrium_tol,
@@ -456,16 +551,22 @@ class DaskSharedReducer:
     blocks' accumulators; they are merged pairwise. The same interface as the
     estimator's in-memory reducer."""
 
-    def __init__(self, options, X, y, outputs):
+    def __init__(self, options, X, y, outputs, check_agreement=None):
         n_samples = X.shape[0]
         self.options = options
         self.source = DaskSource(X, y, np.arange(n_samples).reshape(-1, 1), outputs)
         self.n_outputs = options.targets.n_targets
+        # called with the TeacherAgreement a classifier's block pass counts
+        self.check_agreement = check_agreement
 
     def block_problems(self, structure, scales, blocks, model):
         blocks = list(range(len(structure.block_shapes))) if blocks is None else blocks
         parts = self.source.reduce(partial(shared_block_partial, self.options, structure,
                                            scales, blocks, model), merge_lists)
+        if parts and isinstance(parts[-1], TeacherAgreement):
+            agreement = parts.pop()
+            if self.check_agreement is not None:
+                self.check_agreement(agreement)
         return [part.finish() for part in parts]
 
     def output_problem(self, structure, scales, model):

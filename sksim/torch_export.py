@@ -17,11 +17,25 @@ How the module computes the equilibrium ``x = relu(A x + B u + b_x)``:
   ``g = v + (df/dx)^T g``, solved by fixed-point iteration; it converges
   because ``||(D A)^T||_1 = ||D A||_inf <= ||A||_inf < 1`` for the 0/1
   diagonal ``D`` of ReLU derivatives. No iterate is stored.
+
+A weight-shared model exports as its blocks (:class:`SharedSIMModule`): each
+link's pooling stages and ``conv2d`` / linear map on the kernels, each
+block's activation (a clipped leaky ReLU), never the unrolled matrices (a
+max-pooling model has none). A block with a lateral link (one reading the
+block itself) iterates ``x_b <- phi(drive_b + K x_b)`` to the tolerance, as
+``predict`` does, and its gradient comes from the same implicit
+differentiation at the block's fixed point.
+
+The modules behave as any ``nn.Module``: ``.to(dtype or device)``,
+``.float()``, ``.double()``, ``state_dict`` / ``load_state_dict``, ``pickle``
+and ``torch.save``. Their buffers are copies (never views of the estimator's
+arrays, which ``load_state_dict`` would overwrite in place).
 """
 
 import warnings
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from torch import nn
@@ -38,11 +52,28 @@ def _to_torch_matrix(matrix, dtype, sparse):
         sparse = matrix.nnz < DENSE_PRODUCT_DENSITY * max(1, matrix.shape[0] * matrix.shape[1])
     if sparse:
         coo = matrix.tocoo()
-        indices = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.long)
-        values = torch.as_tensor(coo.data, dtype=dtype)
+        indices = torch.tensor(np.vstack([coo.row, coo.col]), dtype=torch.long)
+        values = torch.tensor(coo.data, dtype=dtype)
         return torch.sparse_coo_tensor(indices, values, coo.shape,
                                        check_invariants=True).coalesce()
-    return torch.as_tensor(matrix.toarray(), dtype=dtype)
+    return torch.tensor(matrix.toarray(), dtype=dtype)
+
+
+def _copy(array, dtype):
+    """A torch copy of ``array`` (``torch.as_tensor`` would share the
+    estimator's memory, and ``load_state_dict`` copies into buffers in place)."""
+    return torch.tensor(np.asarray(array), dtype=dtype)
+
+
+def _to_csr_float64(tensor):
+    """A dense or sparse COO torch matrix as a float64 scipy CSR array."""
+    tensor = tensor.detach().to("cpu", torch.float64)
+    if tensor.is_sparse:
+        tensor = tensor.coalesce()
+        rows, cols = tensor.indices().numpy()
+        return sp.csr_array((tensor.values().numpy(), (rows, cols)),
+                            shape=tuple(tensor.shape))
+    return sp.csr_array(tensor.numpy())
 
 
 def _right(matrix, x):
@@ -68,6 +99,36 @@ class _Stall:
         else:
             self.since_best += 1
         return self.since_best >= self.patience
+
+
+def _implicit_step(step, x_fixed, drive, tol, max_iter):
+    """``step(x_fixed, drive)`` (differentiable in ``drive``), its gradient
+    corrected to that of the fixed point ``x* = step(x*, drive)``
+    (implicit differentiation): the hook replaces the incoming gradient
+    ``v`` by the solution ``g`` of the adjoint fixed point
+    ``g = v + (d step / dx)^T g``, iterated to ``tol`` (or until it stalls
+    at the dtype's rounding floor); a contraction, as the forward map is."""
+    x = step(x_fixed.detach(), drive)
+    x_star = x.detach().requires_grad_()
+    f_star = step(x_star, drive.detach())
+
+    def adjoint(grad):
+        if grad is None:
+            return None
+        g = grad
+        stall = _Stall()
+        for _ in range(max_iter):
+            (vjp,) = torch.autograd.grad(f_star, x_star, g, retain_graph=True)
+            new = grad + vjp
+            change = float((new - g).abs().max())
+            done = change <= tol * max(1.0, float(new.abs().max()))
+            g = new
+            if done or stall(change):
+                break
+        return g
+
+    x.register_hook(adjoint)
+    return x
 
 
 class SIMModule(nn.Module):
@@ -96,13 +157,12 @@ class SIMModule(nn.Module):
         for name in ("A", "B", "C", "D"):
             self.register_buffer(name, _to_torch_matrix(getattr(estimator, name + "_"),
                                                         dtype, sparse))
-        self.register_buffer("state_intercept", torch.as_tensor(
-            estimator.state_intercept_, dtype=dtype))
-        self.register_buffer("output_intercept", torch.as_tensor(
-            estimator.intercept_, dtype=dtype))
+        self.register_buffer("state_intercept", _copy(estimator.state_intercept_, dtype))
+        self.register_buffer("output_intercept", _copy(estimator.intercept_, dtype))
         # the exact float64 A for the CPU Gauss-Seidel kernel (a buffer's
-        # copy may be float32)
-        self._A_float64 = estimator.A_.tocsr()
+        # copy may be float32, and stays rounded after .double()); not a
+        # buffer, so .float() leaves it exact; load_state_dict refreshes it
+        self._A_float64 = sp.csr_array(estimator.A_, dtype=np.float64, copy=True)
         self.forward_blocks = forward_blocks
         if forward_blocks is not None:
             for b, (start, stop) in enumerate(forward_blocks[1:]):
@@ -110,6 +170,20 @@ class SIMModule(nn.Module):
                     estimator.A_.tocsr()[start:stop, :start], dtype, sparse))
         self.tol = tol
         self.max_iter = max_iter
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # Keep the Gauss-Seidel kernel's float64 A consistent with the loaded
+        # buffer A: kept when the buffer is its rounding (a state_dict of this
+        # model, in any dtype), else replaced by the buffer's values.
+        if prefix + "A" not in state_dict:
+            return
+        loaded = _to_csr_float64(self.A)
+        exact = self._A_float64
+        rounded = sp.csr_array((torch.tensor(exact.data).to(self.A.dtype).double().numpy(),
+                                exact.indices, exact.indptr), shape=exact.shape)
+        if loaded.shape != exact.shape or (loaded != rounded).nnz:
+            self._A_float64 = loaded
 
     def _step(self, x, drive):
         return torch.relu(_right(self.A, x) + drive)
@@ -158,30 +232,7 @@ class SIMModule(nn.Module):
             x = self._gauss_seidel(drive) if drive.device.type == "cpu" else self._jacobi(drive)
         if not (torch.is_grad_enabled() and drive.requires_grad):
             return x
-        # One differentiable step at the fixed point, then correct its
-        # gradient with the adjoint fixed point (implicit differentiation).
-        x = self._step(x.detach(), drive)
-        x_star = x.detach().requires_grad_()
-        f_star = self._step(x_star, drive.detach())
-        tol, max_iter = self.tol, self.max_iter
-
-        def adjoint(grad):
-            if grad is None:
-                return None
-            g = grad
-            stall = _Stall()
-            for _ in range(max_iter):
-                (vjp,) = torch.autograd.grad(f_star, x_star, g, retain_graph=True)
-                new = grad + vjp
-                change = float((new - g).abs().max())
-                done = change <= tol * max(1.0, float(new.abs().max()))
-                g = new
-                if done or stall(change):
-                    break
-            return g
-
-        x.register_hook(adjoint)
-        return x
+        return _implicit_step(self._step, x, drive, self.tol, self.max_iter)
 
     def forward(self, u):
         u = u.to(self.state_intercept.dtype)
@@ -199,36 +250,75 @@ def build_torch_module(estimator, *, dtype=None, sparse=None, tol=None, max_iter
         forward_blocks=forward_blocks)
 
 
-class SharedSIMModule(nn.Module):
-    """Blocks of a feed-forward weight-shared SIM model on torch tensors: its
-    kernels as ``conv2d`` / linear layers (no unrolling), so it runs at the
-    speed of a CNN; autograd differentiates it directly. ``forward(u)``
-    (batch, n_outputs), ``equilibrium(u)`` (batch, n_states)."""
+def _activate(activation, z):
+    """A block's activation ``clip(max(z, slope z), low, high)`` on a tensor."""
+    if activation.is_relu() or (activation.slope == 0.0 and activation.high == np.inf):
+        return torch.relu(z)
+    out = torch.maximum(z, activation.slope * z) if activation.slope else torch.relu(z)
+    low = activation.low if activation.low > -np.inf and activation.slope else None
+    high = activation.high if activation.high < np.inf else None
+    return out if low is None and high is None else torch.clamp(out, low, high)
 
-    def __init__(self, estimator, *, dtype):
+
+def _pool(stage, images):
+    """One pooling stage (:class:`sksim.blocks.Pool`) of images (n, C, H, W)."""
+    if stage.kind == "avg":
+        return nn.functional.avg_pool2d(images, stage.size, stage.stride, stage.padding,
+                                        count_include_pad=True)
+    return nn.functional.max_pool2d(images, stage.size, stage.stride, stage.padding)
+
+
+class SharedSIMModule(nn.Module):
+    """Blocks of a weight-shared SIM model on torch tensors: each link's
+    pooling stages and its kernel as a ``conv2d`` / linear layer (no
+    unrolling), so it runs at the speed of a CNN, and each block's
+    activation. ``forward(u)`` (batch, n_outputs), ``equilibrium(u)``
+    (batch, n_states).
+
+    Blocks are computed in order, as ``predict`` does. A block without a
+    lateral link is one pass, differentiated by autograd. A block with
+    lateral links (links reading the block itself) iterates
+    ``x_b <- phi(drive_b + K x_b)`` (a contraction) without autograd until
+    the change is at most ``tol * max(1, max|x_b|)`` for every sample, or
+    stops decreasing (the dtype's rounding floor), or ``max_iter`` passes;
+    then one differentiable pass at that point carries the gradient, which a
+    hook corrects to the fixed point's (implicit differentiation: an adjoint
+    fixed point, no iterate stored).
+
+    Attributes
+    ----------
+    structure : sksim.blocks.Structure
+    tol : float
+    max_iter : int
+    """
+
+    def __init__(self, estimator, *, dtype, tol, max_iter):
         super().__init__()
         model = estimator._shared_model
         self.structure = model.structure
         for b, (links, kernels) in enumerate(zip(self.structure.links, model.kernels)):
             for i, (link, kernel) in enumerate(zip(links, kernels)):
                 self.register_buffer(f"kernel_{b}_{i}", self._weight(link, kernel, dtype))
-            self.register_buffer(f"intercept_{b}", torch.as_tensor(
-                model.intercepts[b], dtype=dtype))
+            self.register_buffer(f"intercept_{b}", _copy(model.intercepts[b], dtype))
         for i, (link, kernel) in enumerate(zip(self.structure.head, model.head_kernels)):
             self.register_buffer(f"output_kernel_{i}", self._weight(link, kernel, dtype))
-        self.register_buffer("output_intercept", torch.as_tensor(
-            model.head_intercept, dtype=dtype))
+        self.register_buffer("output_intercept", _copy(model.head_intercept, dtype))
+        self.tol = tol
+        self.max_iter = max_iter
 
     def _weight(self, link, kernel, dtype):
-        tensor = torch.as_tensor(kernel, dtype=dtype)
+        tensor = _copy(kernel, dtype)
         if link.kind == "conv":
-            channels = self.structure.source_shape(link.source)[0]
+            channels = self.structure.link_source_shape(link)[0]
             tensor = tensor.reshape(kernel.shape[0], channels, link.kernel_size,
                                     link.kernel_size)
         return tensor
 
     @staticmethod
-    def _apply(link, kernel, source):
+    def _link_forward(link, kernel, source):
+        """``link``'s pools, then its map with ``kernel``, of ``source``."""
+        for stage in link.pool:
+            source = _pool(stage, source)
         if link.kind == "conv":
             return nn.functional.conv2d(source, kernel, stride=link.stride,
                                         padding=link.padding)
@@ -236,19 +326,61 @@ class SharedSIMModule(nn.Module):
             return source.mean(dim=(2, 3)) @ kernel.T
         return source.flatten(1) @ kernel.T
 
-    def _sum(self, links, prefix, sources, intercept):
-        total = intercept.reshape((-1, 1, 1) if links[0].kind == "conv" else (-1,))
-        for i, link in enumerate(links):
-            total = total + self._apply(link, getattr(self, f"{prefix}_{i}"),
-                                        sources[link.source])
+    def _sum(self, links, prefix, sources, total):
+        """``total`` plus the outputs of ``links`` (of ``prefix_i``)."""
+        for i, link in links:
+            total = total + self._link_forward(link, getattr(self, f"{prefix}_{i}"),
+                                               sources[link.source])
         return total
+
+    @staticmethod
+    def _shaped(intercept, shape):
+        return intercept.reshape((-1, 1, 1) if len(shape) == 3 else (-1,))
+
+    def _lateral_fixed_point(self, b, drive, step):
+        """The fixed point of ``step`` from ``phi(drive)``, without autograd."""
+        with torch.no_grad():
+            states = _activate(self.structure.activation(b), drive)
+            change = torch.full((1,), float("inf"))
+            stall = _Stall()
+            for _ in range(self.max_iter):
+                update = step(states, drive)
+                change = (update - states).abs().flatten(1).amax(dim=1)
+                scale = update.abs().flatten(1).amax(dim=1).clamp(min=1.0)
+                states = update
+                if bool((change <= self.tol * scale).all()):
+                    return states
+                if stall(float(change.max())):
+                    return states
+        warnings.warn(
+            f"The equilibrium of block {b} did not reach tol={self.tol:g} within "
+            f"max_iter={self.max_iter} passes (largest change {float(change.max()):.3e}); "
+            "pass a larger max_iter to to_torch.", ConvergenceWarning)
+        return states
 
     def _blocks(self, u):
         u = u.to(self.output_intercept.dtype)
         sources = {-1: u.reshape((u.shape[0],) + tuple(self.structure.input_shape))}
-        for b, links in enumerate(self.structure.links):
-            sources[b] = torch.relu(self._sum(links, f"kernel_{b}", sources,
-                                              getattr(self, f"intercept_{b}")))
+        for b, (shape, links) in enumerate(zip(self.structure.block_shapes,
+                                               self.structure.links)):
+            prefix = f"kernel_{b}"
+            lateral = [(i, link) for i, link in enumerate(links) if link.source == b]
+            drive = self._sum([(i, link) for i, link in enumerate(links)
+                               if link.source != b], prefix, sources,
+                              self._shaped(getattr(self, f"intercept_{b}"), shape))
+            activation = self.structure.activation(b)
+            if not lateral:
+                sources[b] = _activate(activation, drive)
+                continue
+
+            def step(states, drive, b=b, lateral=lateral, prefix=prefix,
+                     activation=activation):
+                return _activate(activation, self._sum(lateral, prefix, {b: states}, drive))
+
+            states = self._lateral_fixed_point(b, drive, step)
+            if torch.is_grad_enabled() and drive.requires_grad:
+                states = _implicit_step(step, states, drive, self.tol, self.max_iter)
+            sources[b] = states
         return sources
 
     def equilibrium(self, u):
@@ -258,10 +390,13 @@ class SharedSIMModule(nn.Module):
 
     def forward(self, u):
         sources = self._blocks(u)
-        return self._sum(self.structure.head, "output_kernel", sources,
+        return self._sum(enumerate(self.structure.head), "output_kernel", sources,
                          self.output_intercept)
 
 
-def build_shared_torch_module(estimator, *, dtype=None):
-    """Torch module of a feed-forward weight-shared model (see ``to_torch``)."""
-    return SharedSIMModule(estimator, dtype=torch.float64 if dtype is None else dtype)
+def build_shared_torch_module(estimator, *, dtype=None, tol=None, max_iter=None):
+    """Torch module of a weight-shared model (see ``to_torch``)."""
+    return SharedSIMModule(
+        estimator, dtype=torch.float64 if dtype is None else dtype,
+        tol=estimator.equilibrium_tol if tol is None else tol,
+        max_iter=10 * estimator.equilibrium_max_iter if max_iter is None else max_iter)

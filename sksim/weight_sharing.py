@@ -107,23 +107,46 @@ def fitting_structure(teacher, lateral_kernel=None, n_outputs=None, skip_links=0
 
 
 def block_scales(structure, teacher_kernels, kappa):
-    """Per-block state scales: block ``b`` reading block ``b - 1`` through a
-    teacher kernel of largest row L1 norm ``r`` gets ``s_b = s_{b-1} *
-    min(1, kappa / r)`` (``s = 1`` for blocks reading the input), so that
-    the teacher's own kernels, rescaled, satisfy the bound."""
+    """Per-block state scales that make the teacher's own kernels satisfy the
+    bound: block ``b`` reading state sources ``j`` (scales ``s_j``) through
+    teacher kernels ``K_l`` gets ``s_b = s_ref * min(1, kappa / r)``, with
+    ``s_ref = min_j s_j`` and ``r`` the largest row L1 norm of the state
+    part in units of ``s_ref`` (``sum_l |K_l| s_ref / s_j``); a block
+    reading only the input has ``s = 1``. For a chain this is ``s_b =
+    s_{b-1} min(1, kappa / ||K_b||_row)``. The rescaled activations are
+    ``s phi(z / s)`` (:func:`scaled_structure`), so the teacher's outputs do
+    not change."""
     scales = np.ones(len(structure.block_shapes))
-    for index, (links, kernel) in enumerate(zip(structure.links, teacher_kernels)):
-        source = links[0].source
-        if source == INPUT:
+    for index, (links, kernels) in enumerate(zip(structure.links, teacher_kernels)):
+        state = [(link, kernel) for link, kernel in zip(links, kernels)
+                 if link.source != INPUT]
+        if not state:
             continue
-        row_norm = np.abs(kernel).sum(axis=1).max(initial=0.0)
+        reference = min(scales[link.source] for link, _ in state)
+        row_norm = _row_sums([(kernel, reference / scales[link.source])
+                              for link, kernel in state]).max(initial=0.0)
         ratio = 1.0 if row_norm <= kappa else kappa / row_norm
-        scales[index] = scales[source] * ratio
+        scales[index] = reference * ratio
     return scales
 
 
+def _row_sums(weighted_kernels):
+    """Row L1 sums of ``sum_l factor_l |K_l|`` over ``(K_l, factor_l)``."""
+    return sum(np.abs(kernel).sum(axis=1) * factor for kernel, factor in weighted_kernels)
+
+
+def scaled_structure(structure, scales):
+    """``structure`` with each block's activation in its scaled units,
+    ``s phi(z / s)`` (unchanged for ReLU and LeakyReLU)."""
+    if not structure.activations:
+        return structure
+    return structure._replace(activations=tuple(
+        activation.scaled(scale) for activation, scale in zip(structure.activations,
+                                                                scales)))
+
+
 def teacher_row_norms(teacher, scales):
-    """Largest row L1 norm of each of the teacher's kernels in the rescaled
+    """Largest row L1 norm of each block's teacher kernels in the rescaled
     units (a kernel from source ``a`` into block ``b`` is multiplied by
     ``s_b / s_a``; the input and the outputs have scale 1): one per block,
     then one for the output rows."""
@@ -131,11 +154,12 @@ def teacher_row_norms(teacher, scales):
         return 1.0 if link.source == INPUT else scales[link.source]
 
     structure = teacher.structure
-    norms = [np.abs(kernel).sum(axis=1).max(initial=0.0) * scale / source_scale(links[0])
-             for kernel, links, scale in zip(teacher.kernels, structure.links, scales)]
-    norms.append(np.abs(teacher.head_kernel).sum(axis=1).max(initial=0.0)
-                 / source_scale(structure.head[0]))
-    return np.array(norms)
+    targets = [*zip(structure.links, teacher.kernels, scales),
+               (structure.head, teacher.head_kernels, 1.0)]
+    return np.array([
+        _row_sums([(kernel, scale / source_scale(link))
+                   for link, kernel in zip(links, kernels)]).max(initial=0.0)
+        for links, kernels, scale in targets])
 
 
 def _sources(X, post_activations, link):
@@ -209,7 +233,7 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
                                        fit_intercept) for b in blocks}
     for X_batch, pre_activations in batches:
         scaled = [z * s for z, s in zip(pre_activations, scales)]
-        post = [np.maximum(z, 0.0) for z in scaled]
+        post = activated(structure, scaled)
         if model is not None:
             post[:len(model.kernels)] = block_equilibrium(model, X_batch, tol=0.0,
                                                           max_iter=1)[0]
@@ -230,11 +254,17 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
     return [accumulators[b].finish() for b in blocks]
 
 
+def activated(structure, pre_activations):
+    """Each block's activation applied to its (scaled) pre-activations."""
+    return [structure.activation(b)(z) for b, z in enumerate(pre_activations)]
+
+
 def truncated(model, n_blocks):
     """The model of its first ``n_blocks`` blocks (no outputs)."""
     structure = model.structure._replace(
         block_shapes=model.structure.block_shapes[:n_blocks],
-        links=model.structure.links[:n_blocks], head=(), n_outputs=0)
+        links=model.structure.links[:n_blocks], head=(), n_outputs=0,
+        activations=model.structure.activations[:n_blocks])
     return SharedModel(structure, model.kernels[:n_blocks], model.intercepts[:n_blocks],
                        [], np.zeros(0))
 
@@ -312,13 +342,14 @@ def block_equilibrium(model, X, *, tol, max_iter):
                 lateral.append((link, kernel))
             else:
                 drive += link_output(structure, link, kernel, _sources(X, post, link))
-        states = np.maximum(drive, 0.0)
+        activation = structure.activation(index)
+        states = activation(drive)
         if lateral:
             for sweep in range(1, max_iter + 1):
                 update = drive.copy()
                 for link, kernel in lateral:
                     update += link_output(structure, link, kernel, states)
-                update = np.maximum(update, 0.0)
+                update = activation(update)
                 change = np.abs(update - states).max(axis=1)
                 scale = np.maximum(1.0, np.abs(update).max(axis=1))
                 states = update
@@ -329,7 +360,7 @@ def block_equilibrium(model, X, *, tol, max_iter):
             check = drive.copy()
             for link, kernel in lateral:
                 check += link_output(structure, link, kernel, states)
-            residual = np.maximum(residual, np.abs(np.maximum(check, 0.0)
+            residual = np.maximum(residual, np.abs(activation(check)
                                                    - states).max(axis=1))
         post.append(states)
     return post, residual, n_iter
@@ -354,7 +385,11 @@ def count_parameters(model):
 
 
 def _abs_model(model):
-    return SharedModel(model.structure,
+    """The model of absolute kernels, no intercepts and ReLU everywhere: on a
+    nonnegative input it bounds how far a perturbation of the input can move
+    each state (every activation is 1-Lipschitz, max pooling is
+    non-expansive: ``|max a - max b| <= max |a - b|``)."""
+    return SharedModel(model.structure._replace(activations=()),
                        [[np.abs(k) for k in block] for block in model.kernels],
                        [np.zeros_like(b) for b in model.intercepts],
                        [np.abs(k) for k in model.head_kernels],

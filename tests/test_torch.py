@@ -140,21 +140,21 @@ def test_clear_errors():
             self.lin = nn.Linear(6, 2)
 
         def forward(self, x):
-            return torch.nn.functional.relu(self.lin(x))
+            return torch.nn.functional.gelu(self.lin(x))
 
-    with pytest.raises(ValueError, match="no activation module"):
+    with pytest.raises(ValueError, match="gelu is not supported"):
         TorchBaseline(Functional()).record(X)
 
     class Leaky(nn.ReLU):
         def forward(self, x):
             return torch.where(x > 0, x, 0.1 * x)
 
-    with pytest.raises(ValueError, match="relu"):
+    with pytest.raises(ValueError, match="a ReLU model would silently differ"):
         TorchBaseline(nn.Sequential(nn.Linear(6, 3), Leaky(), nn.Linear(3, 1))).record(
             np.random.default_rng(0).normal(size=(4, 6)))
     with pytest.raises(ValueError, match="input_shape"):
         TorchBaseline(_SmallCNN(), input_shape=(1, 8, 8)).record(np.zeros((2, 60)))
-    with pytest.raises(ValueError, match="batch 0"):
+    with pytest.raises(ValueError, match=r"fails on inputs of shape \(3, 6\)"):
         TorchBaseline(_mlp([5, 3, 1]).float()).record(np.zeros((3, 6)))
 
     class NaNModule(nn.Module):
@@ -223,7 +223,7 @@ def test_torch_state_scales_make_the_teacher_well_posed(digits_teacher):
 
 
 class _Residual(nn.Module):
-    """Not a chain: the second ReLU reads the first block twice."""
+    """A residual MLP: the second ReLU reads the first block twice."""
 
     def __init__(self):
         super().__init__()
@@ -236,12 +236,38 @@ class _Residual(nn.Module):
         return self.out(self.relu2(self.second(h) + h))
 
 
-def test_state_scales_are_none_for_a_teacher_that_is_not_a_chain(digits_teacher):
+def test_state_scales_of_a_residual_teacher_make_it_well_posed(digits_teacher):
+    """A residual teacher fitted flat: its graph gives the scales (the second
+    block reads the first through its layer and the identity shortcut), and
+    the teacher's own A, rescaled, meets kappa."""
     _, X_train, _, y_train, _ = digits_teacher
     torch.manual_seed(0)
-    baseline = TorchBaseline(_Residual())
-    model = SIMClassifier(baseline, alpha=1e-2, weight_sharing=False).fit(X_train,
-                                                                          y_train)
+    teacher = _Residual()
+    model = SIMClassifier(TorchBaseline(teacher), alpha=1e-2, kappa=0.9,
+                          weight_sharing=False).fit(X_train, y_train)
+    scales = model.state_scales_
+    assert scales is not None and np.all(scales[:16] == 1.0)
+    second = teacher.second.weight.detach().double().numpy() + np.eye(16)
+    rescaled = np.abs(second) * scales[16:, None] / scales[None, :16]
+    assert rescaled.sum(axis=1).max() <= 0.9 * (1 + 1e-12)
+
+
+def test_state_scales_are_none_for_a_teacher_whose_graph_is_not_a_model(digits_teacher):
+    _, X_train, _, y_train, _ = digits_teacher
+
+    class Concatenating(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(64, 8), nn.Linear(64, 8)
+            self.relu_a, self.relu_b = nn.ReLU(), nn.ReLU()
+            self.out = nn.Linear(16, 10)
+
+        def forward(self, x):
+            return self.out(torch.cat([self.relu_a(self.a(x)), self.relu_b(self.b(x))], 1))
+
+    torch.manual_seed(0)
+    model = SIMClassifier(TorchBaseline(Concatenating()), alpha=1e-2,
+                          weight_sharing=False).fit(X_train, y_train)
     assert model.state_scales_ is None
 
 

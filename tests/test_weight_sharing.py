@@ -1,6 +1,6 @@
 """Weight-shared (convolutional) SIM: equivalence with the unrolled flat
-model, exact well-posedness, exact row problems, distillation of a trained CNN,
-clear errors for teachers that are not chains of affine maps."""
+model, exact well-posedness, exact row problems, distillation of a trained CNN
+(graph teachers: residual, pooled, functional, leaky: tests/test_graph_teachers.py)."""
 
 import math
 from itertools import pairwise
@@ -100,11 +100,11 @@ def test_weight_shared_model_equals_its_unrolled_flat_model(tiny_problem, latera
     else:
         # relative to the teacher's own rescaled kernels, block by block
         maps = baseline.trace(X)
-        teacher_norms = [np.abs(k).sum(axis=1).max() for k in maps.kernels]
+        teacher_norms = [np.abs(k[0]).sum(axis=1).max() for k in maps.kernels]
         scales = np.concatenate([[1.0], model.block_scales_])
         expected = [row_bound * n * scales[b + 1] / scales[b] if b else row_bound * n
                     for b, n in enumerate(teacher_norms)]
-        expected.append(row_bound * np.abs(maps.head_kernel).sum(axis=1).max()
+        expected.append(row_bound * np.abs(maps.head_kernels[0]).sum(axis=1).max()
                         / model.block_scales_[-1])
         np.testing.assert_allclose(model.block_row_bounds_, expected, rtol=1e-12)
         rows = sp.csr_array(sp.hstack([A, B]))
@@ -131,11 +131,10 @@ def test_weight_shared_model_equals_its_unrolled_flat_model(tiny_problem, latera
 
 def test_teacher_unrolls_to_its_own_states(tiny_problem):
     """The traced teacher (BatchNorm folded), unrolled, reproduces the states
-    and outputs recorded by the hooks; its rescaled kernels meet kappa."""
+    and outputs recorded from its graph; its rescaled kernels meet kappa."""
     _, baseline, X, _ = tiny_problem
     maps = baseline.trace(X)
-    kernels = [[k] for k in maps.kernels]
-    A, B, C, D = unroll(maps.structure, kernels, [maps.head_kernel])
+    A, B, C, D = unroll(maps.structure, maps.kernels, maps.head_kernels)
     states, outputs = baseline.record(X)
     bias = np.concatenate([np.repeat(b, int(np.prod(s)) // s[0])
                            for b, s in zip(maps.biases, maps.structure.block_shapes)])
@@ -294,53 +293,8 @@ def test_flat_model_on_request_and_for_mlp_teachers(digits_cnn):
     assert not hasattr(model, "structure_")  # "auto": no conv block, flat model
 
 
-def test_teachers_that_are_not_affine_chains():
-
-    class FunctionalReLU(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 2, 3)
-            self.act = nn.ReLU()
-            self.conv2 = nn.Conv2d(2, 2, 3)
-            self.fc = nn.Linear(2 * 4 * 4, 3)
-
-        def forward(self, x):
-            h = self.act(self.conv1(x))
-            h = torch.relu(self.conv2(h))  # not a module: invisible to hooks
-            return self.fc(h.flatten(1))
-
-    class Residual(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 2, 3, padding=1)
-            self.act1 = nn.ReLU()
-            self.conv2 = nn.Conv2d(2, 2, 3, padding=1)
-            self.act2 = nn.ReLU()
-            self.fc = nn.Linear(2 * 8 * 8, 3)
-
-        def forward(self, x):
-            h = self.act1(self.conv1(x))
-            h = self.act2(self.conv2(h) + h)  # a skip connection outside modules
-            return self.fc(h.flatten(1))
-
+def test_weight_sharing_true_needs_a_torch_teacher():
     X = np.random.default_rng(0).normal(size=(4, 64))
-    with pytest.raises(ValueError, match="unsupported modules .*called as a function"):
-        SIMClassifier(TorchBaseline(FunctionalReLU(), input_shape=(1, 8, 8)),
-                      weight_sharing=True).fit(X, [0, 1, 2, 0])
-    with pytest.raises(ValueError, match="block 1 of the teacher is not the affine map"):
-        SIMClassifier(TorchBaseline(Residual(), input_shape=(1, 8, 8)),
-                      weight_sharing=True).fit(X, [0, 1, 2, 0])
-    pooled = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2),
-                           nn.Conv2d(2, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3))
-    with pytest.raises(ValueError, match="max-pooling between ReLUs .* not affine"):
-        SIMClassifier(TorchBaseline(pooled, input_shape=(1, 8, 8)),
-                      weight_sharing=True).fit(X, [0, 1, 2, 0])
-    # "auto" falls back to the flat model, saying why
-    with pytest.warns(UserWarning, match="flat .* model is fitted instead"):
-        SIMClassifier(TorchBaseline(pooled, input_shape=(1, 8, 8)),
-                      alpha=1e-1).fit(X, [0, 1, 2, 0])
-    with pytest.raises(ValueError, match="input_shape"):
-        SIMClassifier(TorchBaseline(pooled, input_shape=(1, 7, 7))).fit(X, [0, 1, 2, 0])
     with pytest.raises(ValueError, match="weight_sharing=True needs a TorchBaseline"):
         SIMClassifier(weight_sharing=True).fit(X, [0, 1, 2, 0], states=X[:, :5])
 
@@ -372,7 +326,7 @@ def test_to_torch_matches_numpy_and_differentiates(tiny_problem, lateral_kernel)
         X, logits, baseline_outputs=logits)
     module = model.to_torch()
     names = dict(module.named_buffers())
-    assert ("A" in names) == (lateral_kernel is not None)
+    assert "A" not in names  # weight-shared models export as blocks, lateral or not
     u = torch.as_tensor(X[:9])
     with torch.no_grad():
         np.testing.assert_allclose(module(u).numpy(), model.predict(X[:9]), atol=1e-10)

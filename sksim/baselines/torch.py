@@ -4,9 +4,21 @@ Torch is imported only when the adapter is used, so ``import sksim`` works
 without it.
 """
 
+import threading
 from contextlib import contextmanager
 
 import numpy as np
+
+from .torch_graph import (
+    check_teacher,
+    module_activation,
+    read_shaped,
+    recording_module,
+    shaped_graph,
+)
+
+# tracing patches torch globally while it runs (see torch_graph.shaped_graph)
+_TRACE_LOCK = threading.Lock()
 
 
 def _writable(batch):
@@ -53,38 +65,73 @@ class TorchBaseline:
         Samples per forward pass.
     dtype : {"float32", "float64"}, default="float32"
         Dtype of the input tensors (the module's parameters must match).
+    classes : array-like of shape (n_outputs,), default=None
+        For a classifier's teacher: the class label of each of the module's
+        output columns, in column order (for a single logit: the negative
+        class, then the positive one). :class:`~sksim.SIMClassifier` then
+        sets ``classes_`` to these labels, sorted (also those absent from y),
+        and permutes the teacher's columns to match; every label of y must be
+        one of them, and there must be one per output column, without
+        duplicates. ``None`` takes output column ``j`` to be the ``j``-th
+        class of y in sorted order (``classes_[j]``); the fit checks on the
+        training data that the teacher's argmax agrees with y under that
+        order and raises a ValueError when it clearly does not. Ignored by
+        :class:`~sksim.SIMRegressor`.
     """
 
     def __init__(self, module, *, activations=None, input_shape=None,
-                 device="cpu", batch_size=1024, dtype="float32"):
+                 device="cpu", batch_size=1024, dtype="float32", classes=None):
         self.module = module
         self.activations = activations
         self.input_shape = input_shape
         self.device = device
         self.batch_size = batch_size
         self.dtype = dtype
+        self.classes = classes
 
     def __sklearn_clone__(self):
         return self
 
     def __repr__(self):
-        return f"TorchBaseline({type(self.module).__name__})"
+        if self.classes is None:
+            return f"TorchBaseline({type(self.module).__name__})"
+        classes = list(np.asarray(self.classes).tolist())
+        shown = repr(classes) if len(classes) <= 10 else repr(classes[:10])[:-1] + ", ...]"
+        return f"TorchBaseline({type(self.module).__name__}, classes={shown})"
 
     def _activation_types(self, torch):
+        """The activation module types (validated): every supported one by default."""
+        from .torch_graph import SUPPORTED_ACTIVATION_MODULES
+
+        supported = SUPPORTED_ACTIVATION_MODULES(torch)
         if self.activations is None:
-            return (torch.nn.ReLU,)
-        return tuple(self.activations)
+            return supported
+        types = tuple(self.activations)
+        for kind in types:
+            if not (isinstance(kind, type) and issubclass(kind, supported)):
+                name = getattr(kind, "__name__", repr(kind))
+                raise ValueError(
+                    f"activations: {name} is not supported; SIM models a teacher "
+                    "whose activations are componentwise, monotone, 1-Lipschitz and "
+                    "piecewise linear (nn.ReLU, nn.LeakyReLU with a slope in [0, 1], "
+                    "nn.ReLU6, nn.Hardtanh), which the model's well-posedness and "
+                    "its row problems rely on.")
+        return types
 
     def _reshape(self, X):
         if self.input_shape is None:
             return X
-        width = int(np.prod(self.input_shape))
+        shape = tuple(self.input_shape)
+        if not shape or not all(isinstance(v, (int, np.integer)) and v > 0 for v in shape):
+            raise ValueError(f"input_shape must be a tuple of positive integers; got "
+                             f"{self.input_shape!r}.")
+        width = int(np.prod(shape))
         if X.shape[1] != width:
             raise ValueError(
                 f"X has {X.shape[1]} features but input_shape={self.input_shape} "
                 f"needs {width}."
             )
-        return X.reshape((X.shape[0],) + tuple(self.input_shape))
+        return X.reshape((X.shape[0],) + shape)
 
     def _checked(self, torch):
         if not isinstance(self.module, torch.nn.Module):
@@ -93,15 +140,7 @@ class TorchBaseline:
             )
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {self.batch_size!r}.")
-        types = self._activation_types(torch)
-        hooked = [m for m in self.module.modules() if isinstance(m, types)]
-        if not hooked:
-            raise ValueError(
-                f"module has no activation module of type "
-                f"{[t.__name__ for t in types]}: use nn.ReLU modules instead of "
-                "torch.nn.functional.relu so their inputs can be recorded."
-            )
-        return hooked
+        return self._activation_types(torch)
 
     def record(self, X):
         """Run the module on X and record hidden pre-activations and outputs.
@@ -124,6 +163,13 @@ class TorchBaseline:
     def iter_batches(self, X):
         """Run the module batch by batch, yielding what each batch recorded.
 
+        The pre-activations are the inputs of the activations of the
+        teacher's graph (see :mod:`sksim.baselines.torch_graph`), recorded by
+        one forward pass of the traced graph that also returns them. A module
+        whose graph cannot be read is recorded by hooks on its activation
+        modules instead (their inputs, taken before an in-place activation
+        overwrites them).
+
         Parameters
         ----------
         X : ndarray of shape (n_samples, n_features)
@@ -133,68 +179,157 @@ class TorchBaseline:
         batch : slice
             The rows of X in this batch.
         pre_activations : list of ndarray of shape (batch size, block size)
-            Each activation module's input (flattened), in forward order, float64.
+            Each block's pre-activations (flattened), in forward order, float64.
         outputs : ndarray of shape (batch size, n_outputs)
         """
         torch = _import_torch()
-        hooked = self._checked(torch)
+        types = self._checked(torch)
         inputs = self._reshape(np.asarray(X))
-        records = []
-
-        def hook(mod, args, output):
-            pre = args[0]
-            # A subclass of nn.ReLU that computes something else (leaky,
-            # in-place on a shared tensor) would corrupt the recorded states.
-            if isinstance(mod, torch.nn.ReLU) and not torch.equal(torch.relu(pre), output):
-                raise ValueError(
-                    f"activation module {mod!r} does not output relu(input) "
-                    "(in-place or custom activations cannot be recorded)."
-                )
-            records.append(pre.detach().reshape(pre.shape[0], -1))
-
-        handles = [m.register_forward_hook(hook) for m in hooked]
-        try:
-            with self._eval_mode():
-                yield from self._recorded_batches(torch, inputs, hooked, records)
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def _recorded_batches(self, torch, inputs, hooked, records):
-        dtype = self._torch_dtype(torch)
-        for start in range(0, inputs.shape[0], self.batch_size):
-            batch = inputs[start:start + self.batch_size]
-            records.clear()
-            tensor = torch.as_tensor(_writable(batch), dtype=dtype, device=self.device)
+        with self._eval_mode():
             try:
-                with torch.no_grad():
-                    out = self.module(tensor)
-            except ValueError:
-                raise
-            except Exception as exc:
-                raise ValueError(
-                    f"module failed on batch {start // self.batch_size} "
-                    f"(samples {start}..{start + len(batch) - 1}, input shape "
-                    f"{tuple(tensor.shape)}): {exc}"
-                ) from exc
+                program, _ = self._graph(torch, inputs)
+            except ValueError as exc:
+                if getattr(exc, "fatal", False):
+                    raise
+                program = None
+            if program is not None:
+                yield from self._recorded_batches(torch, inputs, program)
+                return
+            hooked = [m for m in self.module.modules() if isinstance(m, types)]
+            yield from self._hooked_batches(torch, inputs, hooked)
+
+    def _graph(self, torch, inputs):
+        """(recording module, TeacherMaps) of the module, its shapes from the
+        first samples of ``inputs``; raises the graph's ValueError."""
+        graph_module, program, pre_nodes = self._shaped(torch, inputs)
+        maps, _ = read_shaped(torch, graph_module, tuple(inputs.shape[1:]))
+        if self.activations is not None:
+            self._check_listed(torch, graph_module, self._activation_types(torch))
+        return program, maps
+
+    def _shaped(self, torch, inputs):
+        """The traced, shaped graph, its recording module and pre-activation
+        nodes, traced once per module, input shape, dtype and device (under a
+        lock: dask runs chunks in threads, and tracing patches torch
+        globally), or the error that stopped it, raised again."""
+        key = (id(self.module), tuple(inputs.shape[1:]), self.dtype, str(self.device))
+        with _TRACE_LOCK:
+            cached = self.__dict__.setdefault("_graphs", {}).get(key)
+            if cached is None:
+                try:
+                    graph_module = shaped_graph(torch, self.module,
+                                                self._tensor(torch, inputs[:8]))
+                    _, pre_nodes = read_shaped(torch, graph_module, key[1])
+                    cached = (graph_module, recording_module(torch, graph_module,
+                                                             pre_nodes), pre_nodes)
+                except ValueError as exc:
+                    cached = exc
+                self._graphs[key] = cached
+        if isinstance(cached, ValueError):
+            raise cached
+        return cached
+
+    def __getstate__(self):
+        # the traced graphs are rebuilt where the adapter is unpickled
+        state = dict(self.__dict__)
+        state.pop("_graphs", None)
+        return state
+
+    def _check_listed(self, torch, graph_module, types):
+        """``activations`` lists the teacher's activation types: one of another
+        type in its graph would be fitted as what it is, so say so."""
+        for node in graph_module.graph.nodes:
+            if node.op == "call_module":
+                module = graph_module.get_submodule(node.target)
+                if module_activation(torch, module) is not None and \
+                        not isinstance(module, types):
+                    raise ValueError(
+                        f"activations={[t.__name__ for t in types]} but the teacher "
+                        f"also applies {type(module).__name__} ({node.target}); list "
+                        "every activation type of the teacher, or leave activations "
+                        "at None.")
+
+    def _tensor(self, torch, batch):
+        return torch.as_tensor(_writable(batch), dtype=self._torch_dtype(torch),
+                               device=self.device)
+
+    def _forward(self, torch, program, tensor, start):
+        try:
+            with torch.no_grad():
+                return program(tensor)
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise ValueError(
+                f"module failed on batch {start // self.batch_size} "
+                f"(samples {start}..{start + len(tensor) - 1}, input shape "
+                f"{tuple(tensor.shape)}): {exc}; if the shape is wrong, set "
+                "TorchBaseline's input_shape to the per-sample shape the module "
+                "expects (e.g. input_shape=(1, 8, 8) for one-channel 8x8 images)."
+            ) from exc
+
+    def _recorded_batches(self, torch, inputs, program):
+        for start in range(0, inputs.shape[0], self.batch_size):
+            tensor = self._tensor(torch, inputs[start:start + self.batch_size])
+            out, *records = self._forward(torch, program, tensor, start)
+            yield self._finished(start, records, out)
+
+    def _hooked_batches(self, torch, inputs, hooked):
+        """Record the inputs of the activation modules ``hooked``, taken before
+        they run (an in-place activation overwrites its input)."""
+        if not hooked:
+            raise ValueError(
+                "module has no activation module of the supported types "
+                f"{[t.__name__ for t in self._activation_types(torch)]} and its graph "
+                "could not be read (see the error of TorchBaseline.trace).")
+        if not all(type(m) is torch.nn.ReLU for m in hooked):
+            raise ValueError(
+                "the teacher's graph could not be read (see TorchBaseline.trace), so "
+                "it can only be fitted as a flat ReLU model, but it has activations "
+                f"{sorted({type(m).__name__ for m in hooked})}: a ReLU model would "
+                "silently differ from the teacher.")
+        for start in range(0, inputs.shape[0], self.batch_size):
+            tensor = self._tensor(torch, inputs[start:start + self.batch_size])
+            out, records = self._hooked_forward(torch, hooked, tensor, start)
             if len(records) != len(hooked):
                 raise ValueError(
                     f"{len(hooked)} activation modules were found but "
-                    f"{len(records)} ran in the forward pass; every hooked "
-                    "module must run exactly once per forward."
-                )
-            pre_activations = [r.cpu().double().numpy() for r in records]
-            output = out.detach().reshape(out.shape[0], -1).cpu().double().numpy()
-            if not (all(np.all(np.isfinite(z)) for z in pre_activations)
-                    and np.all(np.isfinite(output))):
-                raise ValueError(
-                    "the torch module produced non-finite states or outputs.")
-            yield slice(start, start + len(batch)), pre_activations, output
+                    f"{len(records)} ran in the forward pass; the teacher's graph "
+                    "could not be read (see TorchBaseline.trace), and a module "
+                    "used twice cannot be recorded by hooks.")
+            yield self._finished(start, records, out)
+
+    def _hooked_forward(self, torch, hooked, tensor, start):
+        """One forward pass with the hooks in place; under the lock, since a
+        hook would also fire in a forward pass of another thread (dask)."""
+        records = []
+
+        def hook(mod, args):
+            records.append(args[0].detach().reshape(args[0].shape[0], -1).clone())
+
+        with _TRACE_LOCK:
+            handles = [m.register_forward_pre_hook(hook) for m in hooked]
+            try:
+                return self._forward(torch, self.module, tensor, start), records
+            finally:
+                for handle in handles:
+                    handle.remove()
+
+    @staticmethod
+    def _finished(start, records, out):
+        n = out.shape[0]
+        pre_activations = [r.detach().reshape(n, -1).cpu().double().numpy()
+                           for r in records]
+        output = out.detach().reshape(n, -1).cpu().double().numpy()
+        if not (all(np.all(np.isfinite(z)) for z in pre_activations)
+                and np.all(np.isfinite(output))):
+            raise ValueError("the torch module produced non-finite states or outputs.")
+        return slice(start, start + n), pre_activations, output
 
     def trace(self, X):
-        """The teacher as a chain of weight-shared links (needs conv or
-        linear layers between its ReLU modules; see
-        :mod:`sksim.baselines.torch_structure`).
+        """The teacher as a weight-shared model: its graph read as blocks and
+        links (see :mod:`sksim.baselines.torch_graph`), checked numerically on
+        the first samples of X.
 
         Parameters
         ----------
@@ -204,18 +339,29 @@ class TorchBaseline:
         Returns
         -------
         TeacherMaps
-        """
-        from .torch_structure import trace_teacher
 
+        Raises
+        ------
+        GraphError
+            (a ValueError) naming the node of the graph that is not supported.
+        """
         torch = _import_torch()
         self._checked(torch)
-        dtype = self._torch_dtype(torch)
-        inputs = torch.as_tensor(_writable(self._reshape(np.asarray(X[:8]))),
-                                 dtype=dtype, device=self.device)
+        inputs = self._reshape(np.asarray(X[:8]))
         with self._eval_mode():
-            return trace_teacher(torch, self.module, inputs,
-                                 self._activation_types(torch),
-                                 rtol=1e-4 if dtype == torch.float32 else 1e-10)
+            program, maps = self._graph(torch, inputs)
+            _, pre_activations, outputs = self._finished(
+                0, *self._split(self._forward(torch, program, self._tensor(torch, inputs),
+                                              0)))
+        rtol = 1e-4 if self._torch_dtype(torch) == torch.float32 else 1e-10
+        check_teacher(maps, np.asarray(inputs, dtype=np.float64).reshape(len(inputs), -1),
+                      pre_activations, outputs, rtol)
+        return maps
+
+    @staticmethod
+    def _split(result):
+        out, *records = result
+        return records, out
 
     def _torch_dtype(self, torch):
         return {"float32": torch.float32, "float64": torch.float64}[self.dtype]
