@@ -232,6 +232,14 @@ def row_objectives(coef, Wc, Tc, l1):
             + l1 * np.abs(coef).sum(axis=1))
 
 
+def status_kib(field):
+    """A ``/proc/self/status`` field in KiB (``VmRSS``, ``VmHWM``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
 def write_json(name, payload, output=None, quick=False):
     """Write ``results/<name>.json`` (``results/quick/`` for smoke runs, which
     ``report.py`` ignores)."""

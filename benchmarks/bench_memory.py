@@ -61,13 +61,6 @@ def parse_args():
     return args
 
 
-def _status_kib(field):
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
 def child(args):
     """One measurement (``--child <method>:<dtype>:<output file>``)."""
     method, dtype, output = args.child.split(":", 2)
@@ -89,7 +82,7 @@ def child(args):
     time.sleep(0.5)
     record = {"method": method, "x_dtype": dtype, "m": args.m,
               "n_states": int(states.shape[1]), "design_nbytes": design_nbytes}
-    baseline_kib = _status_kib("VmRSS")
+    baseline_kib = C.status_kib("VmRSS")
     record["baseline_rss_bytes"] = baseline_kib * 1024
     if method == "rss":
         try:
@@ -101,7 +94,7 @@ def child(args):
         C.fit_sim(X, y, states, logits)
         record["fit_seconds"] = time.perf_counter() - start
         if record["hwm_reset"]:
-            peak_kib = _status_kib("VmHWM")
+            peak_kib = C.status_kib("VmHWM")
         else:
             peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         record["peak_rss_bytes"] = peak_kib * 1024

@@ -482,8 +482,9 @@ def graph_teachers_table(payloads):
                      f"{net['teacher_weights']:,} weights, {net['blocks']} blocks, "
                      f"{net['states_per_image']:,} states per image): default fit on "
                      f"{net['m']:,} images in {fmt_s(net['fit_seconds'])}, peak resident "
-                     f"memory {net['peak_rss_mib']:,.0f} MiB ({net['peak_rss_before_fit_mib']:,.0f} "
-                     f"MiB before the fit), {net['sim_nonzero']:,} nonzeros.")
+                     f"memory during the fit {net['peak_rss_mib']:,.0f} MiB "
+                     f"({net['peak_rss_before_fit_mib']:,.0f} MiB before it), "
+                     f"{net['sim_nonzero']:,} nonzeros.")
     return text
 
 

@@ -45,7 +45,13 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(EXAMPLES_DIR))
     sys.path.insert(0, str(REPO_ROOT))
 
-from cifar100_teacher import INPUT_SHAPE, N_CLASSES, _augment, accuracy  # noqa: E402
+from cifar100_teacher import (  # noqa: E402
+    INPUT_SHAPE,
+    N_CLASSES,
+    epoch_line,
+    save_weights,
+    train_epoch,
+)
 
 STAGES = (16, 32, 64)
 BLOCKS_PER_STAGE = 3
@@ -114,13 +120,6 @@ def build_teacher():
     return module
 
 
-def save_weights(module, path):
-    arrays = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
-    tmp = Path(str(path) + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
 def load_teacher(path=WEIGHTS):
     """The trained teacher in eval mode (weights read without pickle)."""
     import torch
@@ -176,33 +175,13 @@ def train(data, epochs, output_dir, seed=0, batch=128, max_lr=0.1, log=print):
         log(f"resuming after epoch {len(record['history'])} from {checkpoint}")
     X = torch.from_numpy(data.X_train).reshape(-1, *INPUT_SHAPE)
     y = torch.from_numpy(data.y_train)
-    for epoch in range(len(record["history"]), epochs):
-        start = time.perf_counter()
-        module.train()
-        order = torch.randperm(X.shape[0], generator=generator)
-        total_loss = 0.0
-        for first in range(0, X.shape[0], batch):
-            index = order[first:first + batch]
-            loss = torch.nn.functional.cross_entropy(
-                module(_augment(X[index], generator).contiguous(
-                    memory_format=torch.channels_last)), y[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total_loss += loss.item() * index.shape[0]
-        seconds = time.perf_counter() - start
-        test = accuracy(module, data.X_test, data.y_test)
-        record["history"].append({"epoch": epoch + 1, "seconds": round(seconds, 1),
-                                  "train_loss": total_loss / X.shape[0],
-                                  "test_accuracy": test})
-        record["test_accuracy"] = test
-        record["epochs_done"] = epoch + 1
+    for _ in range(len(record["history"]), epochs):
+        train_epoch(module, optimizer, schedule, (X, y), batch, generator, data, record)
+        record["epochs_done"] = len(record["history"])
         save_weights(module, weights)
         weights.with_suffix(".json").write_text(json.dumps(record, indent=1))
         _save_checkpoint(checkpoint, module, optimizer, schedule, generator, record)
-        log(f"epoch {epoch + 1}/{epochs}: loss {total_loss / X.shape[0]:.3f}, "
-            f"test accuracy {test:.4f}, {seconds:.0f} s")
+        log(epoch_line(record, epochs))
     return module
 
 

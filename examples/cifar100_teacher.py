@@ -132,31 +132,46 @@ def train(data, epochs, output_path, seed=0, batch=128, max_lr=0.1, log=print):
               "epochs": epochs, "batch": batch, "max_lr": max_lr, "seed": seed,
               "torch_threads": torch.get_num_threads(), "history": []}
     for epoch in range(epochs):
-        start = time.perf_counter()
-        module.train()
-        order = torch.randperm(X.shape[0], generator=generator)
-        total_loss = 0.0
-        for first in range(0, X.shape[0], batch):
-            index = order[first:first + batch]
-            loss = torch.nn.functional.cross_entropy(
-                module(_augment(X[index], generator).contiguous(
-                    memory_format=torch.channels_last)), y[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total_loss += loss.item() * index.shape[0]
-        seconds = time.perf_counter() - start
-        test = accuracy(module, data.X_test, data.y_test)
-        record["history"].append({"epoch": epoch + 1, "seconds": round(seconds, 1),
-                                  "train_loss": total_loss / X.shape[0],
-                                  "test_accuracy": test})
-        record["test_accuracy"] = test
+        train_epoch(module, optimizer, schedule, (X, y), batch, generator, data, record)
         save_weights(module, output_path)
         Path(output_path).with_suffix(".json").write_text(json.dumps(record, indent=1))
-        log(f"epoch {epoch + 1}/{epochs}: loss {total_loss / X.shape[0]:.3f}, "
-            f"test accuracy {test:.4f}, {seconds:.0f} s")
+        log(epoch_line(record, epochs))
     return module
+
+
+def train_epoch(module, optimizer, schedule, tensors, batch, generator, data, record):
+    """One epoch over the augmented training tensors ``(X, y)`` in random
+    order, then the test accuracy, appended to ``record["history"]``."""
+    import torch
+
+    X, y = tensors
+    start = time.perf_counter()
+    module.train()
+    order = torch.randperm(X.shape[0], generator=generator)
+    total_loss = 0.0
+    for first in range(0, X.shape[0], batch):
+        index = order[first:first + batch]
+        loss = torch.nn.functional.cross_entropy(
+            module(_augment(X[index], generator).contiguous(
+                memory_format=torch.channels_last)), y[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        total_loss += loss.item() * index.shape[0]
+    seconds = time.perf_counter() - start
+    test = accuracy(module, data.X_test, data.y_test)
+    record["history"].append({"epoch": len(record["history"]) + 1,
+                              "seconds": round(seconds, 1),
+                              "train_loss": total_loss / X.shape[0],
+                              "test_accuracy": test})
+    record["test_accuracy"] = test
+
+
+def epoch_line(record, epochs):
+    last = record["history"][-1]
+    return (f"epoch {last['epoch']}/{epochs}: loss {last['train_loss']:.3f}, "
+            f"test accuracy {last['test_accuracy']:.4f}, {last['seconds']:.0f} s")
 
 
 def main(argv=None):

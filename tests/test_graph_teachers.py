@@ -12,11 +12,10 @@ import math
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
+from helpers import assert_equals_unrolled, exact_inf_norm
 
 from sksim import SIMClassifier, SIMRegressor, load_model, save_model
 from sksim.blocks import INPUT, Activation, Pool, link_patches, per_state
-from sksim.solvers import solve_equilibrium
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -160,8 +159,7 @@ def _maps_model(maps):
                           maps.head_bias)
 
 
-def _exact_inf_norm(matrix):
-    return max((math.fsum(np.abs(row)) for row in matrix.toarray()), default=0.0)
+_exact_inf_norm = exact_inf_norm
 
 
 # ---------------------------------------------------------------- the reading
@@ -265,18 +263,11 @@ def _fit(name, **params):
 
 @pytest.mark.parametrize("name", ["resnet", "option_a", "functional", "avg_pooled"])
 def test_fitted_model_equals_its_unrolled_flat_model(name):
-    model, X = _fit(name)
+    model, _ = _fit(name)
     assert model._is_weight_shared()
     A, B, C, D = model.A_, model.B_, model.C_, model.D_
     assert _exact_inf_norm(A) <= 0.6
-    X_new = _data(25, seed=1)
-    states = model.equilibrium(X_new)
-    flat = solve_equilibrium(A, X_new @ B.T + model.state_intercept_, tol=1e-15,
-                             max_iter=10_000)
-    np.testing.assert_allclose(states, flat.states, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(model.predict(X_new),
-                               flat.states @ C.T + X_new @ D.T + model.intercept_,
-                               rtol=0, atol=1e-10)
+    assert_equals_unrolled(model, _data(25, seed=1))
     norm = _exact_inf_norm
     path = np.abs(C.toarray()) @ np.linalg.solve(
         np.eye(A.shape[0]) - np.abs(A.toarray()), np.abs(B.toarray())) + np.abs(D.toarray())
@@ -370,7 +361,7 @@ def test_residual_block_rows_match_cvxpy_on_the_patch_design():
     problems = ws.accumulate_block_problems(
         structure, ((X[rows], pre) for rows, pre, _ in baseline.iter_batches(X)),
         scales, fit_intercept=True, blocks=[block])
-    kernels, intercept, rows = ws.solve_block_rows(
+    kernels, intercept, _ = ws.solve_block_rows(
         structure, structure.links[block], problems[0], alpha=alpha, l1_ratio=1.0,
         kappa=kappa, row_bound=np.inf, tol=1e-10, max_iter=100_000)
     states, _ = baseline.record(X)

@@ -8,14 +8,13 @@ from itertools import pairwise
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers import digits_split
+from helpers import assert_equals_unrolled, digits_split, exact_inf_norm
 from sklearn.model_selection import GridSearchCV
 
 from sksim import SIMClassifier, SIMRegressor
 from sksim._attributes import FITTED_ATTRIBUTES
 from sksim.blocks import Link, Structure, block_offsets, link_patches, unroll
 from sksim.design import GramAccumulator
-from sksim.solvers import solve_equilibrium
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -57,25 +56,8 @@ def _split_blocks(structure, states):
     return [states[:, a:b] for a, b in pairwise(edges)]
 
 
-def _exact_inf_norm(matrix):
-    return max((math.fsum(np.abs(row)) for row in matrix.toarray()), default=0.0)
-
-
-def _assert_equals_unrolled(model, X_new):
-    """Equilibrium and predictions equal those of the flat implicit model of
-    the unrolled A, B, C, D (solved by the flat Gauss-Seidel kernel), whose
-    residual certificate is the one reported."""
-    A, B, C, D = model.A_, model.B_, model.C_, model.D_
-    states, residual = model.equilibrium(X_new, return_residual=True)
-    flat = solve_equilibrium(A, X_new @ B.T + model.state_intercept_, tol=1e-15,
-                             max_iter=10_000)
-    np.testing.assert_allclose(states, flat.states, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(model.predict(X_new),
-                               flat.states @ C.T + X_new @ D.T + model.intercept_,
-                               rtol=0, atol=1e-10)
-    recomputed = np.abs(states - np.maximum(states @ A.T + X_new @ B.T
-                                            + model.state_intercept_, 0.0)).max(axis=1)
-    assert np.all(recomputed <= residual + 1e-12)
+_exact_inf_norm = exact_inf_norm
+_assert_equals_unrolled = assert_equals_unrolled
 
 
 @pytest.mark.parametrize("lateral_kernel", [None, 3])

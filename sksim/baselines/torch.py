@@ -17,6 +17,7 @@ from .torch_graph import (
     shaped_graph,
 )
 
+
 class _TraceGuard:
     """Tracing patches torch's ``nn.Module.__call__`` globally while it runs
     (see torch_graph.shaped_graph), so a trace must not overlap any forward
@@ -152,7 +153,7 @@ class TorchBaseline:
         for kind in types:
             if not (isinstance(kind, type) and issubclass(kind, supported)):
                 name = getattr(kind, "__name__", repr(kind))
-                raise ValueError(
+                raise ValueError(  # noqa: TRY004 - the documented error for a bad parameter
                     f"activations: {name} is not supported; SIM models a teacher "
                     "whose activations are componentwise, monotone, 1-Lipschitz and "
                     "piecewise linear (nn.ReLU, nn.LeakyReLU with a slope in [0, 1], "
@@ -243,7 +244,7 @@ class TorchBaseline:
     def _graph(self, torch, inputs):
         """(recording module, TeacherMaps) of the module, its shapes from the
         first samples of ``inputs``; raises the graph's ValueError."""
-        graph_module, program, pre_nodes = self._shaped(torch, inputs)
+        graph_module, program, _ = self._shaped(torch, inputs)
         maps, _ = read_shaped(torch, graph_module, tuple(inputs.shape[1:]))
         if self.activations is not None:
             self._check_listed(torch, graph_module, self._activation_types(torch))
