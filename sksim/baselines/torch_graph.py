@@ -458,9 +458,8 @@ class _Reader:
         if not isinstance(value, _Affine):
             self._refuse(node, "BatchNorm must directly follow a convolution or linear "
                                "layer (it is folded into it).")
-        scale = 1.0 / np.sqrt(_numpy(norm.running_var) + norm.eps)
-        if norm.affine:
-            scale = scale * _numpy(norm.weight)
+        root = np.sqrt(_numpy(norm.running_var) + norm.eps)
+        scale = _numpy(norm.weight) / root if norm.affine else 1.0 / root
         shift = _numpy(norm.bias) if norm.affine else 0.0
         terms = [replace(t, kernel=t.kernel * scale.reshape((-1,) + (1,) * (t.kernel.ndim - 1)))
                  for t in value.terms]
