@@ -39,6 +39,10 @@ from .streaming import (
 )
 
 
+# models pickled before the fit's stages left this module hold one of these
+_FitLog = pipeline.FitLog
+
+
 def _check_numeric(array, name):
     """Reject string/object arrays holding non-numbers with a message naming them.
 
