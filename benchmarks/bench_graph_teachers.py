@@ -18,7 +18,8 @@ with defaults (``alpha=1e-3``) on the training images:
 For each: the teacher's weights (entries of weight matrices and kernels, no
 biases or BatchNorm), SIM's nonzero parameters, agreement with the teacher on
 the held-out images, both accuracies, SIM's fit time and the teacher's
-training time, measured one after the other in this run. With ``--resnet20``
+training time, measured one after the other in this run, everything on one thread
+(torch, BLAS, numba). With ``--resnet20``
 it also fits the CIFAR-100 ResNet-20 of ``examples/cifar100_resnet20.py`` on
 its first 1,000 training images and records the fit time and the peak
 resident memory of that fit (needs ``--data-home`` with CIFAR-100 and the
@@ -28,8 +29,10 @@ Run:  python benchmarks/bench_graph_teachers.py [--resnet20 --data-home DIR]
 Writes benchmarks/results/graph_teachers.json (or ``--output``).
 """
 
+import argparse
 import json
 import resource
+import subprocess
 import sys
 import time
 import warnings
@@ -144,6 +147,33 @@ def _train(module, X, y, shape):
     return module.eval(), time.perf_counter() - start
 
 
+def _one_thread():
+    """One thread for torch, BLAS and numba, for training and fitting alike: a
+    fair comparison, and on a loaded 2-core machine two OpenBLAS threads were
+    measured 40x slower than one on the same Gram product (they spin-wait
+    for a core)."""
+    import numba
+    import threadpoolctl
+    import torch
+
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    threadpoolctl.threadpool_limits(1)
+
+
+def _warm_up(data):
+    """Load sksim's compiled kernels before anything is timed (a fresh
+    process pays it once, on its first fit)."""
+    from torch import nn
+
+    from sksim import SIMClassifier, TorchBaseline
+
+    flat, _, y = data
+    module = nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10)).eval()
+    SIMClassifier(TorchBaseline(module, classes=list(range(10))),
+                  weight_sharing=True).fit(flat[:200], y[:200])
+
+
 def _weights(module):
     return int(sum(p.numel() for p in module.parameters() if p.ndim > 1))
 
@@ -211,7 +241,7 @@ def _resnet20(data_home, m=1000):
               "sim_nonzero": int(model.n_nonzero_),
               "teacher_weights": _weights(teacher),
               "train_accuracy_sim": float(model.score(X, y))}
-    C.log(f"resnet20: {record}")
+    print(f"resnet20: {record}", file=sys.stderr)
     return record
 
 
@@ -220,22 +250,30 @@ def main():
     parser.add_argument("--resnet20", action="store_true",
                         help="also fit the CIFAR-100 ResNet-20 on 1,000 images")
     parser.add_argument("--only", nargs="*", default=None, help="teachers to run")
+    parser.add_argument("--resnet20-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.resnet20_child:
+        _one_thread()
+        print(json.dumps(_resnet20(args.data_home)))
+        return
     if args.quick:
         args.only = args.only or ["leaky_mlp", "functional"]
-    import torch
-
-    torch.set_num_threads(1)  # the same for training and fitting, and quiet on 2 cores
+    _one_thread()
     data = _digits()
     teachers = _teachers()
+    _warm_up(data)
     results = {"machine": C.machine_info(), "n_train": N_TRAIN,
                "n_held_out": len(data[2]) - N_TRAIN, "training_steps": STEPS,
                "teachers": {}}
-    for name in args.only or teachers:
+    for name in teachers if args.only is None else args.only:
         builder, shape = teachers[name]
         results["teachers"][name] = _run_teacher(name, builder, shape, data)
     if args.resnet20:
-        results["resnet20"] = _resnet20(args.data_home)
+        # a process of its own, so that its peak memory is the fit's alone
+        child = subprocess.run([sys.executable, __file__, "--resnet20-child",
+                                "--data-home", str(args.data_home)],
+                               capture_output=True, text=True, check=True)
+        results["resnet20"] = json.loads(child.stdout.strip().splitlines()[-1])
     results["command"] = C.command_line()
     C.write_json("graph_teachers", results, args.output, args.quick)
 

@@ -461,6 +461,32 @@ def conv_predict_table(payloads):
                           "test accuracy"])
 
 
+def graph_teachers_table(payloads):
+    """Torch teachers as people write them, distilled with defaults
+    (bench_graph_teachers.py)."""
+    rows = []
+    for r in payloads:
+        for name, t in r["teachers"].items():
+            rows.append([name, t["teacher_weights"], t["sim_nonzero"],
+                         f"{100 * t['agreement']:.2f}%",
+                         f"{100 * t['teacher_accuracy']:.2f}% / {100 * t['sim_accuracy']:.2f}%",
+                         f"{fmt_s(t['teacher_training_seconds'])} / {fmt_s(t['fit_seconds'])}",
+                         ", ".join(k for k, met in t["targets"].items() if not met) or "all met"])
+    text = C.table(rows, ["teacher", "teacher weights", "SIM nonzeros",
+                          "agreement (held out)", "accuracy teacher / SIM",
+                          "training / SIM fit", "targets not met"])
+    for r in payloads:
+        net = r.get("resnet20")
+        if net:
+            text += (f"\n\nCIFAR-100 ResNet-20 (teacher after {net['teacher_epochs']} epochs, "
+                     f"{net['teacher_weights']:,} weights, {net['blocks']} blocks, "
+                     f"{net['states_per_image']:,} states per image): default fit on "
+                     f"{net['m']:,} images in {fmt_s(net['fit_seconds'])}, peak resident "
+                     f"memory {net['peak_rss_mib']:,.0f} MiB ({net['peak_rss_before_fit_mib']:,.0f} "
+                     f"MiB before the fit), {net['sim_nonzero']:,} nonzeros.")
+    return text
+
+
 def sections():
     """Every table of the benchmark results, by name, from results/*.json (the
     documentation's benchmarks page includes them)."""
@@ -472,7 +498,9 @@ def sections():
     mems, scal = load("memory_m*.json"), load("scaling.json")
     homotopy, conv = load("homotopy_m*.json"), load("conv_predict.json")
     distributed = load("distributed_m*.json")
+    graphs = load("graph_teachers.json")
     sections = {
+        "graph_teachers": graph_teachers_table(graphs) if graphs else "_pending_",
         "targets": targets_table(fits, preds, mems, scal),
         "fit": fit_table(fits) if fits else "_pending_",
         "anchors": anchor_table(fits) if fits else "_pending_",

@@ -176,7 +176,9 @@ FITTED_ATTRIBUTES = (
         only="named_features", clears_on_refit=False),
     FittedAttribute(
         "classes_", "labels", (), "ndarray of shape (n_classes,)",
-        "The class labels.", only="classifier", clears_on_refit=False),
+        "The class labels, sorted: those of y, or a TorchBaseline's ``classes`` "
+        "when given (its output columns' labels, also those absent from y).",
+        only="classifier", clears_on_refit=False),
     FittedAttribute(
         "_y_ndim", "private count", (), "int", only="regressor",
         clears_on_refit=False),

@@ -466,3 +466,23 @@ def test_missing_or_wrong_input_shape_names_input_shape():
             SIMClassifier(TorchBaseline(cnn, input_shape=shape)).fit(X, [0, 1, 2] * 2 + [0, 1])
     with pytest.raises(ValueError, match="input_shape must be a tuple of positive"):
         TorchBaseline(cnn, input_shape=(1, -8, 8)).record(X)
+
+
+@pytest.mark.parametrize("name", ["resnet", "option_a", "vgg", "clipped", "functional"])
+def test_export_equals_predict_and_moves(name):
+    model, X = _fit(name)
+    module = model.to_torch()
+    state = {key: value.clone() for key, value in module.state_dict().items()}
+    inputs = torch.from_numpy(X)
+    with torch.no_grad():
+        np.testing.assert_allclose(module(inputs).numpy(), model.predict(X), rtol=0,
+                                   atol=1e-10)
+        single = module.float()(inputs.float()).numpy()
+    assert single.dtype == np.float32
+    np.testing.assert_allclose(single, model.predict(X), rtol=1e-4, atol=1e-4)
+    assert module.double().to("cpu").output_intercept.dtype == torch.float64
+    restored = model.to_torch()
+    restored.load_state_dict(state)
+    with torch.no_grad():
+        np.testing.assert_allclose(restored(inputs).numpy(), model.predict(X), rtol=0,
+                                   atol=1e-10)

@@ -5,7 +5,7 @@ without it.
 """
 
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -17,8 +17,45 @@ from .torch_graph import (
     shaped_graph,
 )
 
-# tracing patches torch globally while it runs (see torch_graph.shaped_graph)
-_TRACE_LOCK = threading.Lock()
+class _TraceGuard:
+    """Tracing patches torch's ``nn.Module.__call__`` globally while it runs
+    (see torch_graph.shaped_graph), so a trace must not overlap any forward
+    pass in another thread (dask runs chunks in threads, each adapter copy
+    tracing its own graph): traces run alone, forward passes together."""
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._running = 0
+        self._tracing = False
+
+    @contextmanager
+    def tracing(self):
+        with self._condition:
+            self._condition.wait_for(lambda: not self._tracing and not self._running)
+            self._tracing = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._tracing = False
+                self._condition.notify_all()
+
+    @contextmanager
+    def running(self):
+        with self._condition:
+            self._condition.wait_for(lambda: not self._tracing)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._running -= 1
+                self._condition.notify_all()
+
+
+_GUARD = _TraceGuard()
+# hooks fire in every thread's forward pass: one hooked forward at a time
+_HOOK_LOCK = threading.Lock()
 
 
 def _writable(batch):
@@ -42,20 +79,25 @@ def _import_torch():
 class TorchBaseline:
     """Wrap a trained torch module as the teacher of a SIM estimator.
 
-    The module runs in eval mode under ``torch.no_grad()`` in batches. Forward
-    hooks on its activation modules record each one's input (the
-    pre-activations, flattened per sample and concatenated in forward order)
-    and the module's output (logits or regression outputs). The module is a
-    frozen teacher: ``clone`` returns this same adapter, so model selection
-    never copies or retrains the network.
+    The module's computation is read as a graph (torch.fx; see
+    :mod:`sksim.baselines.torch_graph` for what it may contain): every
+    activation, module or function, is a state block. The traced graph runs
+    in eval mode under ``torch.no_grad()`` in batches and returns the
+    module's output (logits or regression outputs) and every block's
+    pre-activation (flattened per sample, concatenated in graph order). The
+    module is a frozen teacher: ``clone`` returns this same adapter, so model
+    selection never copies or retrains the network.
 
     Parameters
     ----------
     module : torch.nn.Module
-        The trained network. Every activation to be recorded must be a module
-        (``nn.ReLU``), not a call to ``torch.nn.functional.relu``.
+        The trained network.
     activations : tuple of type, default=None
-        Module types whose inputs are recorded; ``None`` means ``(nn.ReLU,)``.
+        The teacher's activation module types, each one of ``nn.ReLU``,
+        ``nn.LeakyReLU``, ``nn.ReLU6``, ``nn.Hardtanh`` (a ValueError names
+        any other, e.g. ``nn.Tanh``); ``None`` accepts all of them. An
+        activation module of a type not listed is an error. A module whose
+        graph cannot be read is recorded by hooks on modules of these types.
     input_shape : tuple of int, default=None
         Per-sample shape that flat rows of X are reshaped to (e.g.
         ``(1, 28, 28)`` for a convolutional model). ``None`` feeds rows as is.
@@ -213,7 +255,8 @@ class TorchBaseline:
         lock: dask runs chunks in threads, and tracing patches torch
         globally), or the error that stopped it, raised again."""
         key = (id(self.module), tuple(inputs.shape[1:]), self.dtype, str(self.device))
-        with _TRACE_LOCK:
+        cached = self.__dict__.get("_graphs", {}).get(key)
+        with _GUARD.tracing() if cached is None else nullcontext():
             cached = self.__dict__.setdefault("_graphs", {}).get(key)
             if cached is None:
                 try:
@@ -255,7 +298,7 @@ class TorchBaseline:
 
     def _forward(self, torch, program, tensor, start):
         try:
-            with torch.no_grad():
+            with _GUARD.running(), torch.no_grad():
                 return program(tensor)
         except ValueError:
             raise
@@ -307,7 +350,7 @@ class TorchBaseline:
         def hook(mod, args):
             records.append(args[0].detach().reshape(args[0].shape[0], -1).clone())
 
-        with _TRACE_LOCK:
+        with _HOOK_LOCK:
             handles = [m.register_forward_pre_hook(hook) for m in hooked]
             try:
                 return self._forward(torch, self.module, tensor, start), records
