@@ -268,7 +268,7 @@ def run_cvxpy(Wc, Zc, n_states, rows, ref_obj, log):
 
 # -------------------------------------------------------------------- main
 def run_m(m, n_cvxpy, args, data, teacher, widths, log):
-    from sksim.estimators import _centred_gram_problem
+    from sksim.design import centred_gram_problem
     from sksim.solvers import solve_rows
 
     X, y, Z, logits = C.recorded_states(teacher, widths, data, m)
@@ -295,7 +295,7 @@ def run_m(m, n_cvxpy, args, data, teacher, widths, log):
     log(f"  fit: median {result['fit']['median_s']:.3f} s (runs "
         f"{', '.join(f'{t:.2f}' for t in fit_times)})")
 
-    gram, corr, target_sq, design_mean, target_mean = _centred_gram_problem(W, Z, True)
+    gram, corr, target_sq, design_mean, target_mean = centred_gram_problem(W, Z, True)
     Wc, Zc = W - design_mean, Z - target_mean
     del W
 

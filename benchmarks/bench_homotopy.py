@@ -76,7 +76,7 @@ def summarise(rows, seconds, lower):
 
 
 def main():
-    from sksim.estimators import _centred_gram_problem
+    from sksim.design import centred_gram_problem
     from sksim.solvers import solve_rows
 
     args = parse_args()
@@ -87,7 +87,7 @@ def main():
     X64 = np.ascontiguousarray(X, dtype=np.float64)
     W = C.state_design(X64, Z)
     n_states = Z.shape[1]
-    gram, corr, target_sq, design_mean, state_mean = _centred_gram_problem(W, Z, True)
+    gram, corr, target_sq, design_mean, state_mean = centred_gram_problem(W, Z, True)
     result = {**C.header(args), "m": args.m, "n_states": n_states,
               "design_shape": list(W.shape)}
     gemm, _ = C.timed(functools.partial(C.design_gemm, W), 7, warmup=1)

@@ -14,6 +14,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy.linalg.blas import dger as ger
 
+from . import _arrays
+from ._arrays import design_rows, float64_rows
+
 
 class GramProblem(NamedTuple):
     """Gram-form row problems: ``gram = W^T W / m``, ``correlations = T^T W / m``,
@@ -137,3 +140,54 @@ class GramAccumulator:
                 "The Gram matrix of the design overflows float64: the inputs or "
                 "states are too large in magnitude. Rescale X or the states.")
         return problem
+
+
+def centred_gram_problem(blocks, targets, fit_intercept):
+    """Gram matrix, correlations and target energies of the row problems.
+
+    The design is ``W = [blocks[0], blocks[1], ...]`` (column blocks with
+    the same rows), never formed in full: everything is accumulated over
+    sample chunks, in two passes (means, then centred products) so centring
+    is exact. Returns ``(gram, correlations, target_sq, design_mean,
+    target_mean)`` with ``gram = W^T W / m``, ``correlations = T^T W / m`` and
+    ``target_sq = ||t_i||^2 / m`` for the (centred when ``fit_intercept``)
+    design ``W`` and targets ``T``.
+    """
+    if isinstance(blocks, np.ndarray):  # one block: the whole design
+        blocks = [blocks]
+    n_samples = targets.shape[0]
+    n_columns = sum(block.shape[1] for block in blocks)
+    n_targets = targets.shape[1]
+    chunks = _arrays.sample_chunks(n_samples, n_columns + n_targets)
+    design_mean = np.zeros(n_columns)
+    target_mean = np.zeros(n_targets)
+    if fit_intercept:
+        # overflow surfaces as the clear ValueError below, not as a RuntimeWarning
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start, stop in chunks:
+                design_mean += design_rows(blocks, start, stop).sum(axis=0)
+                target_mean += float64_rows(targets, start, stop).sum(axis=0)
+            design_mean /= n_samples
+            target_mean /= n_samples
+    gram = np.zeros((n_columns, n_columns))
+    correlations = np.zeros((n_targets, n_columns))
+    target_sq = np.zeros(n_targets)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start, stop in chunks:
+            design = design_rows(blocks, start, stop) - design_mean
+            chunk_targets = float64_rows(targets, start, stop) - target_mean
+            gram += design.T @ design
+            correlations += chunk_targets.T @ design
+            target_sq += np.einsum("ij,ij->j", chunk_targets, chunk_targets)
+    gram /= n_samples
+    correlations /= n_samples
+    target_sq /= n_samples
+    if not (np.all(np.isfinite(gram)) and np.all(np.isfinite(correlations))
+            and np.all(np.isfinite(target_sq)) and np.all(np.isfinite(design_mean))
+            and np.all(np.isfinite(target_mean))):
+        raise ValueError(
+            "The Gram matrix of [states, X] overflows float64: the inputs or "
+            "states are too large in magnitude. Rescale X (e.g. StandardScaler) "
+            "or the states."
+        )
+    return gram, correlations, target_sq, design_mean, target_mean

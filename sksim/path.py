@@ -15,7 +15,9 @@ from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval
 
-from .estimators import SIMClassifier, SIMRegressor, _numba_threads
+from . import pipeline, recording
+from ._arrays import numba_threads
+from .estimators import SIMClassifier, SIMRegressor
 from .solvers import solve_rows_path
 
 
@@ -62,7 +64,7 @@ def _recorded(estimator, X, y, states, baseline_outputs):
     template = clone(estimator)
     template._validate_params()
     X, targets, y_teacher = template._validated_targets(X, y)
-    states, targets, maps = template._record_teacher(X, targets, states,
+    states, targets, maps = recording.record_teacher(template, X, targets, states,
                                                      baseline_outputs, y_teacher)
     if maps is not None:
         raise ValueError("Paths and cross-validation fit the flat SIM model; this "
@@ -81,14 +83,14 @@ def _path_models(template, X, targets, states, alphas):
     """Fitted copies of ``template`` at each of ``alphas`` on these states:
     the state rows from one path, the output rows per alpha."""
     recorded = _fitted_state(template)
-    with _numba_threads(template.n_jobs):
-        post_activations, problem = template._state_problem(X, states)
+    with numba_threads(template.n_jobs):
+        post_activations, problem = pipeline.state_problem(template, X, states)
         alphas = np.sort(np.asarray(alphas, dtype=np.float64))[::-1]
-        state_rows = template._solve_state_rows(
-            problem[:3], states.shape[1],
+        state_rows = pipeline.solve_state_rows(
+            template, problem[:3], states.shape[1],
             lambda gram, corr, target_sq, n_bounded: solve_rows_path(
                 gram, corr, target_sq, alphas, n_bounded=n_bounded,
-                bound=template.kappa, row_bound=template._row_bound(),
+                bound=template.kappa, row_bound=pipeline.row_bound(template),
                 l1_ratio=template.l1_ratio, tol=template.tol,
                 max_iter=template.max_iter, relax=template.relax,
                 solver=template.solver)[1])
@@ -96,9 +98,8 @@ def _path_models(template, X, targets, states, alphas):
         for alpha, rows in zip(alphas, state_rows):
             model = clone(template).set_params(alpha=float(alpha))
             model.__dict__.update(recorded)
-            model._set_state_rows(rows.coef, *problem[3:])
-            output_rows = model._fit_output_rows(X, targets, post_activations)
-            model._set_certificates(rows, output_rows, model._matrix_norms())
+            stage = pipeline.InMemoryRows(model, X, states, targets, post_activations)
+            model._set_fit(pipeline.fit_outputs(model, stage, rows, *problem[3:]))
             models.append(model)
     return alphas, models
 
@@ -149,7 +150,7 @@ def sim_path(estimator, X, y, *, alphas=None, n_alphas=20, eps=1e-3, states=None
                          f"{type(estimator).__name__}.")
     template, X, targets, states = _recorded(estimator, X, y, states, baseline_outputs)
     if alphas is None:
-        grid = _alpha_grid(template._state_problem(X, states)[1][1], template.l1_ratio,
+        grid = _alpha_grid(pipeline.state_problem(template, X, states)[1][1], template.l1_ratio,
                            n_alphas, eps)
     else:
         grid = _check_alphas(alphas)
@@ -242,7 +243,7 @@ class _CVMixin:
         if X.shape[0] < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 samples to "
                              f"cross-validate; got {X.shape[0]} sample.")
-        grid = (_alpha_grid(template._state_problem(X, states)[1][1], template.l1_ratio,
+        grid = (_alpha_grid(pipeline.state_problem(template, X, states)[1][1], template.l1_ratio,
                             self.n_alphas, self.eps)
                 if self.alphas is None else _check_alphas(self.alphas))
         grid = np.sort(grid)[::-1]

@@ -34,7 +34,8 @@ import scipy.sparse as sp
 from ._attributes import attributes_of_fit
 from ._version import __version__
 from .blocks import Activation, Link, Pool, Structure, check_structure, link_width
-from .estimators import SIMClassifier, SIMRegressor, _row_infinity_norm
+from .estimators import SIMClassifier, SIMRegressor
+from .inspection import infinity_norm
 from .weight_sharing import SharedModel, unrolled_norms
 
 FORMAT_NAME = "sksim-model"
@@ -382,7 +383,7 @@ def _rebuild_matrices(estimator, files, attributes, n_states, n_features):
         if matrices[attribute.name].shape != shape:
             raise ValueError(f"{attribute.name} has shape "
                              f"{matrices[attribute.name].shape}; expected {shape}")
-    if _row_infinity_norm(matrices["A_"]) > estimator.kappa:
+    if infinity_norm(matrices["A_"]) > estimator.kappa:
         raise ValueError("||A||_inf exceeds kappa: the model is not well posed")
     for name, matrix in matrices.items():
         setattr(estimator, name, matrix)

@@ -35,7 +35,7 @@ import numpy as np
 
 from .baselines import mlp_forward
 from .design import GramAccumulator
-from .estimators import _float64_rows, _forward_blocks, _sample_chunks, _times_transpose
+from ._arrays import float64_rows, forward_blocks, sample_chunks, times_transpose
 from .solvers import RowSolution, forward_substitution, solve_equilibrium, solve_rows
 
 
@@ -166,7 +166,7 @@ class StateModel(NamedTuple):
     max_iter: int
 
     def states(self, rows):
-        drive = _times_transpose(rows, self.B) + self.intercept
+        drive = times_transpose(rows, self.B) + self.intercept
         if self.one_pass:
             return forward_substitution(self.A, drive)
         return solve_equilibrium(self.A, drive, tol=self.tol, max_iter=self.max_iter).states
@@ -284,7 +284,7 @@ def block_rms(source, recipe, blocks):
 
 class StreamedRows:
     """The Gram problems of a streamed flat fit's stages, each reduced over
-    ``source``'s chunks by ``recipe`` (the estimator's ``_fit_flat`` runs
+    ``source``'s chunks by ``recipe`` (:func:`sksim.pipeline.fit_flat` runs
     the stages)."""
 
     how = " (streamed)"  # shown in verbose stage names
@@ -304,13 +304,14 @@ class StreamedRows:
         self.estimator._check_teacher_agreement(agreement)
         return accumulator.finish()
 
-    def output_problem(self):
-        """On the fitted state rows' equilibrium when ``refit_outputs``."""
+    def output_problem(self, model):
+        """On ``model``'s equilibrium (the fitted state rows, a
+        :class:`sksim.model.FlatModel`), or on the teacher's states when
+        ``model`` is None."""
         est = self.estimator
-        model = None
-        if est.refit_outputs:
-            model = StateModel(est.A_, est.B_, est.state_intercept_,
-                               _forward_blocks(est.A_) is not None,
+        if model is not None:
+            model = StateModel(model.A, model.B, model.state_intercept,
+                               forward_blocks(model.A) is not None,
                                est.equilibrium_tol, est.equilibrium_max_iter)
         return self.source.reduce(partial(output_partial, self.recipe, model,
                                           est.fit_intercept),
@@ -336,8 +337,8 @@ class ArraySource:
         self.width = 2 * n_features + 3 * n_states + n_targets
 
     def chunks(self):
-        for start, stop in _sample_chunks(self.n_samples, self.width):
-            yield [None if a is None else (_float64_rows(a, start, stop) if a.ndim == 2
+        for start, stop in sample_chunks(self.n_samples, self.width):
+            yield [None if a is None else (float64_rows(a, start, stop) if a.ndim == 2
                                            else np.asarray(a[start:stop]))
                    for a in self.arrays]
 

@@ -40,7 +40,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
-from .estimators import DENSE_PRODUCT_DENSITY
+from ._arrays import DENSE_PRODUCT_DENSITY
 from .solvers import solve_equilibrium
 
 

@@ -9,8 +9,9 @@ chunks (of uneven sizes: the last one is shorter) through every stage.
 import numpy as np
 import pytest
 
-import sksim.estimators as estimators
+import sksim._arrays as arrays
 from sksim import SIMClassifier, SIMRegressor
+from sksim.design import centred_gram_problem
 
 N_SAMPLES = 97  # prime: no chunk size divides it
 
@@ -33,16 +34,16 @@ def _chunk_bytes(n_chunks, width):
 
 @pytest.fixture
 def counted_chunks(monkeypatch):
-    """Record how many chunks each call of ``_sample_chunks`` made."""
+    """Record how many chunks each call of ``sample_chunks`` made."""
     counts = []
-    original = estimators._sample_chunks
+    original = arrays.sample_chunks
 
     def counting(n_samples, n_columns):
         chunks = original(n_samples, n_columns)
         counts.append(len(chunks))
         return chunks
 
-    monkeypatch.setattr(estimators, "_sample_chunks", counting)
+    monkeypatch.setattr(arrays, "sample_chunks", counting)
     return counts
 
 
@@ -53,10 +54,10 @@ def test_streamed_gram_equals_one_pass(problem, monkeypatch, counted_chunks, n_c
     X, _, Z = problem
     post = np.maximum(Z, 0.0)
     blocks, targets = [post, X], Z
-    one = estimators._centred_gram_problem(blocks, targets, fit_intercept)
+    one = centred_gram_problem(blocks, targets, fit_intercept)
     width = post.shape[1] + X.shape[1] + Z.shape[1]
-    monkeypatch.setattr(estimators, "_CHUNK_BYTES", _chunk_bytes(n_chunks, width))
-    many = estimators._centred_gram_problem(blocks, targets, fit_intercept)
+    monkeypatch.setattr(arrays, "_CHUNK_BYTES", _chunk_bytes(n_chunks, width))
+    many = centred_gram_problem(blocks, targets, fit_intercept)
     assert counted_chunks == [1, n_chunks]
     for a, b in zip(one, many):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-13)
@@ -94,7 +95,7 @@ def test_fit_over_many_chunks_equals_one_chunk(problem, monkeypatch, counted_chu
     # The widest stage (state Gram: post-activations, X and the state targets)
     # gets n_chunks; narrower stages get no more chunks than that.
     width = 2 * Z.shape[1] + X.shape[1]
-    monkeypatch.setattr(estimators, "_CHUNK_BYTES", _chunk_bytes(n_chunks, width))
+    monkeypatch.setattr(arrays, "_CHUNK_BYTES", _chunk_bytes(n_chunks, width))
     many = _fit(cls, X, y, Z, row_bound=row_bound)
     assert counted_chunks[0] == n_chunks and min(counted_chunks) >= 2
     for name in ("state", "output"):
@@ -126,7 +127,7 @@ def test_chunked_equilibrium_and_outputs_equal_one_chunk(problem, monkeypatch,
     counted_chunks.clear()
     # sized on X's columns; the equilibrium (and the outputs computed with
     # it) chunk rows of X and the states, so into at least this many chunks
-    monkeypatch.setattr(estimators, "_CHUNK_BYTES", _chunk_bytes(n_chunks, X.shape[1]))
+    monkeypatch.setattr(arrays, "_CHUNK_BYTES", _chunk_bytes(n_chunks, X.shape[1]))
     chunked_states, chunked_residual = model.equilibrium(X, return_residual=True)
     chunked_outputs = model.predict(X)
     assert min(counted_chunks) >= n_chunks

@@ -21,7 +21,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.neural_network import MLPClassifier
 
 from sksim import SIMClassifier, SIMRegressor
-from sksim import estimators as sksim_estimators
+from sksim import _arrays
 from sksim.baselines import mlp_forward
 
 da = pytest.importorskip("dask.array")
@@ -88,7 +88,7 @@ def test_memmap_inputs_equal_the_in_memory_fit(problem, tmp_path, monkeypatch, s
     params = {"structure": structure, "state_blocks": [12, 8]}
     local = _local_fit(problem, **params)
     # 173-ish rows per chunk: chunks of uneven sizes (the last one shorter)
-    monkeypatch.setattr(sksim_estimators, "_CHUNK_BYTES", 8 * 173 * 50)
+    monkeypatch.setattr(_arrays, "_CHUNK_BYTES", 8 * 173 * 50)
     streamed = SIMClassifier(tol=TOL, **params).fit(
         _memmap(tmp_path, "X", X), y,
         states=_memmap(tmp_path, "states", states),
@@ -154,7 +154,7 @@ def test_memmap_fit_does_not_load_the_data(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     n_features, n_states, n_outputs = 30, 20, 3
     chunk_bytes = 1 << 19
-    monkeypatch.setattr(sksim_estimators, "_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(_arrays, "_CHUNK_BYTES", chunk_bytes)
     rows_per_chunk = chunk_bytes // (8 * (2 * n_features + 3 * n_states + n_outputs))
     m = 10 * rows_per_chunk
     X = rng.normal(size=(m, n_features))

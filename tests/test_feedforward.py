@@ -148,13 +148,13 @@ def test_one_pass_equals_the_iterative_equilibrium(problem):
     """The block-product pass that predict uses for a strictly block lower
     triangular A equals the Gauss-Seidel solver's equilibrium to 1e-12, and
     a model with feedback (implicit) is still solved iteratively."""
-    from sksim.estimators import _forward_blocks
+    from sksim._arrays import forward_blocks
     from sksim.solvers import solve_equilibrium
 
     X, y, states, logits, _ = problem
     model = SIMClassifier(structure="feedforward", state_blocks=BLOCKS).fit(
         X, y, states=states, baseline_outputs=logits)
-    blocks = _forward_blocks(model.A_)
+    blocks = forward_blocks(model.A_)
     assert blocks is not None and len(blocks) <= len(BLOCKS)
     assert blocks[0][0] == 0 and blocks[-1][1] == sum(BLOCKS)
     drive = X @ model.B_.toarray().T + model.state_intercept_
@@ -163,4 +163,4 @@ def test_one_pass_equals_the_iterative_equilibrium(problem):
     np.testing.assert_allclose(one_pass, iterative.states, rtol=0, atol=1e-12)
     assert np.all(residual == 0)
     implicit = SIMClassifier().fit(X, y, states=states, baseline_outputs=logits)
-    assert _forward_blocks(implicit.A_) is None
+    assert forward_blocks(implicit.A_) is None
