@@ -21,6 +21,7 @@ looked up in that order.
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -31,6 +32,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_CACHE = REPO_ROOT / "benchmarks" / "cache"
 EXAMPLES_CACHE = REPO_ROOT / "examples" / "output" / "cache"
 TEACHER_CACHES = (BENCH_CACHE, EXAMPLES_CACHE)
+
+
+def run_script(main):
+    """Run a command-line script's ``main``: a missing data or result file is
+    its message on stderr and exit status 2, not a traceback."""
+    try:
+        main()
+    except FileNotFoundError as error:
+        print(f"{Path(sys.argv[0]).name}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def default_data_home():

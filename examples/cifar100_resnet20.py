@@ -201,11 +201,7 @@ def main(argv=None):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        data = load_cifar100(args.data_home)
-    except FileNotFoundError as error:
-        print(error, file=sys.stderr)
-        raise SystemExit(2) from None
+    data = load_cifar100(args.data_home)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     train(data, args.epochs, out,
@@ -213,4 +209,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from _shared import run_script
+
+    run_script(main)

@@ -135,4 +135,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from _shared import run_script
+
+    run_script(main)

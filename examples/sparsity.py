@@ -282,4 +282,6 @@ def plot(payload, path):
 
 
 if __name__ == "__main__":
-    main()
+    from _shared import run_script
+
+    run_script(main)

@@ -124,4 +124,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from _shared import run_script
+
+    run_script(main)

@@ -56,3 +56,21 @@ def test_readme_headline_tables_are_generated_from_the_results():
         "the README's headline tables differ from the results; run "
         "python docs/_generate.py --readme")
     assert "| Fashion-MNIST, MLP |" in in_readme
+
+
+@pytest.mark.parametrize("script", ["state_scaling.py", "cifar100_teacher.py"])
+def test_example_scripts_end_a_missing_data_run_with_the_message(script, tmp_path):
+    """A command-line script without its data prints the loader's message and
+    exits with status 2, no traceback."""
+    import subprocess
+    import sys
+
+    if script.startswith("cifar100"):
+        pytest.importorskip("torch")
+    examples = DOCS.parent / "examples"
+    run = subprocess.run([sys.executable, str(examples / script), "--data-home",
+                          str(tmp_path), "--output-dir", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert str(tmp_path) in run.stderr and script in run.stderr
