@@ -12,7 +12,8 @@ Run from the repository root::
 
     python examples/quickstart.py
 
-The first run compiles the numba kernels (about half a minute); they are cached.
+The first run compiles the numba kernels first (it says so on stderr, with
+how long that takes); they are cached.
 """
 
 import time

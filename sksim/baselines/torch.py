@@ -71,8 +71,11 @@ def _import_torch():
         import torch
     except ImportError as exc:  # pragma: no cover - exercised without torch
         raise ImportError(
-            "TorchBaseline needs torch; install the CPU build with "
-            "`pip install torch` (see the README)."
+            "TorchBaseline needs torch. Install the CPU build (an unpinned "
+            "`pip install torch` may pull a multi-GB CUDA build): see "
+            "https://pytorch.org/get-started/locally/ for the command on your "
+            "platform, e.g. `python -m pip install torch --index-url "
+            "https://download.pytorch.org/whl/cpu` on Linux."
         ) from exc
     return torch
 
