@@ -13,7 +13,7 @@ from pathlib import Path
 import numba
 
 # measured: the cold quick start (fresh clone, venv and numba cache, 2 cores,
-# the other one busy) fitted in 85 s against 5 s warm
+# the other one busy) fitted in 85 s against 7 s warm
 COMPILE_TIME = "about a minute and a half on two cores"
 _announced = False
 
