@@ -104,6 +104,22 @@ class _Functional(nn.Module):
         return self.fc2(x)
 
 
+class _FunctionalOps(nn.Module):
+    """Layers and pools as functions: F.conv2d with a parameter of the module,
+    F.max_pool2d, F.avg_pool2d, a global mean, F.linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.weight = nn.Parameter(torch.randn(4, 3, 3, 3) / 5)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv(x)), 2)
+        x = F.avg_pool2d(F.relu(F.conv2d(x, self.weight, padding=1)), 2, 2)
+        return F.linear(x.mean((2, 3)), self.fc.weight, self.fc.bias)
+
+
 def _vgg():
     return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -129,6 +145,7 @@ def _clipped():
 
 
 TEACHERS = {"resnet": _ResNet, "option_a": _OptionA, "functional": _Functional,
+            "functional_ops": _FunctionalOps,
             "vgg": _vgg, "avg_pooled": _avg_pooled, "leaky_mlp": _leaky_mlp,
             "clipped": _clipped}
 SHAPES = {"leaky_mlp": (64,)}

@@ -279,6 +279,13 @@ class _Reader:
             return self._module(node, self.graph_module.get_submodule(node.target))
         return self._function(node)
 
+    def _resolve(self, value):
+        """A node's symbolic value; anything else as it is."""
+        return self.values[value] if hasattr(value, "op") else value
+
+    def _argument(self, node, index, name, default):
+        return self._resolve(_argument(node, index, name, default))
+
     def _arg(self, node, index=0):
         value = node.args[index]
         return self.values[value] if hasattr(value, "op") else value
@@ -346,7 +353,7 @@ class _Reader:
     def _function(self, node):
         torch, functional = self.torch, self.torch.nn.functional
         target, name = node.target, _target_name(node)
-        args = [self.values[a] if hasattr(a, "op") else a for a in node.args]
+        args = [self._resolve(a) for a in node.args]
         if node.op == "call_method" and name == "size":
             return _Shape()
         if target is operator.getitem:
@@ -370,29 +377,29 @@ class _Reader:
                                        and name in ("flatten", "view", "reshape")):
             return self._reshape(node, args[0])
         if target is functional.conv2d:
-            return self._conv(node, args[0], args[1], _argument(node, 2, "bias", None),
-                              _argument(node, 3, "stride", 1),
-                              _argument(node, 4, "padding", 0),
-                              _argument(node, 5, "dilation", 1),
-                              _argument(node, 6, "groups", 1), "zeros")
+            return self._conv(node, args[0], args[1], self._argument(node, 2, "bias", None),
+                              self._argument(node, 3, "stride", 1),
+                              self._argument(node, 4, "padding", 0),
+                              self._argument(node, 5, "dilation", 1),
+                              self._argument(node, 6, "groups", 1), "zeros")
         if target is functional.linear:
-            return self._linear(node, args[0], args[1], _argument(node, 2, "bias", None))
+            return self._linear(node, args[0], args[1], self._argument(node, 2, "bias", None))
         if target is functional.avg_pool2d:
-            return self._avg_pool(node, _argument(node, 1, "kernel_size", None),
-                                  _argument(node, 2, "stride", None),
-                                  _argument(node, 3, "padding", 0),
-                                  _argument(node, 4, "ceil_mode", False),
-                                  _argument(node, 5, "count_include_pad", True),
-                                  _argument(node, 6, "divisor_override", None))
+            return self._avg_pool(node, self._argument(node, 1, "kernel_size", None),
+                                  self._argument(node, 2, "stride", None),
+                                  self._argument(node, 3, "padding", 0),
+                                  self._argument(node, 4, "ceil_mode", False),
+                                  self._argument(node, 5, "count_include_pad", True),
+                                  self._argument(node, 6, "divisor_override", None))
         if target is functional.max_pool2d or name == "boolean_dispatch":
-            return self._max_pool(node, _argument(node, 1, "kernel_size", None),
-                                  _argument(node, 2, "stride", None),
-                                  _argument(node, 3, "padding", 0),
-                                  _argument(node, 4, "dilation", 1),
-                                  _argument(node, 5, "ceil_mode", False),
-                                  _argument(node, 6, "return_indices", False))
+            return self._max_pool(node, self._argument(node, 1, "kernel_size", None),
+                                  self._argument(node, 2, "stride", None),
+                                  self._argument(node, 3, "padding", 0),
+                                  self._argument(node, 4, "dilation", 1),
+                                  self._argument(node, 5, "ceil_mode", False),
+                                  self._argument(node, 6, "return_indices", False))
         if target is functional.adaptive_avg_pool2d:
-            return self._adaptive_avg_pool(node, _argument(node, 1, "output_size", None))
+            return self._adaptive_avg_pool(node, self._argument(node, 1, "output_size", None))
         if node.op == "call_method" and name == "mean":
             return self._mean(node, args[0])
         if target is functional.pad:
