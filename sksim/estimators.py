@@ -180,14 +180,6 @@ class _BaseSIM(BaseEstimator):
         X, targets, y = self._validated_targets(X, y)
         return self._fit_sim(X, targets, states, baseline_outputs, y)
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, states=None, baseline_outputs=None):
-        """Fit the implicit model (see the estimators' own ``fit``)."""
-        if _is_streamed(self, X, states, baseline_outputs):
-            return self._fit_streamed(X, y, states, baseline_outputs)
-        X, targets, y = self._validated_targets(X, y)
-        return self._fit_sim(X, targets, states, baseline_outputs, y)
-
     _teacher_class = None  # each estimator's embedded teacher, and the MLPs it accepts
 
     def _fit_sim(self, X, targets, states, baseline_outputs, y_for_teacher):
