@@ -1067,7 +1067,7 @@ def _relax_rows(data, coef, records, breakpoints, penalty, options, solver):
 
 def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
                row_bound=np.inf, l1=0.0, l2=0.0, tol=1e-6, max_iter=1000,
-               coef_init=None, relax=1.0, solver="cd"):
+               coef_init=None, relax=1.0, solver="auto"):
     """Solve every row problem sharing one Gram matrix, rows in parallel.
 
     Parameters
@@ -1101,7 +1101,7 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
         The support is chosen by the full penalty; the smaller penalty on it
         undoes most of the shrinkage. The returned record then certifies the
         restricted problem (``n_iter`` counts the epochs of both solves).
-    solver : {"auto", "cd", "homotopy"}, default="cd"
+    solver : {"auto", "cd", "homotopy"}, default="auto"
         ``"cd"``: coordinate descent with the multiplier search (any bounds,
         warm starts). ``"homotopy"``: the exact path of
         :mod:`sksim.solvers.homotopy` from ``w = 0`` (``coef_init`` is not
@@ -1109,7 +1109,9 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
         coordinate descent from its point. It follows one bound: the
         block's, or a finite ``row_bound`` (over the whole row) when the
         block has none; rows with both are solved by coordinate descent.
-        ``"auto"``: the choice of :func:`auto_solver`.
+        ``"auto"`` (the estimators' default too): coordinate descent when
+        ``coef_init`` is given (a warm start), else the choice of
+        :func:`auto_solver`.
 
     Returns
     -------
@@ -1125,7 +1127,8 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
     else:
         coef = np.array(coef_init, dtype=np.float64, order="C", copy=True)
     if solver == "auto":
-        solver = auto_solver(gram, n_bounded, bound, row_bound, l2)
+        solver = "cd" if coef_init is not None else \
+            auto_solver(gram, n_bounded, bound, row_bound, l2)
     records = np.zeros((n_rows, 6))
     breakpoints = np.zeros(n_rows, dtype=np.int64)
     method = np.zeros(n_rows, dtype=np.int64)
