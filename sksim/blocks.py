@@ -103,8 +103,25 @@ class Activation(NamedTuple):
             out = np.minimum(out, self.high)
         return out
 
+    def on_tensor(self, z):
+        """The same on a torch tensor (:func:`activate_tensor`)."""
+        return activate_tensor(z, *self)
+
 
 RELU = Activation()
+
+
+def activate_tensor(z, slope, low, high):
+    """:class:`Activation` ``(slope, low, high)`` applied to a torch tensor
+    ``z`` by the tensor's own methods (this module never imports torch), the
+    operations of :meth:`Activation.__call__`. A module-level function, so
+    that a torch.fx graph can call it (the recorded teacher does)."""
+    out = z.maximum(z * slope) if slope else z.relu()
+    if low > -np.inf and (slope or low != 0.0):
+        out = out.clamp(min=low)
+    if high < np.inf:
+        out = out.clamp(max=high)
+    return out
 
 
 class Structure(NamedTuple):

@@ -250,16 +250,6 @@ def build_torch_module(estimator, *, dtype=None, sparse=None, tol=None, max_iter
         forward_blocks=forward_blocks)
 
 
-def _activate(activation, z):
-    """A block's activation ``clip(max(z, slope z), low, high)`` on a tensor."""
-    if activation.is_relu() or (activation.slope == 0.0 and activation.high == np.inf):
-        return torch.relu(z)
-    out = torch.maximum(z, activation.slope * z) if activation.slope else torch.relu(z)
-    low = activation.low if activation.low > -np.inf and activation.slope else None
-    high = activation.high if activation.high < np.inf else None
-    return out if low is None and high is None else torch.clamp(out, low, high)
-
-
 def _pool(stage, images):
     """One pooling stage (:class:`sksim.blocks.Pool`) of images (n, C, H, W)."""
     if stage.kind == "avg":
@@ -340,7 +330,7 @@ class SharedSIMModule(nn.Module):
     def _lateral_fixed_point(self, b, drive, step):
         """The fixed point of ``step`` from ``phi(drive)``, without autograd."""
         with torch.no_grad():
-            states = _activate(self.structure.activation(b), drive)
+            states = self.structure.activation(b).on_tensor(drive)
             change = torch.full((1,), float("inf"))
             stall = _Stall()
             for _ in range(self.max_iter):
@@ -370,12 +360,12 @@ class SharedSIMModule(nn.Module):
                               self._shaped(getattr(self, f"intercept_{b}"), shape))
             activation = self.structure.activation(b)
             if not lateral:
-                sources[b] = _activate(activation, drive)
+                sources[b] = activation.on_tensor(drive)
                 continue
 
             def step(states, drive, b=b, lateral=lateral, prefix=prefix,
                      activation=activation):
-                return _activate(activation, self._sum(lateral, prefix, {b: states}, drive))
+                return activation.on_tensor(self._sum(lateral, prefix, {b: states}, drive))
 
             states = self._lateral_fixed_point(b, drive, step)
             if torch.is_grad_enabled() and drive.requires_grad:

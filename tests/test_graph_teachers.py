@@ -439,6 +439,13 @@ def test_unsupported_activations_are_refused_by_name():
     with pytest.raises(ValueError, match="slope outside"):
         TorchBaseline(nn.Sequential(nn.Linear(64, 4), nn.LeakyReLU(-0.5),
                                     nn.Linear(4, 3))).trace(X.astype(np.float32))
+    leaky = nn.Sequential(nn.Linear(64, 4), nn.LeakyReLU(0.1), nn.Linear(4, 3))
+    with pytest.raises(ValueError, match=r"activations=\['ReLU'\] but the teacher also "
+                                         "has LeakyReLU"):
+        TorchBaseline(leaky, activations=(nn.ReLU,)).trace(X.astype(np.float32))
+    shifted = nn.Sequential(nn.Linear(64, 4), nn.Hardtanh(0.5, 6.0), nn.Linear(4, 3))
+    with pytest.raises(ValueError, match=r"low <= 0 <= high"):  # phi(0) = 0.5
+        TorchBaseline(shifted).trace(X.astype(np.float32))
 
 
 def test_unsupported_operations_are_refused_by_node():

@@ -10,6 +10,7 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 
 from .torch_graph import (
+    SUPPORTED_ACTIVATION_MODULES,
     check_teacher,
     module_activation,
     read_shaped,
@@ -147,8 +148,6 @@ class TorchBaseline:
 
     def _activation_types(self, torch):
         """The activation module types (validated): every supported one by default."""
-        from .torch_graph import SUPPORTED_ACTIVATION_MODULES
-
         supported = SUPPORTED_ACTIVATION_MODULES(torch)
         if self.activations is None:
             return supported
@@ -186,7 +185,10 @@ class TorchBaseline:
             )
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {self.batch_size!r}.")
-        return self._activation_types(torch)
+        types = self._activation_types(torch)
+        if self.activations is not None:
+            self._check_listed(torch, types)
+        return types
 
     def record(self, X):
         """Run the module on X and record hidden pre-activations and outputs.
@@ -233,7 +235,7 @@ class TorchBaseline:
         inputs = self._reshape(np.asarray(X))
         with self._eval_mode():
             try:
-                program, _ = self._graph(torch, inputs)
+                program = self._shaped(torch, inputs)[1]
             except ValueError as exc:
                 if getattr(exc, "fatal", False):
                     raise
@@ -243,15 +245,6 @@ class TorchBaseline:
                 return
             hooked = [m for m in self.module.modules() if isinstance(m, types)]
             yield from self._hooked_batches(torch, inputs, hooked)
-
-    def _graph(self, torch, inputs):
-        """(recording module, TeacherMaps) of the module, its shapes from the
-        first samples of ``inputs``; raises the graph's ValueError."""
-        graph_module, program, _ = self._shaped(torch, inputs)
-        maps, _ = read_shaped(torch, graph_module, tuple(inputs.shape[1:]))
-        if self.activations is not None:
-            self._check_listed(torch, graph_module, self._activation_types(torch))
-        return program, maps
 
     def _shaped(self, torch, inputs):
         """The traced, shaped graph, its recording module and pre-activation
@@ -282,19 +275,16 @@ class TorchBaseline:
         state.pop("_graphs", None)
         return state
 
-    def _check_listed(self, torch, graph_module, types):
-        """``activations`` lists the teacher's activation types: one of another
-        type in its graph would be fitted as what it is, so say so."""
-        for node in graph_module.graph.nodes:
-            if node.op == "call_module":
-                module = graph_module.get_submodule(node.target)
-                if module_activation(torch, module) is not None and \
-                        not isinstance(module, types):
-                    raise ValueError(
-                        f"activations={[t.__name__ for t in types]} but the teacher "
-                        f"also applies {type(module).__name__} ({node.target}); list "
-                        "every activation type of the teacher, or leave activations "
-                        "at None.")
+    def _check_listed(self, torch, types):
+        """``activations`` lists the teacher's activation types: a module of
+        another type would be fitted as what it is, so say so."""
+        for name, module in self.module.named_modules():
+            if module_activation(torch, module) is not None and \
+                    not isinstance(module, types):
+                raise ValueError(
+                    f"activations={[t.__name__ for t in types]} but the teacher "
+                    f"also has {type(module).__name__} ({name}); list every "
+                    "activation type of the teacher, or leave activations at None.")
 
     def _tensor(self, torch, batch):
         return torch.as_tensor(_writable(batch), dtype=self._torch_dtype(torch),
@@ -396,7 +386,8 @@ class TorchBaseline:
         self._checked(torch)
         inputs = self._reshape(np.asarray(X[:8]))
         with self._eval_mode():
-            program, maps = self._graph(torch, inputs)
+            graph_module, program, _ = self._shaped(torch, inputs)
+            maps, _ = read_shaped(torch, graph_module, tuple(inputs.shape[1:]))
             _, pre_activations, outputs = self._finished(
                 0, *self._split(self._forward(torch, program, self._tensor(torch, inputs),
                                               0)))

@@ -42,6 +42,7 @@ from ..blocks import (
     Link,
     Pool,
     Structure,
+    activate_tensor,
     check_structure,
     link_output,
     per_state,
@@ -184,10 +185,6 @@ def _as_affine(value, shape):
 
 
 # --------------------------------------------------------------------- activations
-_ACTIVATION_FUNCTIONS = {"relu", "relu_", "leaky_relu", "leaky_relu_", "hardtanh",
-                         "hardtanh_", "relu6"}
-
-
 def module_activation(torch, module):
     """The Activation of an activation module, None if ``module`` is not one."""
     nn = torch.nn
@@ -217,8 +214,11 @@ def _argument(node, index, name, default):
     return node.kwargs.get(name, default)
 
 
-def _function_activation(node):
-    """The Activation of a call_function / call_method activation node."""
+def _function_activation(torch, node):
+    """The Activation of a call_function / call_method activation node, None
+    for any other node."""
+    if node.op == "call_function" and node.target not in _activation_callables(torch):
+        return None
     name = _target_name(node)
     if name in ("relu", "relu_"):
         return RELU
@@ -287,8 +287,7 @@ class _Reader:
         return self._resolve(_argument(node, index, name, default))
 
     def _arg(self, node, index=0):
-        value = node.args[index]
-        return self.values[value] if hasattr(value, "op") else value
+        return self._resolve(node.args[index])
 
     def _refuse(self, node, why, fatal=False):
         raise GraphError(f"node {node.name!r} ({node.op} {_describe(node, self)}): {why} "
@@ -316,9 +315,6 @@ class _Reader:
     def _module(self, node, module):
         nn = self.torch.nn
         name = type(module).__name__
-        activation = module_activation(self.torch, module)
-        if activation is not None:
-            return self._activate(node, activation)
         if isinstance(module, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)):
             return self._arg(node)
         if isinstance(module, nn.Conv2d):
@@ -360,9 +356,8 @@ class _Reader:
             return self._getitem(node, args[0], args[1])
         if isinstance(args[0] if args else None, _Shape) or name in ("getattr",):
             return _Shape()
-        if name in _ACTIVATION_FUNCTIONS and (node.op == "call_method"
-                                              or target in _activation_callables(torch)):
-            return self._activate(node, _function_activation(node))
+        if target is activate_tensor:  # every activation, after _out_of_place
+            return self._activate(node, Activation(*node.args[1:]))
         if name in ("gelu", "silu", "tanh", "sigmoid", "elu", "selu", "mish",
                     "softplus", "hardswish"):
             self._refuse(node, f"{name} is not supported: SIM needs a monotone, "
@@ -391,7 +386,7 @@ class _Reader:
                                   self._argument(node, 4, "ceil_mode", False),
                                   self._argument(node, 5, "count_include_pad", True),
                                   self._argument(node, 6, "divisor_override", None))
-        if target is functional.max_pool2d or name == "boolean_dispatch":
+        if target is functional.max_pool2d:
             return self._max_pool(node, self._argument(node, 1, "kernel_size", None),
                                   self._argument(node, 2, "stride", None),
                                   self._argument(node, 3, "padding", 0),
@@ -537,8 +532,8 @@ class _Reader:
         return self._pool(node, value, Pool("avg", step, step, 0))
 
     def _mean(self, node, value):
-        dims = _argument(node, 1, "dim", None)
-        keep = _argument(node, 2, "keepdim", False)
+        dims = self._argument(node, 1, "dim", None)
+        keep = self._argument(node, 2, "keepdim", False)
         dims = tuple(d % 4 for d in (dims if isinstance(dims, (tuple, list)) else [dims])) \
             if dims is not None else ()
         if set(dims) != {2, 3} or not isinstance(value, _Source) or len(value.shape) != 3:
@@ -586,9 +581,9 @@ class _Reader:
         return _Affine(terms, affine.bias, _shape(node))
 
     def _pad(self, node, value):
-        pad = tuple(_argument(node, 1, "pad", ()))
-        mode = _argument(node, 2, "mode", "constant")
-        fill = _argument(node, 3, "value", None)
+        pad = tuple(self._argument(node, 1, "pad", ()))
+        mode = self._argument(node, 2, "mode", "constant")
+        fill = self._argument(node, 3, "value", None)
         if not isinstance(value, (_Source, _Affine)) or len(value.shape) != 3 \
                 or mode != "constant" or fill not in (None, 0, 0.0) \
                 or len(pad) != 6 or any(pad[:4]):
@@ -697,17 +692,18 @@ def _user_frame(exc):
 
 
 def _out_of_place(torch, graph_module):
-    """Rewrite in-place activations as out-of-place functions: later readers of
-    the overwritten tensor read the activation's result instead, so the
-    computation is the same and the pre-activation survives to be recorded."""
-    functional = torch.nn.functional
+    """Rewrite every activation (module or function, in place or not) as one
+    out-of-place call of :func:`sksim.blocks.activate_tensor`, and in-place
+    adds as adds: later readers of an overwritten tensor read the result
+    instead, so the computation is the same and each pre-activation survives
+    to be recorded."""
     graph = graph_module.graph
     order = {node: i for i, node in enumerate(graph.nodes)}
     for node in list(graph.nodes):
         module = graph_module.get_submodule(node.target) if node.op == "call_module" \
             else None
         activation = (module_activation(torch, module) if module is not None
-                      else _function_activation(node)
+                      else _function_activation(torch, node)
                       if node.op in ("call_function", "call_method") else None)
         inplace = _is_inplace(node, module)
         if inplace and node.args and hasattr(node.args[0], "op"):
@@ -715,45 +711,22 @@ def _out_of_place(torch, graph_module):
             for user in list(overwritten.users):
                 if user is not node and order[user] > order[node]:
                     user.replace_input_with(overwritten, node)
-        if activation is not None and node.op != "output":
-            with graph.inserting_after(node):
-                replacement = graph.call_function(
-                    functional.hardtanh if activation.high < np.inf or activation.slope == 1
-                    else functional.leaky_relu if activation.slope else functional.relu,
-                    _activation_args(node, activation))
-            node.replace_all_uses_with(replacement)
-            graph.erase_node(node)
-            order[replacement] = order.pop(node)
+        if activation is not None:
+            _replace(graph, order, node, activate_tensor, (node.args[0], *activation))
         elif inplace and node.op in ("call_function", "call_method") and \
                 _target_name(node) in ("iadd", "add_"):
-            with graph.inserting_after(node):
-                replacement = graph.call_function(operator.add, tuple(node.args[:2]))
-            node.replace_all_uses_with(replacement)
-            graph.erase_node(node)
-            order[replacement] = order.pop(node)
+            _replace(graph, order, node, operator.add, tuple(node.args[:2]))
     graph.lint()
     graph_module.recompile()
 
 
-def _activation_args(node, activation):
-    source = node.args[0]
-    if activation.high < np.inf or activation.slope == 1:
-        if activation.slope not in (0.0, 1.0):  # pragma: no cover - not produced
-            raise GraphError(f"{node.name}: unsupported clipped leaky activation")
-        if activation.slope == 0.0:  # relu6: relu then clip at the top
-            return (source, 0.0, activation.high) if activation.low == 0.0 else None
-        return (source, activation.low, activation.high)
-    if activation.slope:
-        return (source, activation.slope)
-    return (source,)
-
-
-def read_graph(torch, module, inputs):
-    """(GraphModule, TeacherMaps, pre-activation nodes) of ``module``, shapes
-    taken from a forward pass on ``inputs`` (a few samples)."""
-    graph_module = shaped_graph(torch, module, inputs)
-    return (graph_module, *read_shaped(torch, graph_module,
-                                       tuple(int(v) for v in inputs.shape[1:])))
+def _replace(graph, order, node, function, args):
+    """Put a call of ``function`` on ``args`` in the place of ``node``."""
+    with graph.inserting_after(node):
+        replacement = graph.call_function(function, args)
+    node.replace_all_uses_with(replacement)
+    graph.erase_node(node)
+    order[replacement] = order.pop(node)
 
 
 def shaped_graph(torch, module, inputs):
