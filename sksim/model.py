@@ -64,14 +64,19 @@ def equilibrium_chunks(model, X, solve, warn=True, direct=False):
               else _flat_chunks(model, X, solve, direct))
     for start, stop, rows, states, residual, direct_term in chunks:
         blocks = states if isinstance(states, list) else [states]
-        if not all(np.all(np.isfinite(block)) for block in blocks):
+        # one reduction per block: a sum is finite exactly when every entry is
+        # (short of entries near the float64 limit, an overflow all the same)
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = all(np.isfinite(np.sum(block)) for block in blocks)
+        if not finite:
             raise ValueError(
                 "The equilibrium states overflow float64: X is too large in "
                 "magnitude for this model. Rescale X as it was at fit time."
             )
-        scale = np.maximum(1.0, np.max([np.abs(block).max(axis=1, initial=0.0)
-                                        for block in blocks], axis=0))
-        n_unconverged += int(np.sum(residual > solve.tol * scale))
+        if residual.any():  # one exact pass leaves none
+            scale = np.maximum(1.0, np.max([np.abs(block).max(axis=1, initial=0.0)
+                                            for block in blocks], axis=0))
+            n_unconverged += int(np.sum(residual > solve.tol * scale))
         largest = max(largest, float(residual.max(initial=0.0)))
         yield start, stop, rows, states, residual, direct_term
     if warn and n_unconverged:
@@ -107,11 +112,13 @@ def _flat_chunks(model, X, solve, direct):
     chunks = _arrays.sample_chunks(X.shape[0], X.shape[1] + weights.shape[0])
     terms = np.empty((X.shape[0], weights.shape[0]))
     for start, stop in chunks:
-        terms[start:stop] = times_transpose(float64_rows(X, start, stop), weights)
+        times_transpose(float64_rows(X, start, stop), weights, out=terms[start:stop])
     drive = terms[:, :count]
     drive += model.state_intercept
-    if forward_blocks(model.A) is not None:  # no feedback: one exact pass
-        states, residual = forward_substitution(model.A, drive), np.zeros(X.shape[0])
+    blocks = forward_blocks(model.A)
+    if blocks is not None:  # no feedback: one exact pass
+        states = forward_substitution(model.A, drive, blocks, overwrite_drive=True)
+        residual = np.zeros(X.shape[0])
     else:
         solution = solve_equilibrium(model.A, drive, tol=solve.tol,
                                      max_iter=solve.max_iter)

@@ -125,3 +125,69 @@ def test_estimator_warns_when_the_equilibrium_is_cut_short_and_bound_still_holds
     distance = np.abs(states - exact).max(axis=1)
     assert np.all(distance <= residual / (1 - np.abs(A).sum(axis=1).max()) * (1 + 1e-9)
                   + 1e-13)
+
+
+def _jacobi_fixed_point(A, drive, n_iter=2000):
+    """x = relu(A x + drive) by plain Jacobi iteration (contracts: ||A||_inf < 1)."""
+    x = np.zeros_like(drive)
+    for _ in range(n_iter):
+        x = np.maximum(x @ A.T + drive, 0.0)
+    return x
+
+
+def _chain_cycle_chain(rng, norm=0.9):
+    """Permuted states: 4 singletons feeding a 5-state cycle (with self-loops)
+    feeding 3 singletons, so index order is not a topological order."""
+    n = 12
+    A = np.zeros((n, n))
+    A[1, 0] = A[2, 1] = A[3, 0] = 1.0
+    cycle = np.arange(4, 9)
+    A[np.ix_(cycle, cycle)] = rng.normal(size=(5, 5))
+    A[cycle, 3] = 1.0
+    A[9, 8] = A[10, 9] = A[11, 4] = 1.0
+    permutation = rng.permutation(n)
+    A = _scaled_to(A, norm)[np.ix_(permutation, permutation)]
+    return A, np.argsort(permutation)[cycle]
+
+
+def test_components_are_solved_once_their_inputs_are_final():
+    """Each state outside the cycle needs one update, whatever the index
+    order; the cycle is iterated; the states are the fixed point."""
+    from sksim.solvers.equilibrium import component_order
+
+    rng = np.random.default_rng(7)
+    A, cycle = _chain_cycle_chain(rng)
+    order, bounds = component_order(sp.csr_array(A))
+    sizes = np.diff(bounds)
+    assert sorted(sizes.tolist()) == [1] * 7 + [5]
+    assert set(order[np.repeat(sizes, sizes) == 5]) == set(cycle)
+    rank = np.empty(A.shape[0], dtype=int)
+    rank[order] = np.repeat(np.arange(sizes.size), sizes)
+    reads = np.nonzero(A)
+    assert np.all(rank[reads[1]] <= rank[reads[0]])  # nothing reads a later component
+
+    drive = rng.normal(size=(40, A.shape[0]))
+    solution = solve_equilibrium(sp.csr_array(A), drive, tol=1e-13)
+    np.testing.assert_allclose(solution.states, _jacobi_fixed_point(A, drive),
+                               rtol=0, atol=1e-11)
+    residual = np.abs(solution.states
+                      - np.maximum(solution.states @ A.T + drive, 0.0)).max(axis=1)
+    np.testing.assert_allclose(solution.residual, residual, rtol=1e-6, atol=1e-15)
+
+    # a permuted strictly triangular A (no cycle at all): one update per state
+    triangular = A.copy()
+    triangular[np.ix_(cycle, cycle)] = 0.0
+    solution = solve_equilibrium(sp.csr_array(triangular), drive, tol=1e-300, max_iter=1)
+    assert np.all(solution.n_iter == 1)
+    assert np.all(solution.residual == 0.0)
+    np.testing.assert_allclose(solution.states, _jacobi_fixed_point(triangular, drive, 20),
+                               rtol=0, atol=1e-13)
+
+
+def test_forward_substitution_refuses_feedback():
+    from sksim.solvers import forward_substitution
+
+    rng = np.random.default_rng(3)
+    A, _ = _chain_cycle_chain(rng)
+    with pytest.raises(ValueError, match="strictly lower triangular"):
+        forward_substitution(sp.csr_array(A), rng.normal(size=(3, A.shape[0])))

@@ -1,13 +1,15 @@
 """Solving the equilibrium ``x = relu(A x + B u + b)`` with a residual certificate.
 
-Gauss-Seidel sweeps over the states in index order, for blocks of samples in
-parallel with each state's update vectorised over a block, each state's
-self-loop solved exactly. When
-``||A||_inf <= kappa < 1`` each sweep contracts the error by ``kappa`` in the
-infinity norm, and when ``A`` is strictly lower triangular in this order (a
-feed-forward teacher whose states are stored layer by layer) one sweep is exact:
-:func:`forward_substitution` makes that one sweep, sample by sample, and no
-residual pass.
+The states are solved one strongly connected component of ``A``'s graph at
+a time, in a topological order of the components, so each component's inputs
+are final when it is solved: a state in no cycle is exact after one update,
+and a cycle gets Gauss-Seidel sweeps (each state's self-loop solved exactly),
+for blocks of samples in parallel with each update vectorised over a block.
+When ``||A||_inf <= kappa < 1`` each sweep contracts a component's error by
+``kappa`` in the infinity norm. When ``A`` is strictly lower triangular (a
+feed-forward teacher whose states are stored layer by layer) every component
+is one state: :func:`forward_substitution` makes that one pass, sample by
+sample, and no residual pass.
 The certificate is the fixed-point residual ``||x - relu(A x + B u + b)||_inf``,
 computed by a separate Jacobi pass; with ``||A||_inf = a < 1`` it bounds the
 distance to the true equilibrium by ``residual / (1 - a)``.
@@ -16,7 +18,9 @@ distance to the true equilibrium by ``residual / (1 - a)``.
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 from numba import njit, prange
+from scipy.sparse.csgraph import connected_components
 
 from .projection import copy_into, inner_njit
 
@@ -43,20 +47,60 @@ class EquilibriumSolution(NamedTuple):
 _SAMPLE_BLOCK = 128
 
 
+def component_order(A):
+    """The states of ``A`` grouped into strongly connected components (the
+    states that reach each other through ``A``'s graph), the components in a
+    topological order (a component reads only itself and earlier ones).
+
+    Parameters
+    ----------
+    A : scipy.sparse CSR array of shape (n_states, n_states)
+
+    Returns
+    -------
+    order : ndarray of shape (n_states,)
+        State indices, component after component.
+    bounds : ndarray of shape (n_components + 1,)
+        Component ``c`` is ``order[bounds[c]:bounds[c + 1]]``.
+    """
+    n_components, labels = connected_components(A, directed=True, connection="strong")
+    coo = A.tocoo()
+    # state i reads state j (A[i, j] != 0): j's component comes before i's
+    earlier, later = labels[coo.col], labels[coo.row]
+    edges = np.unique(earlier[earlier != later] * n_components + later[earlier != later])
+    sources, targets = np.divmod(edges, n_components)
+    waiting = np.bincount(targets, minlength=n_components)
+    readers = np.split(targets, np.searchsorted(sources, np.arange(1, n_components)))
+    ready = list(np.flatnonzero(waiting == 0))
+    ranks = np.empty(n_components, dtype=np.int64)
+    for rank in range(n_components):  # Kahn's algorithm on the condensation
+        component = ready.pop()
+        ranks[component] = rank
+        for reader in readers[component]:
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                ready.append(reader)
+    order = np.argsort(ranks[labels], kind="stable").astype(np.int64)
+    bounds = np.searchsorted(ranks[labels][order], np.arange(n_components + 1))
+    return order, bounds.astype(np.int64)
+
+
 @inner_njit
-def _sweep_block(indptr, indices, data, diagonal, offsets, x, accumulator, change):
-    """One Gauss-Seidel sweep over the states of a block of samples, state by
-    state, each update vectorised over the block (``x`` and ``offsets`` are
-    (n_states, width)); ``change`` receives each sample's largest update.
+def _sweep_block(indptr, indices, data, diagonal, offsets, x, accumulator, change,
+                 start, stop):
+    """One Gauss-Seidel sweep over states ``start:stop`` (in component order)
+    of a block of samples, each update vectorised over the block (``x`` and
+    ``offsets`` are (n_states, width)); ``change`` receives each sample's
+    largest update.
 
     A state's self-loop is solved exactly: with ``r`` the rest of its row and
     ``a_ii < 1`` (``||A||_inf < 1``), ``x_i = relu(a_ii x_i + r)`` has the
     unique solution ``max(r, 0) / (1 - a_ii)``, so self-loops, which SIM fits
     often (a state's own ReLU predicts its pre-activation), cost no sweeps.
     """
-    n_states, width = x.shape
+    width = x.shape[1]
     change[:] = 0.0
-    for i in range(n_states):
+    for i in range(start, stop):
         copy_into(accumulator, offsets[i])
         for k in range(indptr[i], indptr[i + 1]):
             j = indices[k]
@@ -93,69 +137,102 @@ def _residual_block(indptr, indices, data, offsets, x, accumulator, worst, scale
             scale[s] = max(scale[s], abs(x[i, s]))
 
 
-@njit(parallel=True, cache=True)
-def _equilibrium_kernel(indptr, indices, data, drive, tol, max_iter, states,
-                                residual, n_iter):
-    """Gauss-Seidel sweeps in state order for blocks of ``_SAMPLE_BLOCK``
-    samples (blocks in parallel), each state update vectorised over the
-    block's samples; a block sweeps until every one of its samples meets the
-    tolerance (the others only get closer), then each sample's residual is
-    the exact fixed-point residual of its returned states."""
-    n_samples, n_states = drive.shape
+@inner_njit
+def _bound_met(x, change, a_norm, tol, start, stop):
+    """After a sweep of states ``start:stop`` whose largest update was
+    ``change``, their residual is at most ``a_norm * change``: is that within
+    ``tol * max(1, largest state)`` for every sample?"""
+    for s in range(x.shape[1]):
+        largest = 1.0
+        for i in range(start, stop):
+            largest = max(largest, abs(x[i, s]))
+        if a_norm * change[s] > tol * largest:
+            return False
+    return True
+
+
+@inner_njit
+def _component_norms(indptr, indices, data, bounds):
+    """Self-loops and, per component, ``max_i sum_k |a_ik|`` over its own
+    states without the self-loops (those are solved exactly)."""
+    n_states = indptr.shape[0] - 1
     diagonal = np.zeros(n_states)
-    a_norm = 0.0
-    for i in range(n_states):
-        row_norm = 0.0
-        for k in range(indptr[i], indptr[i + 1]):
-            row_norm += abs(data[k])
-            if indices[k] == i:
-                diagonal[i] += data[k]
-        a_norm = max(a_norm, row_norm)
+    norms = np.zeros(bounds.shape[0] - 1)
+    for c in range(bounds.shape[0] - 1):
+        for i in range(bounds[c], bounds[c + 1]):
+            row_norm = 0.0
+            for k in range(indptr[i], indptr[i + 1]):
+                j = indices[k]
+                if j == i:
+                    diagonal[i] += data[k]
+                elif bounds[c] <= j < bounds[c + 1]:
+                    row_norm += abs(data[k])
+            norms[c] = max(norms[c], row_norm)
+    return diagonal, norms
+
+
+@njit(parallel=True, cache=True)
+def _equilibrium_kernel(indptr, indices, data, bounds, order, drive, tol, max_iter,
+                        states, residual, n_iter):
+    """The states in component order (``A`` permuted by ``order``): for
+    blocks of ``_SAMPLE_BLOCK`` samples (blocks in parallel), each component
+    in turn, once its inputs are final: one exact update for a single state,
+    Gauss-Seidel sweeps for a larger one until the residual bound meets the
+    tolerance. Then the exact residual of every sample; where it misses the
+    tolerance, sweeps over all states continue. ``n_iter`` is the most sweeps
+    a component (or the whole) took."""
+    n_samples, n_states = drive.shape
+    diagonal, norms = _component_norms(indptr, indices, data, bounds)
     n_blocks = (n_samples + _SAMPLE_BLOCK - 1) // _SAMPLE_BLOCK
     for b in prange(n_blocks):
-        start = b * _SAMPLE_BLOCK
-        stop = min(start + _SAMPLE_BLOCK, n_samples)
-        width = stop - start
-        offsets = np.ascontiguousarray(drive[start:stop].T)
+        first = b * _SAMPLE_BLOCK
+        width = min(first + _SAMPLE_BLOCK, n_samples) - first
+        offsets = np.empty((n_states, width))
+        for i in range(n_states):
+            for s in range(width):
+                offsets[i, s] = drive[first + s, order[i]]
         x = np.zeros((n_states, width))
         accumulator = np.empty(width)
         change = np.empty(width)
-        worst = np.full(width, np.inf)
-        scale = np.ones(width)
-        sweeps = 0
-        while sweeps < max_iter:
-            _sweep_block(indptr, indices, data, diagonal, offsets, x, accumulator, change)
-            sweeps += 1
-            # as in the per-sample kernel: the residual after a sweep is at most
-            # ||A||_inf * (largest change), so the exact residual pass runs only
-            # once that bound says every sample may meet the tolerance
-            bound_met = True
-            for s in range(width):
-                largest = 1.0
-                for i in range(n_states):
-                    largest = max(largest, abs(x[i, s]))
-                if a_norm * change[s] > 2.0 * tol * largest:
-                    bound_met = False
+        worst = np.empty(width)
+        scale = np.empty(width)
+        most = 1
+        for c in range(bounds.shape[0] - 1):
+            sweeps = 0
+            while sweeps < max_iter:
+                _sweep_block(indptr, indices, data, diagonal, offsets, x, accumulator,
+                             change, bounds[c], bounds[c + 1])
+                sweeps += 1
+                if norms[c] == 0.0 or _bound_met(x, change, norms[c], tol, bounds[c],
+                                                 bounds[c + 1]):
                     break
-            if not bound_met and sweeps < max_iter:
-                continue
+            most = max(most, sweeps)
+        extra = 0
+        while True:
             _residual_block(indptr, indices, data, offsets, x, accumulator, worst, scale)
             done = True
             for s in range(width):
                 if worst[s] > tol * scale[s]:
                     done = False
                     break
-            if done:
+            if done or most + extra >= max_iter:
                 break
+            _sweep_block(indptr, indices, data, diagonal, offsets, x, accumulator,
+                         change, 0, n_states)
+            extra += 1
         for s in range(width):
-            residual[start + s] = worst[s]
-            n_iter[start + s] = sweeps
+            residual[first + s] = worst[s]
+            n_iter[first + s] = most + extra
             for i in range(n_states):
-                states[start + s, i] = x[i, s]
+                states[first + s, order[i]] = x[i, s]
 
 
 def solve_equilibrium(A, drive, *, tol=1e-10, max_iter=1000):
     """Solve ``x = relu(A x + drive)`` for every row of ``drive``.
+
+    The states are taken component by component (:func:`component_order`):
+    a state outside every cycle of ``A`` is exact after one update, and only
+    the cycles are iterated.
 
     Parameters
     ----------
@@ -165,61 +242,105 @@ def solve_equilibrium(A, drive, *, tol=1e-10, max_iter=1000):
     tol : float
         Stop a sample when its residual is at most ``tol * max(1, ||x||_inf)``.
     max_iter : int
-        Maximum Gauss-Seidel sweeps per sample (per block of samples).
+        Maximum Gauss-Seidel sweeps per component (per block of samples).
 
     Returns
     -------
     EquilibriumSolution
     """
-    drive = np.ascontiguousarray(drive, dtype=np.float64)
+    drive = np.asarray(drive, dtype=np.float64)
     n_samples, n_states = drive.shape
     states = np.zeros((n_samples, n_states))
     residual = np.zeros(n_samples)
     n_iter = np.zeros(n_samples, dtype=np.int64)
     if n_samples and n_states:
+        A = sp.csr_array(A)
+        order, bounds = component_order(A)
+        permuted = sp.csr_array(A[order][:, order])
+        permuted.sort_indices()
         _equilibrium_kernel(
-            np.ascontiguousarray(A.indptr, dtype=np.int64),
-            np.ascontiguousarray(A.indices, dtype=np.int64),
-            np.ascontiguousarray(A.data, dtype=np.float64),
-            drive, float(tol), int(max_iter), states, residual, n_iter)
+            np.ascontiguousarray(permuted.indptr, dtype=np.int64),
+            np.ascontiguousarray(permuted.indices, dtype=np.int64),
+            np.ascontiguousarray(permuted.data, dtype=np.float64),
+            bounds, order, drive, float(tol), int(max_iter), states, residual, n_iter)
     return EquilibriumSolution(states, residual, n_iter)
 
 
-# Serial on purpose: the pass costs ~1 ns per nonzero and sample, and numba's
-# threads started right after the BLAS product that computes ``drive`` contend
-# with OpenBLAS's spinning threads (a parallel loop measured 3-5x slower there).
-@njit(cache=True)
-def _forward_kernel(indptr, indices, data, drive, states):
-    n_samples, n_states = drive.shape
-    for s in range(n_samples):
-        for i in range(n_states):
-            total = drive[s, i]
-            for k in range(indptr[i], indptr[i + 1]):
-                total += data[k] * states[s, indices[k]]
-            states[s, i] = max(total, 0.0)
+# Density from which a product with a sparse matrix runs as dense BLAS: sparse
+# products (scipy's, torch's on CPU) are single-threaded and several times
+# slower than BLAS on matrices denser than this.
+DENSE_PRODUCT_DENSITY = 0.05
 
 
-def forward_substitution(A, drive):
+def times_transpose(rows, matrix, out=None):
+    """``rows @ matrix.T`` for a sparse ``matrix``: dense BLAS from
+    ``DENSE_PRODUCT_DENSITY`` on, sparse below; into ``out`` when given."""
+    size = matrix.shape[0] * matrix.shape[1]
+    if size and matrix.nnz >= DENSE_PRODUCT_DENSITY * size:
+        return np.matmul(rows, matrix.toarray().T, out=out)
+    product = np.asarray(matrix @ rows.T).T
+    if out is None:
+        return product
+    out[...] = product
+    return out
+
+
+def forward_blocks(A):
+    """``[(start, stop), ...]``: consecutive blocks of states such that each
+    row of ``A`` reads only states of earlier blocks (the coarsest such
+    split, found from the last nonzero column of each row), or None when
+    ``A`` is not strictly lower triangular."""
+    A = sp.csr_array(A)
+    n_states = A.shape[0]
+    last = np.full(n_states, -1)
+    filled = np.flatnonzero(np.diff(A.indptr))
+    if filled.size:
+        last[filled] = np.maximum.reduceat(A.indices, A.indptr[filled])
+    if np.any(last >= np.arange(n_states)):
+        return None
+    starts = [0]
+    for i in range(n_states):
+        if last[i] >= starts[-1]:
+            starts.append(i)
+    return list(zip(starts, starts[1:] + [n_states]))
+
+
+def forward_substitution(A, drive, blocks=None, *, overwrite_drive=False):
     """The equilibrium of ``x = relu(A x + drive)`` for a strictly lower
     triangular ``A`` (every state reads only earlier states), in one pass.
 
-    Each state is set to exactly the right-hand side of its equation, which
-    reads only final states, so the residual is 0 by construction.
+    The states are computed block by block (:func:`forward_blocks`), each
+    block with one product of the earlier blocks' states, as a feed-forward
+    network computes its layers (dense BLAS from ``DENSE_PRODUCT_DENSITY``
+    on). Each state is set to exactly the right-hand side of its equation,
+    which reads only final states, so the residual is 0 by construction.
 
     Parameters
     ----------
     A : scipy.sparse CSR array of shape (n_states, n_states)
-        Strictly lower triangular (not checked here; the caller knows).
+        Strictly lower triangular.
     drive : ndarray of shape (n_samples, n_states)
+    blocks : list of (start, stop), default=None
+        ``forward_blocks(A)``, when the caller has it.
+    overwrite_drive : bool, default=False
+        Compute the states in ``drive`` itself (a float64 array the caller
+        no longer needs) instead of in a copy.
 
     Returns
     -------
     states : ndarray of shape (n_samples, n_states)
     """
-    drive = np.ascontiguousarray(drive, dtype=np.float64)
-    states = np.empty_like(drive)
-    if drive.size:
-        _forward_kernel(np.ascontiguousarray(A.indptr, dtype=np.int64),
-                        np.ascontiguousarray(A.indices, dtype=np.int64),
-                        np.ascontiguousarray(A.data, dtype=np.float64), drive, states)
+    A = sp.csr_array(A)
+    if blocks is None:
+        blocks = forward_blocks(A)
+    if blocks is None:
+        raise ValueError("A must be strictly lower triangular for forward_substitution; "
+                         "it has an entry on or above the diagonal.")
+    states = (drive if overwrite_drive and drive.dtype == np.float64
+              else np.array(drive, dtype=np.float64, order="C"))
+    for start, stop in blocks:
+        block = states[:, start:stop]
+        if start:
+            block += times_transpose(states[:, :start], A[start:stop, :start])
+        np.maximum(block, 0.0, out=block)
     return states
