@@ -9,13 +9,47 @@ Golub and LeVeque (1979), ``S = S_a + S_b + n_a n_b / n * delta delta^T``,
 which avoids the cancellation of ``sum(w w^T) - n mean mean^T``.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from scipy.linalg.blas import dger as ger
 
 from . import _arrays
 from ._arrays import design_rows, float64_rows
+from .solvers._blas import single_threaded_blas
+
+# Rows per part of a Gram product. The parts depend on the row count only (so
+# the sums, and the fit, do not depend on n_jobs); numba's thread count of
+# Python threads computes them, each product on one BLAS thread.
+_PART_ROWS = 2048
+
+
+def scatter_products(design, targets):
+    """``(design^T design, targets^T design)`` of float64 row blocks.
+
+    The rows are cut into parts of ``_PART_ROWS``, each part's products run
+    on one BLAS thread (see :mod:`sksim.solvers._blas` for why), the parts
+    on up to ``numba.get_num_threads()`` threads, and the parts' products
+    are summed in order.
+    """
+    starts = range(0, design.shape[0], _PART_ROWS)
+
+    def part(start):
+        rows = slice(start, start + _PART_ROWS)
+        return design[rows].T @ design[rows], targets[rows].T @ design[rows]
+
+    threads = min(numba.get_num_threads(), len(starts))
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    with single_threaded_blas(), pool or nullcontext():
+        parts = pool.map(part, starts) if pool else map(part, starts)
+        scatter, cross = next(parts)
+        for part_scatter, part_cross in parts:
+            scatter += part_scatter
+            cross += part_cross
+    return scatter, cross
 
 
 class GramProblem(NamedTuple):
@@ -70,8 +104,7 @@ class GramAccumulator:
                 else:
                     design = design - batch.design_mean
                 targets = targets - batch.target_mean
-            batch.scatter = design.T @ design
-            batch.cross = targets.T @ design
+            batch.scatter, batch.cross = scatter_products(design, targets)
             batch.target_sq = np.einsum("ij,ij->j", targets, targets)
         self.merge(batch)
 
@@ -176,8 +209,9 @@ def centred_gram_problem(blocks, targets, fit_intercept):
         for start, stop in chunks:
             design = design_rows(blocks, start, stop) - design_mean
             chunk_targets = float64_rows(targets, start, stop) - target_mean
-            gram += design.T @ design
-            correlations += chunk_targets.T @ design
+            chunk_gram, chunk_correlations = scatter_products(design, chunk_targets)
+            gram += chunk_gram
+            correlations += chunk_correlations
             target_sq += np.einsum("ij,ij->j", chunk_targets, chunk_targets)
     gram /= n_samples
     correlations /= n_samples

@@ -191,3 +191,20 @@ def test_forward_substitution_refuses_feedback():
     A, _ = _chain_cycle_chain(rng)
     with pytest.raises(ValueError, match="strictly lower triangular"):
         forward_substitution(sp.csr_array(A), rng.normal(size=(3, A.shape[0])))
+
+
+def test_topological_ranks_order_any_numbering():
+    """The fallback of component_order when scipy's numbering is not a
+    topological order: Kahn's ranks put every edge upwards."""
+    from sksim.solvers.equilibrium import topological_ranks
+
+    rng = np.random.default_rng(5)
+    n = 30
+    ranks_true = rng.permutation(n)  # a hidden order; edges go up in it
+    pairs = rng.integers(0, n, size=(200, 2))
+    earlier = np.where(ranks_true[pairs[:, 0]] < ranks_true[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
+    later = np.where(ranks_true[pairs[:, 0]] < ranks_true[pairs[:, 1]], pairs[:, 1], pairs[:, 0])
+    ranks = topological_ranks(n, earlier, later)
+    assert sorted(ranks.tolist()) == list(range(n))
+    keep = earlier != later
+    assert np.all(ranks[earlier[keep]] < ranks[later[keep]])

@@ -316,14 +316,16 @@ def test_alpha_above_alpha_max_zeroes_every_row(problem, factor):
     X, y, Z, params = problem
     X64 = np.asarray(X, dtype=np.float64)
     Z64 = np.asarray(Z, dtype=np.float64)
-    design = np.hstack([np.maximum(Z64, 0.0), X64])
-    targets = Z64
+    uncentred = np.hstack([np.maximum(Z64, 0.0), X64])
+    design, targets = uncentred, Z64
     if params["fit_intercept"]:
         design = design - design.mean(axis=0)
         targets = targets - targets.mean(axis=0)
     alpha_max = np.abs(design.T @ targets).max() / X.shape[0]
-    # floor: a column that is zero up to centring roundoff must not count
-    roundoff = 1e-12 * np.abs(design).max() * np.abs(targets).max() + 1e-300
+    # floor: a column that is zero up to centring roundoff must not count; that
+    # roundoff scales with the uncentred values (a constant column of 3.7 is
+    # exactly zero centred by numpy's mean, ~4e-16 by the fit's chunked sums)
+    roundoff = 1e-12 * np.abs(uncentred).max() * np.abs(Z64).max() + 1e-300
     params = dict(params, alpha=float(alpha_max * (1 + 1e-6) * factor + roundoff),
                   l1_ratio=1.0)
     model, _ = _fit(SIMRegressor, X, y, Z, params, n_jobs=1)

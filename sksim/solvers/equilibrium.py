@@ -65,24 +65,35 @@ def component_order(A):
     """
     n_components, labels = connected_components(A, directed=True, connection="strong")
     coo = A.tocoo()
-    # state i reads state j (A[i, j] != 0): j's component comes before i's
+    # state i reads state j (A[i, j] != 0): j's component comes before i's.
+    # scipy numbers the components as its search completes them, which is
+    # such an order; that is not documented, so it is checked.
     earlier, later = labels[coo.col], labels[coo.row]
-    edges = np.unique(earlier[earlier != later] * n_components + later[earlier != later])
+    if np.any(earlier > later):
+        labels = topological_ranks(n_components, earlier, later)[labels]
+    order = np.argsort(labels, kind="stable").astype(np.int64)
+    bounds = np.searchsorted(labels[order], np.arange(n_components + 1))
+    return order, bounds.astype(np.int64)
+
+
+def topological_ranks(n_components, earlier, later):
+    """Ranks of the components such that every edge ``earlier[k] ->
+    later[k]`` between two of them goes up (Kahn's algorithm)."""
+    between = earlier != later
+    edges = np.unique(earlier[between] * n_components + later[between])
     sources, targets = np.divmod(edges, n_components)
     waiting = np.bincount(targets, minlength=n_components)
     readers = np.split(targets, np.searchsorted(sources, np.arange(1, n_components)))
     ready = list(np.flatnonzero(waiting == 0))
     ranks = np.empty(n_components, dtype=np.int64)
-    for rank in range(n_components):  # Kahn's algorithm on the condensation
+    for rank in range(n_components):
         component = ready.pop()
         ranks[component] = rank
         for reader in readers[component]:
             waiting[reader] -= 1
             if waiting[reader] == 0:
                 ready.append(reader)
-    order = np.argsort(ranks[labels], kind="stable").astype(np.int64)
-    bounds = np.searchsorted(ranks[labels][order], np.arange(n_components + 1))
-    return order, bounds.astype(np.int64)
+    return ranks
 
 
 @inner_njit

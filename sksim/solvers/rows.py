@@ -42,8 +42,7 @@ import numba
 import numpy as np
 import scipy.linalg
 from numba import njit, prange
-from threadpoolctl import threadpool_limits
-
+from ._blas import single_threaded_blas
 from ._first_use import announce_compilation
 from .projection import (
     copy_into,
@@ -1230,7 +1229,7 @@ def auto_solver(gram, n_bounded=0, bound=np.inf, row_bound=np.inf, l2=0.0):
     scaled *= scale[None, :]
     # one BLAS thread: n is small, and a multi-threaded eigensolver competing
     # with busy cores was measured 100x slower (5.8 s instead of 0.05 s)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_threaded_blas():
         eigenvalues = scipy.linalg.eigh(scaled, eigvals_only=True, overwrite_a=True,
                                         check_finite=False, driver="ev")
     well_conditioned = eigenvalues[0] * _AUTO_CD_MAX_CONDITION >= eigenvalues[-1]
