@@ -44,7 +44,6 @@ import scipy.linalg
 from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
-from ._first_use import announce_compilation
 from .projection import (
     copy_into,
     enforce_l1_bound_inplace,
@@ -1117,7 +1116,6 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
     -------
     RowSolution
     """
-    announce_compilation()
     gram = np.ascontiguousarray(gram, dtype=np.float64)
     correlations = np.ascontiguousarray(correlations, dtype=np.float64)
     target_sq = np.ascontiguousarray(target_sq, dtype=np.float64)
