@@ -284,6 +284,34 @@ def test_n_jobs_does_not_change_the_result(small_teacher_problem):
         np.testing.assert_array_equal(getattr(one, name).toarray(), getattr(two, name).toarray())
 
 
+def _record_thread(seen, owner, items):
+    for i in items:
+        seen[i] += 1
+        owner[i] = items[0]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_run_on_threads_gives_each_item_to_one_thread(n_threads):
+    """Every item is run once, the items dealt out in turn to numba's thread
+    count of threads (the first share on the calling thread)."""
+    import numba
+
+    from sksim.solvers._threads import run_on_threads
+
+    kernel = numba.njit(nogil=True)(_record_thread)
+    seen, owner = np.zeros(7, dtype=np.int64), np.full(7, -1)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        run_on_threads(kernel, 7, seen, owner)
+        run_on_threads(kernel, 0, seen, owner)  # nothing to run: no call
+    finally:
+        numba.set_num_threads(previous)
+    shares = min(n_threads, numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(seen, np.ones(7))
+    np.testing.assert_array_equal(owner, np.arange(7) % shares)
+
+
 @pytest.mark.parametrize("row_bound", [None, 1.0])
 def test_lipschitz_bounds_hold_along_worst_local_directions(small_teacher_problem,
                                                               row_bound):

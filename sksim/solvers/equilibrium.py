@@ -16,8 +16,9 @@ distance to the true equilibrium by ``residual / (1 - a)``.
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from ._threads import kernel_njit, run_on_threads
 from .projection import copy_into, inner_njit
 
 
@@ -93,11 +94,11 @@ def _residual_block(indptr, indices, data, offsets, x, accumulator, worst, scale
             scale[s] = max(scale[s], abs(x[i, s]))
 
 
-@njit(parallel=True, cache=True)
-def _equilibrium_kernel(indptr, indices, data, drive, tol, max_iter, states,
-                                residual, n_iter):
-    """Gauss-Seidel sweeps in state order for blocks of ``_SAMPLE_BLOCK``
-    samples (blocks in parallel), each state update vectorised over the
+@kernel_njit
+def _equilibrium_kernel(indptr, indices, data, drive, tol, max_iter, states, residual,
+                        n_iter, blocks):
+    """Gauss-Seidel sweeps in state order for the blocks ``blocks`` (indices)
+    of ``_SAMPLE_BLOCK`` samples, each state update vectorised over the
     block's samples; a block sweeps until every one of its samples meets the
     tolerance (the others only get closer), then each sample's residual is
     the exact fixed-point residual of its returned states."""
@@ -111,8 +112,7 @@ def _equilibrium_kernel(indptr, indices, data, drive, tol, max_iter, states,
             if indices[k] == i:
                 diagonal[i] += data[k]
         a_norm = max(a_norm, row_norm)
-    n_blocks = (n_samples + _SAMPLE_BLOCK - 1) // _SAMPLE_BLOCK
-    for b in prange(n_blocks):
+    for b in blocks:
         start = b * _SAMPLE_BLOCK
         stop = min(start + _SAMPLE_BLOCK, n_samples)
         width = stop - start
@@ -177,7 +177,8 @@ def solve_equilibrium(A, drive, *, tol=1e-10, max_iter=1000):
     residual = np.zeros(n_samples)
     n_iter = np.zeros(n_samples, dtype=np.int64)
     if n_samples and n_states:
-        _equilibrium_kernel(
+        run_on_threads(
+            _equilibrium_kernel, (n_samples + _SAMPLE_BLOCK - 1) // _SAMPLE_BLOCK,
             np.ascontiguousarray(A.indptr, dtype=np.int64),
             np.ascontiguousarray(A.indices, dtype=np.int64),
             np.ascontiguousarray(A.data, dtype=np.float64),
