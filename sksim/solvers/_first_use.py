@@ -15,13 +15,15 @@ source, another CPU), so it is always the first thing said about
 compiling, and said once.
 """
 
+import pickle
 import sys
 
 from numba.core import event
 
-# measured: the cold quick start (fresh clone, venv and numba cache, 2 cores,
-# the other one busy) fitted in 85 s against 7 s warm
-COMPILE_TIME = "about a minute and a half on two cores"
+# measured: the cold quick start (fresh numba cache, 2 cores, both busy with
+# other jobs) fitted in 60 s (its notice after 3.7 s) against 20-30 s warm,
+# and 81 s before the kernels left prange (issue 26); 7 s warm on a quieter day
+COMPILE_TIME = "about a minute on two cores"
 _announced = False
 
 
@@ -47,7 +49,7 @@ def is_cached(kernel):
     """
     try:
         index = kernel._cache._cache_file._load_index()
-    except (AttributeError, OSError, EOFError, ValueError):
+    except (AttributeError, OSError, EOFError, ValueError, pickle.UnpicklingError):
         return True
     return bool(index)
 
