@@ -30,6 +30,7 @@ from ._docs import estimator_doc, fit_doc
 from .blocks import per_state, unroll
 from .inspection import path_bound
 from .model import ACTIVATIONS, FlatModel
+from .solvers import announce_compilation
 from .streaming import (
     LabelTargets,
     TeacherAgreement,
@@ -175,6 +176,7 @@ class _BaseSIM(BaseEstimator):
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, states=None, baseline_outputs=None):
         """Fit the implicit model (see the estimators' own ``fit``)."""
+        announce_compilation()  # before the teacher trains: compiling comes after it
         if _is_streamed(self, X, states, baseline_outputs):
             return self._fit_streamed(X, y, states, baseline_outputs)
         X, targets, y = self._validated_targets(X, y)

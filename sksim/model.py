@@ -103,7 +103,7 @@ def _flat_chunks(model, X, solve, direct):
     """The flat model's equilibrium in two phases: the products ``B u``
     (with ``direct`` also ``D u``, in the same product, so X is read once)
     chunk by chunk, then the equilibrium of all samples in one kernel
-    call. BLAS products and numba's parallel kernels do not alternate:
+    call. BLAS products and the threaded numba kernels do not alternate:
     OpenBLAS's threads spin for a while after each product and slowed
     each following kernel by ~40 ms on two cores. Holds
     (n_samples, n_states + n_outputs) floats, as large as the states."""

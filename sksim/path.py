@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import Interval
 from . import pipeline, recording
 from ._arrays import numba_threads
 from .estimators import SIMClassifier, SIMRegressor
-from .solvers import solve_rows_path
+from .solvers import announce_compilation, solve_rows_path
 
 
 class SIMPath(NamedTuple):
@@ -148,6 +148,7 @@ def sim_path(estimator, X, y, *, alphas=None, n_alphas=20, eps=1e-3, states=None
     if not isinstance(estimator, (SIMRegressor, SIMClassifier)):
         raise ValueError("estimator must be a SIMRegressor or a SIMClassifier; got "
                          f"{type(estimator).__name__}.")
+    announce_compilation(path=True)
     template, X, targets, states = _recorded(estimator, X, y, states, baseline_outputs)
     if alphas is None:
         grid = _alpha_grid(pipeline.state_problem(template, X, states)[1][1], template.l1_ratio,
@@ -238,6 +239,7 @@ class _CVMixin:
         -------
         self
         """
+        announce_compilation(path=True)
         template, X, targets, states = _recorded(self._plain(), X, y, states,
                                                  baseline_outputs)
         if X.shape[0] < 2:

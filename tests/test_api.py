@@ -284,6 +284,34 @@ def test_n_jobs_does_not_change_the_result(small_teacher_problem):
         np.testing.assert_array_equal(getattr(one, name).toarray(), getattr(two, name).toarray())
 
 
+def _record_thread(seen, owner, items):
+    for i in items:
+        seen[i] += 1
+        owner[i] = items[0]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_run_on_threads_gives_each_item_to_one_thread(n_threads):
+    """Every item is run once, the items dealt out in turn to numba's thread
+    count of threads (the first share on the calling thread)."""
+    import numba
+
+    from sksim.solvers._threads import run_on_threads
+
+    kernel = numba.njit(nogil=True)(_record_thread)
+    seen, owner = np.zeros(7, dtype=np.int64), np.full(7, -1)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        run_on_threads(kernel, 7, seen, owner)
+        run_on_threads(kernel, 0, seen, owner)  # nothing to run: no call
+    finally:
+        numba.set_num_threads(previous)
+    shares = min(n_threads, numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(seen, np.ones(7))
+    np.testing.assert_array_equal(owner, np.arange(7) % shares)
+
+
 @pytest.mark.parametrize("row_bound", [None, 1.0])
 def test_lipschitz_bounds_hold_along_worst_local_directions(small_teacher_problem,
                                                               row_bound):
@@ -326,23 +354,121 @@ def test_lipschitz_bounds_hold_along_worst_local_directions(small_teacher_proble
         assert product <= row_bound**2 / (1 - 0.9) + row_bound
 
 
-def test_first_use_compilation_is_announced_once(tmp_path, monkeypatch, capsys):
-    """Without cached kernels the first solve says (once, on stderr) that numba
-    is compiling; with them it says nothing."""
+def _doubled(value):
+    return 2.0 * value
+
+
+def test_is_cached_reads_numba_s_own_cache_index(tmp_path, monkeypatch):
+    """A cache=True kernel is cached once numba has written its index (here
+    into a fresh NUMBA_CACHE_DIR, which a dispatcher reads when created)."""
     import numba
 
     from sksim.solvers import _first_use
 
     monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    kernel = numba.njit(cache=True)(_doubled)
+    assert not _first_use.is_cached(kernel)
+    assert kernel(1.5) == 3.0  # compiles and writes the cache
+    assert _first_use.is_cached(kernel)
+    assert _first_use.is_cached(numba.njit(cache=True)(_doubled))  # a fresh process's view
+
+
+def test_first_use_compilation_is_announced_once(monkeypatch, capsys):
+    """Without cached kernels the fit's start says (once, on stderr) that
+    numba will compile; with them it says nothing."""
+    from sksim.solvers import _first_use
+
     monkeypatch.setattr(_first_use, "_announced", False)
+    monkeypatch.setattr(_first_use, "is_cached", lambda kernel: False)
     _first_use.announce_compilation()
-    _first_use.announce_compilation()
+    _first_use.announce_compilation(path=True)
     assert capsys.readouterr().err.count("compiling the numba kernels") == 1
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "rows._cd_rows-1.py311.nbi").write_bytes(b"")
     monkeypatch.setattr(_first_use, "_announced", False)
-    _first_use.announce_compilation()
+    checked = []
+    monkeypatch.setattr(_first_use, "is_cached", lambda kernel: checked.append(kernel) or True)
+    _first_use.announce_compilation(path=True)
     assert capsys.readouterr().err == ""
+    assert {kernel.py_func.__name__ for kernel in checked} == {
+        "homotopy_rows_kernel", "_equilibrium_kernel", "homotopy_path_kernel"}
+
+
+def test_a_compile_the_fit_did_not_predict_is_announced_before_it(monkeypatch, capsys):
+    """Any sksim function numba starts compiling is announced first (once):
+    kernels a default fit does not use, a changed source, another CPU."""
+    import numba
+
+    from sksim.solvers import _first_use, projection
+
+    monkeypatch.setattr(_first_use, "_announced", False)
+    assert numba.njit(_doubled)(1.0) == 2.0  # not sksim's: nothing said
+    assert capsys.readouterr().err == ""
+    soft_threshold = numba.njit(projection.soft_threshold.py_func)  # uncached copy
+    assert soft_threshold(3.0, 1.0) == 2.0
+    assert soft_threshold(3, 1) == 2  # a second compile
+    assert capsys.readouterr().err.count("compiling the numba kernels") == 1
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("fit", ["estimator", "cv", "path"])
+def test_fit_announces_compilation_before_the_teacher_trains(monkeypatch, fit):
+    """The check is the first thing a fit does (after its parameters'
+    validation): before the embedded teacher trains and any kernel runs."""
+    import sksim
+    from sksim import estimators, path, recording
+
+    calls = []
+
+    def announce(path=False):
+        calls.append(("announce", path))
+        raise _Stop
+
+    monkeypatch.setattr(estimators, "announce_compilation", announce)
+    monkeypatch.setattr(path, "announce_compilation", announce)
+    monkeypatch.setattr(recording, "record_teacher",
+                        lambda *args, **kwargs: calls.append("teacher"))
+    X, y = np.zeros((10, 2)), np.arange(10) % 2
+    with pytest.raises(_Stop):
+        if fit == "estimator":
+            SIMClassifier().fit(X, y)
+        elif fit == "cv":
+            sksim.SIMClassifierCV().fit(X, y)
+        else:
+            sksim.sim_path(SIMClassifier(), X, y)
+    assert calls == [("announce", fit != "estimator")]
+
+
+def test_a_cold_fit_says_it_compiles_before_anything_else(tmp_path):
+    """In a process with an empty numba cache the notice is the first line
+    of output (stdout and stderr together), within seconds of the fit's
+    start (the process is stopped there: the compile itself is not run)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    code = """
+import numpy as np
+from sksim import SIMClassifier
+X = np.random.default_rng(0).normal(size=(60, 3))
+print("fit starts", flush=True)
+SIMClassifier(verbose=1).fit(X, (X[:, 0] > 0).astype(int))
+"""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert process.stdout.readline() == "fit starts\n"
+        started = time.perf_counter()
+        line = process.stdout.readline()
+        waited = time.perf_counter() - started
+    finally:
+        process.kill()
+        process.wait()
+    assert line.startswith("sksim: compiling the numba kernels on first use"), line
+    assert waited < 10.0
 
 
 def test_one_sample_with_an_intercept_raises():

@@ -1,5 +1,7 @@
 """Numba kernels over plain contiguous arrays; no estimator objects here."""
 
+# registers the listener that announces a first compile (before any kernel is compiled)
+from ._first_use import announce_compilation
 from .equilibrium import EquilibriumSolution, forward_substitution, solve_equilibrium
 from .projection import enforce_l1_bound_inplace, project_l1_ball_inplace
 from .rows import (
@@ -13,6 +15,7 @@ from .rows import (
 __all__ = [
     "EquilibriumSolution",
     "RowSolution",
+    "announce_compilation",
     "auto_solver",
     "enforce_l1_bound_inplace",
     "forward_substitution",

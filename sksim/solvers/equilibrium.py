@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit, prange
 from scipy.sparse.csgraph import connected_components
 
+from ._threads import kernel_njit, run_on_threads
 from .projection import copy_into, inner_njit
 
 
@@ -182,11 +182,11 @@ def _component_norms(indptr, indices, data, bounds):
     return diagonal, norms
 
 
-@njit(parallel=True, cache=True)
+@kernel_njit
 def _equilibrium_kernel(indptr, indices, data, bounds, order, drive, tol, max_iter,
-                        states, residual, n_iter):
-    """The states in component order (``A`` permuted by ``order``): for
-    blocks of ``_SAMPLE_BLOCK`` samples (blocks in parallel), each component
+                        states, residual, n_iter, blocks):
+    """The states in component order (``A`` permuted by ``order``): for the
+    blocks ``blocks`` (indices) of ``_SAMPLE_BLOCK`` samples, each component
     in turn, once its inputs are final: one exact update for a single state,
     Gauss-Seidel sweeps for a larger one until the residual bound meets the
     tolerance. Then the exact residual of every sample; where it misses the
@@ -194,8 +194,7 @@ def _equilibrium_kernel(indptr, indices, data, bounds, order, drive, tol, max_it
     a component (or the whole) took."""
     n_samples, n_states = drive.shape
     diagonal, norms = _component_norms(indptr, indices, data, bounds)
-    n_blocks = (n_samples + _SAMPLE_BLOCK - 1) // _SAMPLE_BLOCK
-    for b in prange(n_blocks):
+    for b in blocks:
         first = b * _SAMPLE_BLOCK
         width = min(first + _SAMPLE_BLOCK, n_samples) - first
         offsets = np.empty((n_states, width))
@@ -269,7 +268,8 @@ def solve_equilibrium(A, drive, *, tol=1e-10, max_iter=1000):
         order, bounds = component_order(A)
         permuted = sp.csr_array(A[order][:, order])
         permuted.sort_indices()
-        _equilibrium_kernel(
+        run_on_threads(
+            _equilibrium_kernel, (n_samples + _SAMPLE_BLOCK - 1) // _SAMPLE_BLOCK,
             np.ascontiguousarray(permuted.indptr, dtype=np.int64),
             np.ascontiguousarray(permuted.indices, dtype=np.int64),
             np.ascontiguousarray(permuted.data, dtype=np.float64),

@@ -36,8 +36,9 @@ column leaves.
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from ._threads import kernel_njit
 from .projection import copy_into, inner_njit
 from .rows import (
     Certificate,
@@ -505,28 +506,37 @@ def _record(problem, penalty, solution, multiplier, breakpoints, status, tol, re
                              0.0), 0.0)
 
 
-@njit(parallel=True, cache=True)
+@kernel_njit
 def homotopy_rows_kernel(gram, correlations, target_sq, coef, penalty, tol, max_steps,
-                         records):
-    """Every row by :func:`_constrained` under ``penalty`` (a
-    :class:`~sksim.solvers.rows.RowPenalty`), certified; ``records`` rows get
-    (gap, objective, multiplier, breakpoints, status, 0) with status 0 when
-    the gap meets ``tol`` (as the coordinate-descent solver judges it)."""
-    for i in prange(correlations.shape[0]):
+                         records, rows):
+    """Every row of ``rows`` (indices) by :func:`_constrained` under
+    ``penalty`` (a :class:`~sksim.solvers.rows.RowPenalty`), certified;
+    ``records`` rows get (gap, objective, multiplier, breakpoints, status, 0)
+    with status 0 when the gap meets ``tol`` (as the coordinate-descent
+    solver judges it)."""
+    for i in rows:
         problem = RowProblem(gram, correlations[i], target_sq[i])
-        solution, multiplier, breakpoints, status = _constrained(problem, penalty, max_steps)
+        # _constrained written out: through it, a default fit would compile
+        # it and LLVM would optimise the whole path once more (seconds cold)
+        path, state, t = _start(problem, penalty)
+        multiplier, breakpoints, status = 0.0, 0, REACHED
+        if t > penalty.l1:
+            _, _, multiplier, _, breakpoints, status = _follow(
+                path, state, np.int64(0), t, penalty.l1, np.float64(0.0), np.bool_(False),
+                max_steps)
+        solution = state[0]
         _record(problem, penalty, solution, multiplier, breakpoints, status, tol, records[i])
         copy_into(coef[i], solution)
 
 
-@njit(parallel=True, cache=True)
+@kernel_njit
 def homotopy_supports_kernel(gram, correlations, target_sq, coef, penalty, tol, max_steps,
-                             records):
-    """Every row again by :func:`_constrained` restricted to its support (the
-    columns where ``coef`` is nonzero, bounded ones first as in the full
-    row), written back in place with its record (as
+                             records, rows):
+    """Every row of ``rows`` again by :func:`_constrained` restricted to its
+    support (the columns where ``coef`` is nonzero, bounded ones first as in
+    the full row), written back in place with its record (as
     :func:`homotopy_rows_kernel`, certified on the restricted problem)."""
-    for i in prange(correlations.shape[0]):
+    for i in rows:
         support = np.flatnonzero(coef[i])
         if support.size == 0:  # the zero row is the only point: exact
             _store(records[i], _zero_row_result(target_sq[i]), 0.0)
@@ -540,15 +550,15 @@ def homotopy_supports_kernel(gram, correlations, target_sq, coef, penalty, tol, 
         _fill_support(solution, support, coef[i])
 
 
-@njit(parallel=True, cache=True)
+@kernel_njit
 def homotopy_path_kernel(gram, correlations, target_sq, alphas, penalty, tol, max_steps,
-                         coefs, records):
-    """Every row's solutions at all ``alphas`` (decreasing) from one
-    bound-constrained path per row, recorded as it passes each alpha (the
+                         coefs, records, rows):
+    """The solutions of every row of ``rows`` at all ``alphas`` (decreasing)
+    from one bound-constrained path per row, recorded as it passes each alpha (the
     L1 weights are ``penalty``'s plus alpha: give it ``l1 = 0``).
     ``coefs[a, i]`` and ``records[a, i]`` (as :func:`homotopy_rows_kernel`)
     receive the certified results."""
-    for i in prange(correlations.shape[0]):
+    for i in rows:
         problem = RowProblem(gram, correlations[i], target_sq[i])
         path, state, t = _start(problem, penalty)
         weights = np.empty(gram.shape[0])

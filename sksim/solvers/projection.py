@@ -8,6 +8,9 @@ from numba import njit
 # C) entry point for them, which is a part of every cold start it saves.
 inner_njit = njit(cache=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 
+# a constant to numba (np.finfo inside a kernel compiles its whole record)
+EPS = float(np.finfo(np.float64).eps)
+
 
 @inner_njit
 def soft_threshold(value, threshold):
@@ -133,7 +136,7 @@ def enforce_l1_bound_inplace(vector, start, stop, radius):
     itself. Returns the soft-threshold level of the projection.
     """
     n_terms = stop - start
-    eps = np.finfo(np.float64).eps
+    eps = EPS
     safe_radius = radius * (1.0 - 4.0 * (n_terms + 1) * eps)
     norm = l1_norm(vector, start, stop)
     if not np.isfinite(norm):

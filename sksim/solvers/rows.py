@@ -41,10 +41,11 @@ from typing import NamedTuple
 import numba
 import numpy as np
 import scipy.linalg
-from numba import njit, prange
+
 from ._blas import single_threaded_blas
-from ._first_use import announce_compilation
+from ._threads import kernel_njit, run_on_threads
 from .projection import (
+    EPS,
     copy_into,
     enforce_l1_bound_inplace,
     inner_njit,
@@ -539,8 +540,7 @@ def _support_newton(problem, penalty, coef, multiplier, free_multiplier, weights
             else:
                 rhs[a] -= multiplier * sign_a
     if bordered:
-        eps = np.finfo(np.float64).eps
-        rhs[size] = bound * (1.0 - 8.0 * (n_bounded + 1) * eps)
+        rhs[size] = bound * (1.0 - 8.0 * (n_bounded + 1) * EPS)
     try:
         solution = np.linalg.solve(system, rhs)
     except Exception:  # noqa: BLE001 (numba catches no narrower class)
@@ -1005,19 +1005,21 @@ def _fill_support(values, support, row):
         row[support[k]] = values[k]
 
 
-@njit(parallel=True, cache=True)
-def _solve_rows_kernel(gram, correlations, target_sq, coef, penalty, options, records):
-    for i in prange(correlations.shape[0]):
+@kernel_njit
+def _solve_rows_kernel(gram, correlations, target_sq, coef, penalty, options, records, rows):
+    """The rows ``rows`` (indices) by coordinate descent from ``coef``, in place."""
+    for i in rows:
         problem = RowProblem(gram, correlations[i], target_sq[i])
         _store(records[i], _solve_one(problem, penalty, options, coef[i]), 0.0)
 
 
-@njit(parallel=True, cache=True)
-def _solve_supports_kernel(gram, correlations, target_sq, coef, penalty, options, records):
-    """Each row again on its own support (columns where ``coef`` is nonzero),
-    the same problem restricted to it (:func:`_restricted`); ``records``
-    keep their epochs and add these."""
-    for i in prange(correlations.shape[0]):
+@kernel_njit
+def _solve_supports_kernel(gram, correlations, target_sq, coef, penalty, options, records,
+                           rows):
+    """Each row of ``rows`` again on its own support (columns where ``coef``
+    is nonzero), the same problem restricted to it (:func:`_restricted`);
+    ``records`` keep their epochs and add these."""
+    for i in rows:
         support = np.flatnonzero(coef[i])
         if support.size == 0:  # the zero row is the only point: exact
             _store(records[i], _zero_row_result(target_sq[i]), records[i, 3])
@@ -1048,8 +1050,8 @@ def _relax_rows(data, coef, records, breakpoints, penalty, options, solver):
         from .homotopy import homotopy_supports_kernel  # imports this module
 
         relaxed, relaxed_records = coef.copy(), records.copy()
-        homotopy_supports_kernel(*data, relaxed, penalty, options.tol,
-                                 10 * coef.shape[1] + 100, relaxed_records)
+        run_on_threads(homotopy_supports_kernel, coef.shape[0], *data, relaxed, penalty,
+                       options.tol, 10 * coef.shape[1] + 100, relaxed_records)
         done = relaxed_records[:, 4] == 0
         breakpoints[done] += relaxed_records[done, 3].astype(np.int64)
         relaxed_records[:, 3] = records[:, 3]  # no coordinate-descent epochs
@@ -1058,9 +1060,10 @@ def _relax_rows(data, coef, records, breakpoints, penalty, options, solver):
     if rows.size:
         gram, correlations, target_sq = data
         rest, rest_records = np.ascontiguousarray(coef[rows]), records[rows]
-        _solve_supports_kernel(gram, np.ascontiguousarray(correlations[rows]),
-                               np.ascontiguousarray(target_sq[rows]), rest, penalty, options,
-                               rest_records)
+        run_on_threads(_solve_supports_kernel, rows.size, gram,
+                       np.ascontiguousarray(correlations[rows]),
+                       np.ascontiguousarray(target_sq[rows]), rest, penalty, options,
+                       rest_records)
         coef[rows], records[rows] = rest, rest_records
 
 
@@ -1116,7 +1119,6 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
     -------
     RowSolution
     """
-    announce_compilation()
     gram = np.ascontiguousarray(gram, dtype=np.float64)
     correlations = np.ascontiguousarray(correlations, dtype=np.float64)
     target_sq = np.ascontiguousarray(target_sq, dtype=np.float64)
@@ -1141,12 +1143,13 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
         # over every column
         whole_row = np.isfinite(row_bound)
         followed = row_penalty(n_columns, n_columns, row_bound, l1=l1, l2=l2) if whole_row else penalty
-        homotopy_rows_kernel(*data, coef, followed, options.tol, 10 * n_columns + 100, records)
+        run_on_threads(homotopy_rows_kernel, n_rows, *data, coef, followed, options.tol,
+                       10 * n_columns + 100, records)
         if whole_row:  # its multiplier is the row bound's
             records[:, 5], records[:, 2] = records[:, 2], 0.0
         breakpoints, method = _finish_homotopy_rows(data, coef, records, penalty, options)
     elif n_rows:
-        _solve_rows_kernel(*data, coef, penalty, options, records)
+        run_on_threads(_solve_rows_kernel, n_rows, *data, coef, penalty, options, records)
     if n_rows and relax < 1.0:
         relaxed = row_penalty(n_columns, n_bounded, bound, row_bound, l1 * relax, l2 * relax)
         _relax_rows(data, coef, records, breakpoints, relaxed, options, solver)
@@ -1167,8 +1170,8 @@ def _finish_homotopy_rows(data, coef, records, penalty, options):
     if unresolved.size:
         rest = np.ascontiguousarray(coef[unresolved])
         rest_records = np.zeros((unresolved.size, 6))
-        _solve_rows_kernel(gram, correlations[unresolved], target_sq[unresolved], rest,
-                           penalty, options, rest_records)
+        run_on_threads(_solve_rows_kernel, unresolved.size, gram, correlations[unresolved],
+                       target_sq[unresolved], rest, penalty, options, rest_records)
         coef[unresolved], records[unresolved] = rest, rest_records
         method[unresolved] = 2
     return breakpoints, method
@@ -1293,9 +1296,9 @@ def solve_rows_path(gram, correlations, target_sq, alphas, *, n_bounded=0,
     records = np.zeros((alphas.size, n_rows, 6))
     if n_rows:
         # the path's penalty is each alpha, added to this zero one
-        homotopy_path_kernel(gram, correlations, target_sq, alphas,
-                             row_penalty(n_columns, n_bounded, bound if n_bounded else np.inf),
-                             float(tol), (10 * n_columns + 100) * alphas.size, coefs, records)
+        run_on_threads(homotopy_path_kernel, n_rows, gram, correlations, target_sq, alphas,
+                       row_penalty(n_columns, n_bounded, bound if n_bounded else np.inf),
+                       float(tol), (10 * n_columns + 100) * alphas.size, coefs, records)
     data = (gram, correlations, target_sq)
     options = CDOptions(float(tol), int(max_iter))
     solutions = []
