@@ -6,6 +6,7 @@ depend on each alpha's equilibrium states and are solved per alpha.
 """
 
 import inspect
+import warnings
 from numbers import Integral, Real
 from typing import NamedTuple
 
@@ -175,6 +176,9 @@ _CV_PARAMETERS_DOC = """
         ``eps * alpha_max`` (see :func:`sksim.sim_path`).
     n_alphas : int, default=20
     eps : float, default=1e-3
+        When the best mean score is at the grid's smallest alpha and still
+        rising there, ``fit`` warns (``UserWarning``) that alpha may be too
+        large, naming ``eps`` (or ``alphas``) as the way to search further.
     cv : int, cross-validation generator or iterable, default=None
         As in :class:`sklearn.linear_model.LassoCV` (``None``: 5 folds,
         stratified for the classifier).
@@ -215,6 +219,11 @@ class _CVMixin:
         "cv": ["cv_object"],
         "scoring": [None, str, callable],
     }
+
+    def _warn_if_on_the_edge(self, mean, grid):
+        message = _edge_warning(self, mean, grid)
+        if message is not None:
+            warnings.warn(message, UserWarning, stacklevel=3)
 
     def _plain(self):
         """The plain estimator with this one's parameters (alpha is set per fit)."""
@@ -263,6 +272,7 @@ class _CVMixin:
                 n_nonzero[a, f] = model.n_nonzero_
         mean = scores.mean(axis=1)
         best = int(np.flatnonzero(mean == mean.max())[0])  # the largest alpha of a tie
+        self._warn_if_on_the_edge(mean, grid)
         _, (model,) = _path_models(template, X, targets, states, grid[best:best + 1])
         self.__dict__.update(_fitted_state(model))
         self.alpha_ = float(grid[best])
@@ -271,6 +281,20 @@ class _CVMixin:
         self.n_nonzero_path_ = n_nonzero
         self.best_estimator_ = model
         return self
+
+
+def _edge_warning(cv, mean, grid):
+    """The text of the warning when the best mean score is at the smallest
+    alpha of the grid and still rising there, else None."""
+    if grid.size < 2 or not mean[-1] > max(mean[:-1]):
+        return None
+    remedy = ("pass smaller alphas" if cv.alphas is not None else
+              f"lower eps (now {cv.eps:g}; the grid ends at eps * alpha_max) or pass "
+              "alphas")
+    return (f"{type(cv).__name__}: the best mean score ({mean[-1]:.6g}) is at the "
+            f"smallest alpha of the grid ({grid[-1]:.6g}), and it rose from "
+            f"{mean[-2]:.6g} at the alpha before: the score may still improve below "
+            f"the grid, so alpha_ may be too large. To search further, {remedy}.")
 
 
 def _cv_class(plain, summary):

@@ -136,3 +136,22 @@ def test_bad_path_input_raises(teacher_problem, call, message):
     X, y, states, _ = teacher_problem
     with pytest.raises(ValueError, match=message):
         call(X, y, states)
+
+
+def test_cv_warns_when_the_best_score_is_still_rising_at_the_grid_edge(teacher_problem):
+    """The teacher's own logits from its states: the held-out score rises
+    down to the smallest alpha, so alpha_ sits on the grid's edge; pure
+    noise targets peak inside the grid and give no warning."""
+    X, _, states, logits = teacher_problem
+    with pytest.warns(UserWarning, match=r"lower eps \(now 0.1;.*or pass alphas"):
+        model = SIMRegressorCV(n_alphas=4, eps=0.1, cv=3).fit(X, logits, states=states)
+    mean = model.scores_path_.mean(axis=1)
+    assert model.alpha_ == model.alphas_[-1] and mean[-1] > mean[:-1].max()
+    with pytest.warns(UserWarning, match="pass smaller alphas"):
+        SIMRegressorCV(alphas=model.alphas_, cv=3).fit(X, logits, states=states)
+
+    noise = np.random.default_rng(1).normal(size=X.shape[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model = SIMRegressorCV(n_alphas=8, eps=1e-4, cv=3).fit(X, noise, states=states)
+    assert model.alpha_ > model.alphas_[-1]
