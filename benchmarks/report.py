@@ -488,6 +488,26 @@ def graph_teachers_table(payloads):
     return text
 
 
+def first_day_table(payloads):
+    """Cross-validation cost and predict ratios, idle and beside a busy loop
+    (bench_first_day.py)."""
+    rows = []
+    for r in payloads:
+        cv, pred = r["cross_validation"], r["predict"]
+        load = r["load_average_1_5_15_min"][0]
+        rows.append(["beside a busy loop" if r["busy_loop"] else "as found", f"{load:.2f}",
+                     f"{fmt_s(cv['cv_s'])} / {fmt_s(cv['single_fit_smallest_alpha_s'])} = "
+                     f"{cv['cv_over_single']:.1f}x (target {cv['target_ratio']}x)",
+                     f"{pred['implicit_over_teacher']:.2f}x (target "
+                     f"{pred['targets']['implicit']:g}x)",
+                     f"{pred['feedforward_over_teacher']:.2f}x (target "
+                     f"{pred['targets']['feedforward']:g}x)"])
+    return C.table(rows, ["run", "load average (1 min, at the end)",
+                          "SIMRegressorCV(cv=3) / one fit at the smallest alpha",
+                          "implicit predict / teacher forward",
+                          "feed-forward predict / teacher forward"])
+
+
 def sections():
     """Every table of the benchmark results, by name, from results/*.json (the
     documentation's benchmarks page includes them)."""
@@ -500,8 +520,10 @@ def sections():
     homotopy, conv = load("homotopy_m*.json"), load("conv_predict.json")
     distributed = load("distributed_m*.json")
     graphs = load("graph_teachers.json")
+    first_day = load("first_day*.json")
     sections = {
         "graph_teachers": graph_teachers_table(graphs) if graphs else "_pending_",
+        "first_day": first_day_table(first_day) if first_day else "_pending_",
         "targets": targets_table(fits, preds, mems, scal),
         "fit": fit_table(fits) if fits else "_pending_",
         "anchors": anchor_table(fits) if fits else "_pending_",

@@ -153,7 +153,7 @@ def raw_outputs(model, X, solve):
         outputs = np.empty((X.shape[0], model.C.shape[0]))
         for start, stop, _, states, _, direct in equilibrium_chunks(
                 model, X, solve, direct=True):
-            outputs[start:stop] = times_transpose(states, model.C)
+            times_transpose(states, model.C, out=outputs[start:stop])
             outputs[start:stop] += direct
         outputs += model.intercept
     check_finite_outputs(outputs)
