@@ -230,6 +230,7 @@ def results_pages():
         "robustness": tables.robustness_tables(),
         "data_use": tables.data_use_tables(),
         "conv": _portable(tables.conv_tables()),
+        "anchors": _portable(tables.anchor_tables()),
     }
 
 

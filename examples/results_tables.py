@@ -3,7 +3,7 @@
 
 Print the markdown tables of the experiments (``sparsity.py``,
 ``robustness.py``, ``data_use.py``, ``state_scaling.py``,
-``fashion_mnist_cnn.py``, ``cifar100.py``) from the JSON files in
+``fashion_mnist_cnn.py``, ``cifar100.py``, ``cifar100_anchors.py``) from the JSON files in
 ``examples/results/``. The documentation's results page is generated from the
 same functions at every build (``docs/_generate.py``)::
 
@@ -183,6 +183,44 @@ def conv_tables():
                              for e in eps],
                 [[name] + [pct(v) for kind in ("noise", "fgsm", "pgd") for v in a[kind]]
                  for name, a in attacked]))
+    return "\n".join(out)
+
+
+def anchor_tables():
+    """One-shot pruning anchors at SIM's nonzero counts
+    (cifar100_anchors/anchors_*.json of ``cifar100_anchors.py``): test accuracy
+    (%) of each method and allocation per kept fraction, SIM's own fit at the
+    same count, and each method's median seconds."""
+    out = []
+    for path in sorted(RESULTS.glob("cifar100_anchors/anchors_*.json")):
+        d = json.loads(path.read_text())
+        fractions = sorted({r["kept_fraction"] for r in d["rows"]}, reverse=True)
+        sims = {r["kept_fraction"]: r["sim"] for r in d["rows"] if r.get("sim")}
+        methods = list(dict.fromkeys((r["method"], r["allocation"]) for r in d["rows"]))
+        rows = []
+        for method, allocation in methods:
+            found = {r["kept_fraction"]: r for r in d["rows"]
+                     if (r["method"], r["allocation"]) == (method, allocation)}
+            seconds = sorted(r["seconds"] for r in found.values() if r.get("seconds"))
+            rows.append([method, allocation]
+                        + [pct(found[f]["test_accuracy"]) if f in found else "-"
+                           for f in fractions]
+                        + [f"{seconds[len(seconds) // 2]:.0f}" if seconds else "-"])
+        if sims:
+            fit_seconds = sorted(s["fit_seconds"] for s in sims.values())
+            source = json.loads((RESULTS.parent.parent / d["sim_results"]).read_text())
+            rows.append([f"**SIM** (`{Path(d['sim_results']).parent.name}`, m = "
+                         f"{source['m']:,}; fit time of that run)", "its own"]
+                        + [pct(sims[f]["test_accuracy"]) if f in sims else "-"
+                           for f in fractions]
+                        + [f"{fit_seconds[len(fit_seconds) // 2]:.0f}"])
+        out.append(f"\n**{path.relative_to(RESULTS).as_posix()}** (`{d['command']}`; "
+                   f"teacher {d['teacher'].get('name', '')} test accuracy "
+                   f"{pct(d['teacher'].get('test_accuracy'))}%, m = {d['m']:,} calibration "
+                   f"images, {d['n_test']:,} test images; accuracies in %)\n")
+        out.append(table(["method", "allocation"]
+                         + [f"{100 * f:.1f}% kept" for f in fractions] + ["median s"],
+                         rows))
     return "\n".join(out)
 
 
