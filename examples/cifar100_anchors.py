@@ -45,6 +45,8 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
 if str(EXAMPLES_DIR) not in sys.path:
     sys.path.insert(0, str(EXAMPLES_DIR))
 
+from _shared import default_data_home
+
 ONE_SHOT = ("magnitude", "magnitude_ls_refit", "wanda", "sparsegpt")
 METHODS = ONE_SHOT + ("global_magnitude",)
 
@@ -66,8 +68,7 @@ def parse_args(argv):
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--fine-tune-epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--data-home", default=os.environ.get("SKSIM_DATA")
-                        or str(REPO_ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data-home", default=default_data_home())
     parser.add_argument("--output-dir", default=str(EXAMPLES_DIR / "output" / "cifar100_anchors"))
     return parser.parse_args(argv)
 

@@ -9,17 +9,15 @@ Golub and LeVeque (1979), ``S = S_a + S_b + n_a n_b / n * delta delta^T``,
 which avoids the cancellation of ``sum(w w^T) - n mean mean^T``.
 """
 
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from typing import NamedTuple
 
-import numba
 import numpy as np
 from scipy.linalg.blas import dger as ger
 
 from . import _arrays
 from ._arrays import design_rows, float64_rows
 from .solvers._blas import single_threaded_blas
+from .solvers._threads import run_on_threads
 
 # Rows per part of a Gram product. The parts depend on the row count only (so
 # the sums, and the fit, do not depend on n_jobs); numba's thread count of
@@ -30,25 +28,25 @@ _PART_ROWS = 2048
 def scatter_products(design, targets):
     """``(design^T design, targets^T design)`` of float64 row blocks.
 
-    The rows are cut into parts of ``_PART_ROWS``, each part's products run
+    The rows are cut into parts of ``_PART_ROWS``; each part's products run
     on one BLAS thread (see :mod:`sksim.solvers._blas` for why), the parts
-    on up to ``numba.get_num_threads()`` threads, and the parts' products
-    are summed in order.
+    dealt out to numba's thread count (:func:`sksim.solvers._threads.run_on_threads`),
+    and the parts' products are summed in order.
     """
     starts = range(0, design.shape[0], _PART_ROWS)
+    parts = [None] * len(starts)
 
-    def part(start):
-        rows = slice(start, start + _PART_ROWS)
-        return design[rows].T @ design[rows], targets[rows].T @ design[rows]
+    def compute(items):
+        for k in items:
+            rows = slice(starts[k], starts[k] + _PART_ROWS)
+            parts[k] = design[rows].T @ design[rows], targets[rows].T @ design[rows]
 
-    threads = min(numba.get_num_threads(), len(starts))
-    pool = ThreadPoolExecutor(threads) if threads > 1 else None
-    with single_threaded_blas(), pool or nullcontext():
-        parts = pool.map(part, starts) if pool else map(part, starts)
-        scatter, cross = next(parts)
-        for part_scatter, part_cross in parts:
-            scatter += part_scatter
-            cross += part_cross
+    with single_threaded_blas():
+        run_on_threads(compute, len(starts))
+    scatter, cross = parts[0]
+    for part_scatter, part_cross in parts[1:]:
+        scatter += part_scatter
+        cross += part_cross
     return scatter, cross
 
 

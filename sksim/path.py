@@ -220,11 +220,6 @@ class _CVMixin:
         "scoring": [None, str, callable],
     }
 
-    def _warn_if_on_the_edge(self, mean, grid):
-        message = _edge_warning(self, mean, grid)
-        if message is not None:
-            warnings.warn(message, UserWarning, stacklevel=3)
-
     def _plain(self):
         """The plain estimator with this one's parameters (alpha is set per fit)."""
         params = {name: value for name, value in self.get_params(deep=False).items()
@@ -272,7 +267,9 @@ class _CVMixin:
                 n_nonzero[a, f] = model.n_nonzero_
         mean = scores.mean(axis=1)
         best = int(np.flatnonzero(mean == mean.max())[0])  # the largest alpha of a tie
-        self._warn_if_on_the_edge(mean, grid)
+        message = _edge_warning(self, mean, grid)
+        if message is not None:  # stacklevel: past fit's _fit_context wrapper
+            warnings.warn(message, UserWarning, stacklevel=3)
         _, (model,) = _path_models(template, X, targets, states, grid[best:best + 1])
         self.__dict__.update(_fitted_state(model))
         self.alpha_ = float(grid[best])

@@ -161,14 +161,15 @@ class StateModel(NamedTuple):
     A: object
     B: object
     intercept: np.ndarray
-    one_pass: bool
+    forward_blocks: object  # forward_blocks(A): a list, or None when A has feedback
     tol: float
     max_iter: int
 
     def states(self, rows):
         drive = times_transpose(rows, self.B) + self.intercept
-        if self.one_pass:
-            return forward_substitution(self.A, drive)
+        if self.forward_blocks is not None:
+            return forward_substitution(self.A, drive, self.forward_blocks,
+                                        overwrite_drive=True)
         return solve_equilibrium(self.A, drive, tol=self.tol, max_iter=self.max_iter).states
 
 
@@ -311,7 +312,7 @@ class StreamedRows:
         est = self.estimator
         if model is not None:
             model = StateModel(model.A, model.B, model.state_intercept,
-                               forward_blocks(model.A) is not None,
+                               forward_blocks(model.A),
                                est.equilibrium_tol, est.equilibrium_max_iter)
         return self.source.reduce(partial(output_partial, self.recipe, model,
                                           est.fit_intercept),

@@ -35,9 +35,10 @@ def run_on_threads(kernel, n_items, *args):
 
     Parameters
     ----------
-    kernel : numba dispatcher
-        Compiled with ``nogil=True``; its last argument is an int64 array of
-        item indices.
+    kernel : callable
+        A numba dispatcher compiled with ``nogil=True``, or a Python function
+        whose work releases the GIL (BLAS products); its last argument is an
+        int64 array of item indices.
     n_items : int
     *args
         The kernel's other arguments, shared by all threads.

@@ -8,8 +8,8 @@ for blocks of samples in parallel with each update vectorised over a block.
 When ``||A||_inf <= kappa < 1`` each sweep contracts a component's error by
 ``kappa`` in the infinity norm. When ``A`` is strictly lower triangular (a
 feed-forward teacher whose states are stored layer by layer) every component
-is one state: :func:`forward_substitution` makes that one pass, sample by
-sample, and no residual pass.
+is one state: :func:`forward_substitution` makes that one pass, block of
+states by block with BLAS products, and no residual pass.
 The certificate is the fixed-point residual ``||x - relu(A x + B u + b)||_inf``,
 computed by a separate Jacobi pass; with ``||A||_inf = a < 1`` it bounds the
 distance to the true equilibrium by ``residual / (1 - a)``.
@@ -34,7 +34,9 @@ class EquilibriumSolution(NamedTuple):
     residual : ndarray of shape (n_samples,)
         ``||x - relu(A x + B u + b)||_inf`` per sample.
     n_iter : ndarray of shape (n_samples,)
-        Gauss-Seidel sweeps per sample (those of its block of samples).
+        The most Gauss-Seidel sweeps a component of ``A`` took for the
+        sample's block of samples, plus any sweeps over all states after
+        the residual check.
     """
 
     states: np.ndarray
