@@ -47,7 +47,3 @@ def float64_rows(array, start, stop):
     (float32 values are exact in float64) and memory layout."""
     return np.ascontiguousarray(array[start:stop], dtype=np.float64)
 
-
-def design_rows(blocks, start, stop):
-    """Rows ``start:stop`` of the column blocks side by side, as float64."""
-    return np.hstack([float64_rows(block, start, stop) for block in blocks])

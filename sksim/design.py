@@ -15,7 +15,7 @@ import numpy as np
 from scipy.linalg.blas import dger as ger
 
 from . import _arrays
-from ._arrays import design_rows, float64_rows
+from ._arrays import float64_rows
 from .solvers._blas import single_threaded_blas
 from .solvers._threads import run_on_threads
 
@@ -190,22 +190,30 @@ def centred_gram_problem(blocks, targets, fit_intercept):
     n_columns = sum(block.shape[1] for block in blocks)
     n_targets = targets.shape[1]
     chunks = _arrays.sample_chunks(n_samples, n_columns + n_targets)
+    edges = np.cumsum([0] + [block.shape[1] for block in blocks])
+    spans = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
     design_mean = np.zeros(n_columns)
     target_mean = np.zeros(n_targets)
     if fit_intercept:
         # overflow surfaces as the clear ValueError below, not as a RuntimeWarning
         with np.errstate(over="ignore", invalid="ignore"):
             for start, stop in chunks:
-                design_mean += design_rows(blocks, start, stop).sum(axis=0)
+                for block, columns in zip(blocks, spans):
+                    design_mean[columns] += float64_rows(block, start, stop).sum(axis=0)
                 target_mean += float64_rows(targets, start, stop).sum(axis=0)
             design_mean /= n_samples
             target_mean /= n_samples
     gram = np.zeros((n_columns, n_columns))
     correlations = np.zeros((n_targets, n_columns))
     target_sq = np.zeros(n_targets)
+    # one buffer for every chunk's centred design: a fresh array per chunk
+    # costs as much as the Gram product itself on a few thousand rows
+    buffer = np.empty((chunks[0][1] - chunks[0][0] if chunks else 0, n_columns))
     with np.errstate(over="ignore", invalid="ignore"):
         for start, stop in chunks:
-            design = design_rows(blocks, start, stop) - design_mean
+            design = buffer[:stop - start]
+            for block, columns in zip(blocks, spans):
+                np.subtract(block[start:stop], design_mean[columns], out=design[:, columns])
             chunk_targets = float64_rows(targets, start, stop) - target_mean
             chunk_gram, chunk_correlations = scatter_products(design, chunk_targets)
             gram += chunk_gram

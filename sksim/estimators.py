@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.frozen import FrozenEstimator
+from sklearn.metrics import accuracy_score, r2_score
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -475,7 +476,7 @@ class _BaseSIM(BaseEstimator):
         check_is_fitted(self)
         if self._is_weight_shared():
             return shared.count_parameters(self._shared_model)
-        return int(sum(getattr(self, n).nnz for n in ("A_", "B_", "C_", "D_")))
+        return fitted.count_nonzero(self._model())
 
     @property
     def lipschitz_path_bound_(self):
@@ -592,8 +593,15 @@ class SIMRegressor(RegressorMixin, _BaseSIM):
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
         """
-        outputs = self._raw_outputs(X)
+        return self._predictions(self._raw_outputs(X))
+
+    def _predictions(self, outputs):
         return outputs.ravel() if self._y_ndim == 1 else outputs
+
+    def _score_outputs(self, outputs, y):
+        """``score`` (R^2, as :class:`~sklearn.base.RegressorMixin`'s) from
+        the raw outputs at the samples of y."""
+        return r2_score(y, self._predictions(outputs))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -718,12 +726,24 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
         -------
         scores : ndarray of shape (n_samples,) for two classes, else (n_samples, n_classes)
         """
-        outputs = self._raw_outputs(X)
+        return self._decision(self._raw_outputs(X))
+
+    def _decision(self, outputs):
         if outputs.shape[1] == 1:
             return outputs.ravel()
         if outputs.shape[1] == 2 and len(self.classes_) == 2:
             return outputs[:, 1] - outputs[:, 0]
         return outputs
+
+    def _labels(self, scores):
+        if scores.ndim == 1:
+            return self.classes_[(scores > 0).astype(int)]
+        return self.classes_[np.argmax(scores, axis=1)]
+
+    def _score_outputs(self, outputs, y):
+        """``score`` (accuracy, as :class:`~sklearn.base.ClassifierMixin`'s)
+        from the raw outputs at the samples of y."""
+        return accuracy_score(y, self._labels(self._decision(outputs)))
 
     def predict(self, X):
         """Predict class labels.
@@ -736,10 +756,7 @@ class SIMClassifier(ClassifierMixin, _BaseSIM):
         -------
         labels : ndarray of shape (n_samples,)
         """
-        scores = self.decision_function(X)
-        if scores.ndim == 1:
-            return self.classes_[(scores > 0).astype(int)]
-        return self.classes_[np.argmax(scores, axis=1)]
+        return self._labels(self.decision_function(X))
 
     def predict_proba(self, X):
         """Softmax of the outputs (sigmoid for a single logit).

@@ -160,6 +160,21 @@ def raw_outputs(model, X, solve):
     return outputs
 
 
+def outputs_at(model, X, states):
+    """The outputs ``C x + D u + b_y`` of a flat model at the rows of X
+    whose equilibrium ``states`` are already solved."""
+    outputs = times_transpose(states, model.C)
+    outputs += times_transpose(float64_rows(X, 0, X.shape[0]), model.D)
+    outputs += model.intercept
+    check_finite_outputs(outputs)
+    return outputs
+
+
+def count_nonzero(model):
+    """Nonzero entries of a flat model's A, B, C and D (intercepts excluded)."""
+    return int(sum(matrix.nnz for matrix in (model.A, model.B, model.C, model.D)))
+
+
 def check_finite_outputs(outputs):
     if not np.all(np.isfinite(outputs)):
         raise ValueError(

@@ -5,6 +5,7 @@ The state rows of every alpha of a grid come from one homotopy per row
 depend on each alpha's equilibrium states and are solved per alpha.
 """
 
+import copy
 import inspect
 import warnings
 from numbers import Integral, Real
@@ -16,6 +17,7 @@ from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval
 
+from . import model as fitted
 from . import pipeline, recording
 from ._arrays import numba_threads
 from .estimators import SIMClassifier, SIMRegressor
@@ -80,29 +82,82 @@ def _fitted_state(estimator):
             if name not in estimator.get_params(deep=False)}
 
 
+def _state_path(template, problem, n_states, alphas):
+    """The state rows at each of ``alphas`` (decreasing) from one path per row."""
+    return pipeline.solve_state_rows(
+        template, problem[:3], n_states,
+        lambda gram, corr, target_sq, n_bounded: solve_rows_path(
+            gram, corr, target_sq, alphas, n_bounded=n_bounded,
+            bound=template.kappa, row_bound=pipeline.row_bound(template),
+            l1_ratio=template.l1_ratio, tol=template.tol,
+            max_iter=template.max_iter, relax=template.relax,
+            solver=template.solver)[1])
+
+
+def _fitted_copy(template, alpha, fit):
+    """A fitted estimator: ``template`` (what a fit recorded) with ``alpha``
+    and the model of ``fit``."""
+    model = clone(template).set_params(alpha=float(alpha))
+    model.__dict__.update(_fitted_state(template))
+    model._set_fit(fit)
+    return model
+
+
 def _path_models(template, X, targets, states, alphas):
     """Fitted copies of ``template`` at each of ``alphas`` on these states:
     the state rows from one path, the output rows per alpha."""
-    recorded = _fitted_state(template)
+    alphas = np.sort(np.asarray(alphas, dtype=np.float64))[::-1]
+    models = []
     with numba_threads(template.n_jobs):
         post_activations, problem = pipeline.state_problem(template, X, states)
-        alphas = np.sort(np.asarray(alphas, dtype=np.float64))[::-1]
-        state_rows = pipeline.solve_state_rows(
-            template, problem[:3], states.shape[1],
-            lambda gram, corr, target_sq, n_bounded: solve_rows_path(
-                gram, corr, target_sq, alphas, n_bounded=n_bounded,
-                bound=template.kappa, row_bound=pipeline.row_bound(template),
-                l1_ratio=template.l1_ratio, tol=template.tol,
-                max_iter=template.max_iter, relax=template.relax,
-                solver=template.solver)[1])
-        models = []
+        state_rows = _state_path(template, problem, states.shape[1], alphas)
         for alpha, rows in zip(alphas, state_rows):
-            model = clone(template).set_params(alpha=float(alpha))
-            model.__dict__.update(recorded)
-            stage = pipeline.InMemoryRows(model, X, states, targets, post_activations)
-            model._set_fit(pipeline.fit_outputs(model, stage, rows, *problem[3:]))
-            models.append(model)
+            est = copy.copy(template)
+            est.alpha = float(alpha)
+            stage = pipeline.InMemoryRows(est, X, states, targets, post_activations)
+            fit = pipeline.fit_outputs(est, stage, rows, *problem[3:5])
+            models.append(_fitted_copy(template, alpha, fit))
     return alphas, models
+
+
+def _fold_scores(template, data, fold, grid, scorer):
+    """Held-out scores and ``n_nonzero_`` of every alpha of ``grid``
+    (decreasing) on one fold ``(train, test)`` of ``data = (X, y, targets,
+    states)``.
+
+    The state rows come from one path on the training rows. Per alpha, the
+    equilibrium of the training and held-out rows is solved once, in one
+    call; the output rows are fitted on its training part and the held-out
+    score is computed from the outputs at its held-out part, as ``score``
+    would compute it. A fitted estimator is built only for a ``scorer``
+    (a ``scoring`` other than the estimator's own score).
+    """
+    X, y, targets, states = data
+    train, test = fold
+    X_fold = X[np.concatenate([train, test])]
+    X_train, X_test = X_fold[:train.size], X_fold[train.size:]
+    scores = np.empty(grid.size)
+    n_nonzero = np.empty(grid.size, dtype=np.int64)
+    est = copy.copy(template)
+    with numba_threads(template.n_jobs):
+        post_activations, problem = pipeline.state_problem(est, X_train, states[train])
+        state_rows = _state_path(est, problem, states.shape[1], grid)
+        for a, (alpha, rows) in enumerate(zip(grid, state_rows)):
+            est.alpha = float(alpha)
+            state_part = pipeline.state_model(rows, *problem[3:5])
+            fold_states, _ = fitted.equilibrium(state_part, X_fold,
+                                                pipeline.solve_options(est))
+            stage = pipeline.InMemoryRows(est, X_train, states[train], targets[train],
+                                          post_activations,
+                                          model_states=fold_states[:train.size])
+            fit = pipeline.fit_outputs(est, stage, rows, *problem[3:5])
+            n_nonzero[a] = fitted.count_nonzero(fit.model)
+            if scorer is None:
+                outputs = fitted.outputs_at(fit.model, X_test, fold_states[train.size:])
+                scores[a] = template._score_outputs(outputs, y[test])
+            else:
+                scores[a] = scorer(_fitted_copy(template, alpha, fit), X[test], y[test])
+    return scores, n_nonzero
 
 
 def _max_relative_gap(model):
@@ -256,15 +311,14 @@ class _CVMixin:
         y = np.asarray(y)
         is_classifier = isinstance(template, SIMClassifier)
         folds = list(check_cv(self.cv, y, classifier=is_classifier).split(X, y))
-        scorer = check_scoring(template, scoring=self.scoring)
+        # the estimator's own score is computed from the held-out outputs
+        scorer = (None if self.scoring is None else
+                  check_scoring(template, scoring=self.scoring))
         scores = np.empty((grid.size, len(folds)))
         n_nonzero = np.empty((grid.size, len(folds)), dtype=np.int64)
-        for f, (train, test) in enumerate(folds):
-            _, models = _path_models(template, X[train], targets[train], states[train],
-                                     grid)
-            for a, model in enumerate(models):
-                scores[a, f] = scorer(model, X[test], y[test])
-                n_nonzero[a, f] = model.n_nonzero_
+        for f, fold in enumerate(folds):
+            scores[:, f], n_nonzero[:, f] = _fold_scores(
+                template, (X, y, targets, states), fold, grid, scorer)
         mean = scores.mean(axis=1)
         best = int(np.flatnonzero(mean == mean.max())[0])  # the largest alpha of a tie
         message = _edge_warning(self, mean, grid)

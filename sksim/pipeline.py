@@ -142,9 +142,13 @@ class InMemoryRows:
 
     how = ""  # shown in verbose stage names
 
-    def __init__(self, est, X, states, targets, post_activations=None):
+    def __init__(self, est, X, states, targets, post_activations=None,
+                 model_states=None):
         self.estimator, self.X, self.states, self.targets = est, X, states, targets
         self.post_activations = post_activations
+        # the fitted state rows' equilibrium on X when already solved (the
+        # cross-validation solves it once for a fold's training and held-out rows)
+        self.model_states = model_states
 
     def state_problem(self):
         self.post_activations, problem = state_problem(self.estimator, self.X, self.states)
@@ -154,10 +158,12 @@ class InMemoryRows:
         """On ``model``'s equilibrium (the fitted state rows), or on the
         teacher's post-activations when ``model`` is None."""
         est = self.estimator
-        if model is not None:
-            output_states, _ = equilibrium(model, self.X, solve_options(est), warn=True)
-        else:
+        if model is None:
             output_states = self.post_activations
+        elif self.model_states is not None:
+            output_states = self.model_states
+        else:
+            output_states, _ = equilibrium(model, self.X, solve_options(est), warn=True)
         return centred_gram_problem([output_states, self.X], self.targets,
                                     est.fit_intercept)
 
@@ -188,10 +194,8 @@ def fit_flat(est, rows, n_states):
 def fit_outputs(est, rows, state_rows, design_mean, state_mean):
     """The output stage of a flat fit on solved ``state_rows`` (and the
     means of the state rows' design and targets): the whole model."""
-    coef = state_rows.coef
-    n_states = coef.shape[0]
-    state_part = FlatModel(_csr(coef[:, :n_states]), _csr(coef[:, n_states:]),
-                           state_mean - coef @ design_mean)
+    state_part = state_model(state_rows, design_mean, state_mean)
+    n_states = state_part.A.shape[0]
     with log_of(est).stage(f"output rows' Gram matrix{rows.how}"):
         problem = rows.output_problem(state_part if est.refit_outputs else None)
     gram, corr, target_sq, design_mean, target_mean = problem[:5]
@@ -206,6 +210,15 @@ def fit_outputs(est, rows, state_rows, design_mean, state_mean):
                                 intercept=target_mean - coef @ design_mean)
     norms = tuple(infinity_norm(m) for m in (model.A, model.B, model.C, model.D))
     return Fit(model, state_rows, output_rows, norms)
+
+
+def state_model(state_rows, design_mean, state_mean):
+    """The state part of a flat model (:class:`FlatModel` without outputs)
+    from its solved state rows and the means of their design and targets."""
+    coef = state_rows.coef
+    n_states = coef.shape[0]
+    return FlatModel(_csr(coef[:, :n_states]), _csr(coef[:, n_states:]),
+                     state_mean - coef @ design_mean)
 
 
 def _csr(dense):
