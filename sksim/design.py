@@ -26,28 +26,35 @@ _PART_ROWS = 2048
 
 
 def scatter_products(design, targets):
-    """``(design^T design, targets^T design)`` of float64 row blocks.
+    """``(design^T design, targets^T design)`` of float64 row blocks, by
+    :func:`part_products`."""
+    return tuple(part_products([(design, design), (targets, design)]))
+
+
+def part_products(pairs):
+    """``[left^T right for (left, right) in pairs]`` of float64 row blocks
+    with the same rows.
 
     The rows are cut into parts of ``_PART_ROWS``; each part's products run
     on one BLAS thread (see :mod:`sksim.solvers._blas` for why), the parts
     dealt out to numba's thread count (:func:`sksim.solvers._threads.run_on_threads`),
     and the parts' products are summed in order.
     """
-    starts = range(0, design.shape[0], _PART_ROWS)
+    starts = range(0, pairs[0][0].shape[0], _PART_ROWS)
     parts = [None] * len(starts)
 
     def compute(items):
         for k in items:
             rows = slice(starts[k], starts[k] + _PART_ROWS)
-            parts[k] = design[rows].T @ design[rows], targets[rows].T @ design[rows]
+            parts[k] = [left[rows].T @ right[rows] for left, right in pairs]
 
     with single_threaded_blas():
         run_on_threads(compute, len(starts))
-    scatter, cross = parts[0]
-    for part_scatter, part_cross in parts[1:]:
-        scatter += part_scatter
-        cross += part_cross
-    return scatter, cross
+    sums = parts[0]
+    for part in parts[1:]:
+        for total, product in zip(sums, part):
+            total += product
+    return sums
 
 
 class GramProblem(NamedTuple):
@@ -186,48 +193,125 @@ def centred_gram_problem(blocks, targets, fit_intercept):
     """
     if isinstance(blocks, np.ndarray):  # one block: the whole design
         blocks = [blocks]
-    n_samples = targets.shape[0]
     n_columns = sum(block.shape[1] for block in blocks)
     n_targets = targets.shape[1]
-    chunks = _arrays.sample_chunks(n_samples, n_columns + n_targets)
-    edges = np.cumsum([0] + [block.shape[1] for block in blocks])
-    spans = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
-    design_mean = np.zeros(n_columns)
-    target_mean = np.zeros(n_targets)
-    if fit_intercept:
-        # overflow surfaces as the clear ValueError below, not as a RuntimeWarning
-        with np.errstate(over="ignore", invalid="ignore"):
-            for start, stop in chunks:
-                for block, columns in zip(blocks, spans):
-                    design_mean[columns] += float64_rows(block, start, stop).sum(axis=0)
-                target_mean += float64_rows(targets, start, stop).sum(axis=0)
-            design_mean /= n_samples
-            target_mean /= n_samples
+    chunks = _arrays.sample_chunks(targets.shape[0], n_columns + n_targets)
+    design_mean, target_mean = _means(blocks, targets, fit_intercept, chunks)
     gram = np.zeros((n_columns, n_columns))
     correlations = np.zeros((n_targets, n_columns))
     target_sq = np.zeros(n_targets)
-    # one buffer for every chunk's centred design: a fresh array per chunk
-    # costs as much as the Gram product itself on a few thousand rows
-    buffer = np.empty((chunks[0][1] - chunks[0][0] if chunks else 0, n_columns))
+    # overflow surfaces as the clear ValueError of _checked, not as a RuntimeWarning
     with np.errstate(over="ignore", invalid="ignore"):
-        for start, stop in chunks:
-            design = buffer[:stop - start]
-            for block, columns in zip(blocks, spans):
-                np.subtract(block[start:stop], design_mean[columns], out=design[:, columns])
-            chunk_targets = float64_rows(targets, start, stop) - target_mean
+        for design, chunk_targets in _centred_chunks(blocks, targets, design_mean,
+                                                     target_mean, chunks):
             chunk_gram, chunk_correlations = scatter_products(design, chunk_targets)
             gram += chunk_gram
             correlations += chunk_correlations
             target_sq += np.einsum("ij,ij->j", chunk_targets, chunk_targets)
+    n_samples = targets.shape[0]
     gram /= n_samples
     correlations /= n_samples
     target_sq /= n_samples
-    if not (np.all(np.isfinite(gram)) and np.all(np.isfinite(correlations))
-            and np.all(np.isfinite(target_sq)) and np.all(np.isfinite(design_mean))
-            and np.all(np.isfinite(target_mean))):
+    return _checked((gram, correlations, target_sq, design_mean, target_mean))
+
+
+class InputsGram:
+    """The Gram problems of designs ``[states, inputs]`` on the same rows and
+    targets where only the states change from one problem to the next: the
+    output rows along a path or a cross-validation fold (the states change
+    with alpha; X and the targets do not). The inputs' block of the Gram,
+    their correlations and means are computed once; each :meth:`problem`
+    computes the states' products with the whole design. Equal to
+    :func:`centred_gram_problem` of ``[states, inputs]`` up to roundoff (the
+    products are summed in other groupings).
+
+    Parameters
+    ----------
+    inputs : ndarray of shape (n_samples, n_inputs)
+    targets : ndarray of shape (n_samples, n_targets)
+    fit_intercept : bool
+    """
+
+    def __init__(self, inputs, targets, fit_intercept):
+        self.inputs, self.targets, self.fit_intercept = inputs, targets, fit_intercept
+        self.fixed = centred_gram_problem([inputs], targets, fit_intercept)
+
+    def problem(self, states):
+        """``centred_gram_problem([states, inputs], targets, fit_intercept)``."""
+        input_gram, input_correlations, target_sq, input_mean, target_mean = self.fixed
+        blocks = [states, self.inputs]
+        n_states = states.shape[1]
+        n_columns = n_states + input_mean.size
+        chunks = _arrays.sample_chunks(states.shape[0], n_columns + target_mean.size)
+        state_mean, _ = _means([states], self.targets[:, :0], self.fit_intercept, chunks)
+        design_mean = np.concatenate([state_mean, input_mean])
+        with_design = np.zeros((n_states, n_columns))
+        correlations = np.zeros((target_mean.size, n_columns))
+        with np.errstate(over="ignore", invalid="ignore"):
+            for design, chunk_targets in _centred_chunks(blocks, self.targets,
+                                                         design_mean, target_mean, chunks):
+                state_part = design[:, :n_states]
+                chunk_design, chunk_correlations = part_products(
+                    [(state_part, design), (chunk_targets, state_part)])
+                with_design += chunk_design
+                correlations[:, :n_states] += chunk_correlations
+        n_samples = self.targets.shape[0]
+        gram = np.empty((n_columns, n_columns))
+        gram[:n_states] = with_design / n_samples
+        gram[n_states:, :n_states] = gram[:n_states, n_states:].T
+        gram[n_states:, n_states:] = input_gram
+        correlations[:, :n_states] /= n_samples
+        correlations[:, n_states:] = input_correlations
+        return _checked((gram, correlations, target_sq.copy(), design_mean,
+                         target_mean.copy()))
+
+
+def _means(blocks, targets, fit_intercept, chunks):
+    """The column means of the design ``[blocks...]`` and of the targets
+    (zeros without ``fit_intercept``), accumulated over the sample chunks
+    ``chunks`` (``(start, stop)`` pairs)."""
+    n_columns = sum(block.shape[1] for block in blocks)
+    design_mean = np.zeros(n_columns)
+    target_mean = np.zeros(targets.shape[1])
+    if not fit_intercept:
+        return design_mean, target_mean
+    n_samples = targets.shape[0]
+    spans = _spans(blocks)
+    # overflow surfaces as the clear ValueError of _checked, not as a RuntimeWarning
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start, stop in chunks:
+            for block, columns in zip(blocks, spans):
+                design_mean[columns] += float64_rows(block, start, stop).sum(axis=0)
+            target_mean += float64_rows(targets, start, stop).sum(axis=0)
+        design_mean /= n_samples
+        target_mean /= n_samples
+    return design_mean, target_mean
+
+
+def _centred_chunks(blocks, targets, design_mean, target_mean, chunks):
+    """Yield ``(design, targets)`` of each sample chunk of ``chunks``, float64 and centred
+    by the means given. The design chunks share one buffer (a fresh array per
+    chunk cost as much as the Gram product itself on a few thousand rows):
+    each is valid until the next is yielded."""
+    buffer = np.empty((chunks[0][1] - chunks[0][0] if chunks else 0, design_mean.size))
+    spans = _spans(blocks)
+    for start, stop in chunks:
+        design = buffer[:stop - start]
+        for block, columns in zip(blocks, spans):
+            np.subtract(block[start:stop], design_mean[columns], out=design[:, columns])
+        yield design, float64_rows(targets, start, stop) - target_mean
+
+
+def _spans(blocks):
+    edges = np.cumsum([0] + [block.shape[1] for block in blocks])
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _checked(problem):
+    if not all(np.all(np.isfinite(array)) for array in problem):
         raise ValueError(
             "The Gram matrix of [states, X] overflows float64: the inputs or "
             "states are too large in magnitude. Rescale X (e.g. StandardScaler) "
             "or the states."
         )
-    return gram, correlations, target_sq, design_mean, target_mean
+    return problem

@@ -20,8 +20,11 @@ from sklearn.utils._param_validation import Interval
 from . import model as fitted
 from . import pipeline, recording
 from ._arrays import numba_threads
+from .design import InputsGram
 from .estimators import SIMClassifier, SIMRegressor
-from .solvers import announce_compilation, solve_rows_path
+from .solvers import announce_compilation, auto_solver, solve_rows_path
+from .solvers._blas import single_threaded_blas
+from .solvers._threads import run_on_threads
 
 
 class SIMPath(NamedTuple):
@@ -94,6 +97,25 @@ def _state_path(template, problem, n_states, alphas):
             solver=template.solver)[1])
 
 
+def _output_solver(template, inputs_gram):
+    """The output rows' solver for every alpha of a path or fold on these
+    inputs: ``"homotopy"`` where ``solver="auto"`` would choose it whatever
+    the states, else ``template.solver``.
+
+    Unbounded Lasso output rows go to the homotopy when their Gram, scaled
+    to a unit diagonal, is ill conditioned (:func:`sksim.solvers.auto_solver`).
+    The inputs' block is a principal submatrix of every alpha's Gram, so by
+    Cauchy's interlacing theorem each Gram's condition number is at least
+    the block's: when the block is ill conditioned, so is every Gram, and
+    the choice is made once instead of once per alpha.
+    """
+    if (template.solver == "auto" and template.row_bound is None
+            and template.l1_ratio == 1.0
+            and auto_solver(inputs_gram.fixed[0]) == "homotopy"):
+        return "homotopy"
+    return template.solver
+
+
 def _fitted_copy(template, alpha, fit):
     """A fitted estimator: ``template`` (what a fit recorded) with ``alpha``
     and the model of ``fit``."""
@@ -103,21 +125,35 @@ def _fitted_copy(template, alpha, fit):
     return model
 
 
-def _path_models(template, X, targets, states, alphas):
+def _path_models(template, X, targets, states, alphas, state_problem):
     """Fitted copies of ``template`` at each of ``alphas`` on these states:
-    the state rows from one path, the output rows per alpha."""
+    the state rows from one path, the output rows per alpha.
+    ``state_problem`` is :func:`sksim.pipeline.state_problem` of the data."""
     alphas = np.sort(np.asarray(alphas, dtype=np.float64))[::-1]
     models = []
+    post_activations, problem = state_problem
     with numba_threads(template.n_jobs):
-        post_activations, problem = pipeline.state_problem(template, X, states)
         state_rows = _state_path(template, problem, states.shape[1], alphas)
+        # X's products shared by the alphas' output stages; for one alpha (the
+        # CV's refit) the plain fit's own products, so the refit is bitwise it
+        inputs_gram = (InputsGram(X, targets, template.fit_intercept)
+                       if alphas.size > 1 else None)
+        solver = template.solver if inputs_gram is None else _output_solver(template,
+                                                                            inputs_gram)
         for alpha, rows in zip(alphas, state_rows):
             est = copy.copy(template)
-            est.alpha = float(alpha)
-            stage = pipeline.InMemoryRows(est, X, states, targets, post_activations)
+            est.alpha, est.solver = float(alpha), solver
+            stage = pipeline.InMemoryRows(est, X, states, targets, post_activations,
+                                          inputs_gram=inputs_gram)
             fit = pipeline.fit_outputs(est, stage, rows, *problem[3:5])
             models.append(_fitted_copy(template, alpha, fit))
     return alphas, models
+
+
+def _state_problem(template, X, states):
+    """:func:`sksim.pipeline.state_problem` on ``template``'s threads."""
+    with numba_threads(template.n_jobs):
+        return pipeline.state_problem(template, X, states)
 
 
 def _fold_scores(template, data, fold, grid, scorer):
@@ -125,39 +161,64 @@ def _fold_scores(template, data, fold, grid, scorer):
     (decreasing) on one fold ``(train, test)`` of ``data = (X, y, targets,
     states)``.
 
-    The state rows come from one path on the training rows. Per alpha, the
-    equilibrium of the training and held-out rows is solved once, in one
-    call; the output rows are fitted on its training part and the held-out
-    score is computed from the outputs at its held-out part, as ``score``
-    would compute it. A fitted estimator is built only for a ``scorer``
-    (a ``scoring`` other than the estimator's own score).
+    The state rows come from one path on the training rows. Then each
+    alpha's output stage (:func:`_alpha_score`), independent of the others,
+    runs on one of ``n_jobs`` threads with one numba and one BLAS thread
+    each: a stage alternates short products and kernels, which share two
+    cores better side by side than each split across both.
     """
     X, y, targets, states = data
     train, test = fold
     X_fold = X[np.concatenate([train, test])]
-    X_train, X_test = X_fold[:train.size], X_fold[train.size:]
+    X_train = X_fold[:train.size]
     scores = np.empty(grid.size)
     n_nonzero = np.empty(grid.size, dtype=np.int64)
-    est = copy.copy(template)
     with numba_threads(template.n_jobs):
-        post_activations, problem = pipeline.state_problem(est, X_train, states[train])
-        state_rows = _state_path(est, problem, states.shape[1], grid)
-        for a, (alpha, rows) in enumerate(zip(grid, state_rows)):
-            est.alpha = float(alpha)
-            state_part = pipeline.state_model(rows, *problem[3:5])
-            fold_states, _ = fitted.equilibrium(state_part, X_fold,
-                                                pipeline.solve_options(est))
-            stage = pipeline.InMemoryRows(est, X_train, states[train], targets[train],
-                                          post_activations,
-                                          model_states=fold_states[:train.size])
-            fit = pipeline.fit_outputs(est, stage, rows, *problem[3:5])
-            n_nonzero[a] = fitted.count_nonzero(fit.model)
-            if scorer is None:
-                outputs = fitted.outputs_at(fit.model, X_test, fold_states[train.size:])
-                scores[a] = template._score_outputs(outputs, y[test])
-            else:
-                scores[a] = scorer(_fitted_copy(template, alpha, fit), X[test], y[test])
+        post_activations, problem = pipeline.state_problem(template, X_train,
+                                                           states[train])
+        state_rows = _state_path(template, problem, states.shape[1], grid)
+        inputs_gram = InputsGram(X_train, targets[train], template.fit_intercept)
+        solver = _output_solver(template, inputs_gram)
+        fit_scorer = None if scorer is None else (
+            lambda alpha, fit, X_test, y_test: scorer(_fitted_copy(template, alpha, fit),
+                                                      X_test, y_test))
+
+        def stages(items):
+            with numba_threads(1):
+                for a in items:
+                    est = copy.copy(template)
+                    est.alpha, est.solver = float(grid[a]), solver
+                    stage = pipeline.InMemoryRows(est, X_train, states[train],
+                                                  targets[train], post_activations,
+                                                  inputs_gram=inputs_gram)
+                    scores[a], n_nonzero[a] = _alpha_score(
+                        est, stage, (state_rows[a], *problem[3:5]), (X_fold, y[test]),
+                        fit_scorer)
+
+        with single_threaded_blas():
+            run_on_threads(stages, grid.size)
     return scores, n_nonzero
+
+
+def _alpha_score(est, stage, state_rows, fold, scorer):
+    """Held-out score and ``n_nonzero_`` of one alpha on a fold: the
+    equilibrium of the fold's training and held-out rows ``X_fold`` (training
+    rows first) solved in one call; the output rows fitted on its training
+    part (``stage``); the score computed from the outputs at the held-out
+    part, as ``score`` computes it, or as ``scorer(alpha, fit, X_test,
+    y_test)`` computes it from the :class:`sksim.pipeline.Fit`. ``state_rows`` is
+    ``(rows, design_mean, state_mean)``."""
+    X_fold, y_test = fold
+    n_train = stage.X.shape[0]
+    state_part = pipeline.state_model(*state_rows)
+    fold_states, _ = fitted.equilibrium(state_part, X_fold, pipeline.solve_options(est))
+    stage.model_states = fold_states[:n_train]
+    fit = pipeline.fit_outputs(est, stage, *state_rows, state_part)
+    n_nonzero = fitted.count_nonzero(fit.model)
+    if scorer is not None:
+        return scorer(est.alpha, fit, X_fold[n_train:], y_test), n_nonzero
+    outputs = fitted.outputs_at(fit.model, X_fold[n_train:], fold_states[n_train:])
+    return est._score_outputs(outputs, y_test), n_nonzero
 
 
 def _max_relative_gap(model):
@@ -206,12 +267,10 @@ def sim_path(estimator, X, y, *, alphas=None, n_alphas=20, eps=1e-3, states=None
                          f"{type(estimator).__name__}.")
     announce_compilation(path=True)
     template, X, targets, states = _recorded(estimator, X, y, states, baseline_outputs)
-    if alphas is None:
-        grid = _alpha_grid(pipeline.state_problem(template, X, states)[1][1], template.l1_ratio,
-                           n_alphas, eps)
-    else:
-        grid = _check_alphas(alphas)
-    alphas, models = _path_models(template, X, targets, states, grid)
+    state_problem = _state_problem(template, X, states)
+    grid = (_check_alphas(alphas) if alphas is not None else
+            _alpha_grid(state_problem[1][1], template.l1_ratio, n_alphas, eps))
+    alphas, models = _path_models(template, X, targets, states, grid, state_problem)
     return SIMPath(alphas, models, np.array([m.n_nonzero_ for m in models]),
                    np.array([_max_relative_gap(m) for m in models]))
 
@@ -262,9 +321,14 @@ class _CVMixin:
     """Alpha by cross-validation over folds of the recorded states.
 
     The teacher is recorded once on all of X (as a pretrained teacher would
-    be), its states are split per fold, and each fold fits the whole path
-    with :func:`sim_path`'s machinery; the model at the chosen alpha is then
-    refitted on all the data from the same states.
+    be), its states are split per fold, and each fold fits the whole path:
+    the state rows of every alpha from one homotopy per row; X's block of
+    the output rows' Gram computed once per fold; per alpha, one
+    equilibrium of the fold's training and held-out rows together, the
+    output rows, and the held-out score from the outputs (the alphas'
+    output stages side by side on ``n_jobs`` threads). The model at the
+    chosen alpha is then refitted on all the data from the same states (the
+    full data's state Gram computed once, for the grid and the refit).
     """
 
     _cv_constraints = {
@@ -304,8 +368,8 @@ class _CVMixin:
         if X.shape[0] < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 samples to "
                              f"cross-validate; got {X.shape[0]} sample.")
-        grid = (_alpha_grid(pipeline.state_problem(template, X, states)[1][1], template.l1_ratio,
-                            self.n_alphas, self.eps)
+        state_problem = _state_problem(template, X, states)
+        grid = (_alpha_grid(state_problem[1][1], template.l1_ratio, self.n_alphas, self.eps)
                 if self.alphas is None else _check_alphas(self.alphas))
         grid = np.sort(grid)[::-1]
         y = np.asarray(y)
@@ -324,7 +388,8 @@ class _CVMixin:
         message = _edge_warning(self, mean, grid)
         if message is not None:  # stacklevel: past fit's _fit_context wrapper
             warnings.warn(message, UserWarning, stacklevel=3)
-        _, (model,) = _path_models(template, X, targets, states, grid[best:best + 1])
+        _, (model,) = _path_models(template, X, targets, states, grid[best:best + 1],
+                                   state_problem)
         self.__dict__.update(_fitted_state(model))
         self.alpha_ = float(grid[best])
         self.alphas_ = grid

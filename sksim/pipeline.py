@@ -143,12 +143,14 @@ class InMemoryRows:
     how = ""  # shown in verbose stage names
 
     def __init__(self, est, X, states, targets, post_activations=None,
-                 model_states=None):
+                 model_states=None, inputs_gram=None):
         self.estimator, self.X, self.states, self.targets = est, X, states, targets
         self.post_activations = post_activations
         # the fitted state rows' equilibrium on X when already solved (the
         # cross-validation solves it once for a fold's training and held-out rows)
         self.model_states = model_states
+        # X's products when several output stages share them (a path, a fold)
+        self.inputs_gram = inputs_gram
 
     def state_problem(self):
         self.post_activations, problem = state_problem(self.estimator, self.X, self.states)
@@ -164,6 +166,8 @@ class InMemoryRows:
             output_states = self.model_states
         else:
             output_states, _ = equilibrium(model, self.X, solve_options(est), warn=True)
+        if self.inputs_gram is not None:
+            return self.inputs_gram.problem(output_states)
         return centred_gram_problem([output_states, self.X], self.targets,
                                     est.fit_intercept)
 
@@ -191,10 +195,12 @@ def fit_flat(est, rows, n_states):
     return fit_outputs(est, rows, state_rows, *means)
 
 
-def fit_outputs(est, rows, state_rows, design_mean, state_mean):
+def fit_outputs(est, rows, state_rows, design_mean, state_mean, state_part=None):
     """The output stage of a flat fit on solved ``state_rows`` (and the
-    means of the state rows' design and targets): the whole model."""
-    state_part = state_model(state_rows, design_mean, state_mean)
+    means of the state rows' design and targets; ``state_part``, their
+    :func:`state_model`, when already built): the whole model."""
+    if state_part is None:
+        state_part = state_model(state_rows, design_mean, state_mean)
     n_states = state_part.A.shape[0]
     with log_of(est).stage(f"output rows' Gram matrix{rows.how}"):
         problem = rows.output_problem(state_part if est.refit_outputs else None)

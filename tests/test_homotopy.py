@@ -123,6 +123,27 @@ def _iid_gram(m, n, seed=0):
     return W.T @ W / m
 
 
+@pytest.mark.parametrize("n", [40, 300])
+def test_condition_test_agrees_with_all_eigenvalues(n):
+    """auto_solver's condition test (Lanczos for lambda_max, then a Cholesky
+    of the shifted matrix) says what all eigenvalues of the matrix say, on
+    matrices with condition numbers on both sides of the limit, and on a
+    singular one."""
+    from sksim.solvers.rows import _condition_at_most
+
+    rng = np.random.default_rng(n)
+    basis, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    for condition in (10.0, 0.5e4, 2e4, 1e8, np.inf):
+        spectrum = np.geomspace(1.0, 1.0 / min(condition, 1e300), n)
+        if np.isinf(condition):
+            spectrum[-3:] = 0.0
+        matrix = (basis * spectrum) @ basis.T
+        eigenvalues = np.linalg.eigvalsh(matrix)
+        expected = eigenvalues[0] * 1e4 >= eigenvalues[-1]
+        assert _condition_at_most(matrix.copy(), 1e4) == expected, condition
+        assert expected == (condition <= 1e4)
+
+
 @pytest.mark.parametrize("case, expected", [
     ("row_bound", "homotopy"),     # one bound: the whole row is the bounded block
     ("both_bounds", "cd"),         # two multipliers: coordinate descent

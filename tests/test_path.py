@@ -114,6 +114,30 @@ def test_cv_scores_equal_plain_fits_on_the_same_folds(teacher_problem, cv_class,
     assert model.best_estimator_.alpha == model.alpha_
 
 
+@pytest.mark.parametrize("scoring", ["neg_mean_absolute_error", "score"])
+def test_cv_scoring_equals_the_scorer_on_plain_fits(teacher_problem, scoring):
+    """A ``scoring`` is called on fitted estimators of each fold and alpha
+    (equal to plain fits), and the estimator's own score, computed from the
+    held-out outputs, equals ``score`` of those fits; on two threads as on
+    one."""
+    from sklearn.metrics import check_scoring
+
+    X, _, states, logits = teacher_problem
+    alphas, splitter = [0.1, 1e-2, 1e-3], KFold(3)
+    scoring = None if scoring == "score" else scoring
+    scorer = check_scoring(SIMRegressor(), scoring=scoring)
+    expected = np.empty((3, 3))
+    for f, (train, test) in enumerate(splitter.split(X)):
+        for a, alpha in enumerate(alphas):
+            fold = SIMRegressor(alpha=alpha).fit(X[train], logits[train],
+                                                 states=states[train])
+            expected[a, f] = scorer(fold, X[test], logits[test])
+    for n_jobs in (1, 2):
+        model = SIMRegressorCV(alphas=alphas, cv=splitter, scoring=scoring,
+                               n_jobs=n_jobs).fit(X, logits, states=states)
+        np.testing.assert_allclose(model.scores_path_, expected, rtol=0, atol=1e-10)
+
+
 def test_cv_in_a_pipeline_routes_states(teacher_problem):
     X, y, states, _ = teacher_problem
     pipe = make_pipeline(StandardScaler(), SIMClassifierCV(alphas=[1e-1, 1e-2], cv=2))
