@@ -114,12 +114,13 @@ def _flat_chunks(model, X, solve, direct):
     for start, stop in chunks:
         times_transpose(float64_rows(X, start, stop), weights, out=terms[start:stop])
     drive = terms[:, :count]
-    drive += model.state_intercept
     blocks = forward_blocks(model.A)
     if blocks is not None:  # no feedback: one exact pass
-        states = forward_substitution(model.A, drive, blocks, overwrite_drive=True)
+        states = forward_substitution(model.A, drive, blocks, bias=model.state_intercept,
+                                      overwrite_drive=True)
         residual = np.zeros(X.shape[0])
     else:
+        drive += model.state_intercept
         solution = solve_equilibrium(model.A, drive, tol=solve.tol,
                                      max_iter=solve.max_iter)
         states, residual = solution.states, solution.residual

@@ -166,10 +166,11 @@ class StateModel(NamedTuple):
     max_iter: int
 
     def states(self, rows):
-        drive = times_transpose(rows, self.B) + self.intercept
+        drive = times_transpose(rows, self.B, out=np.empty((rows.shape[0], self.B.shape[0])))
         if self.forward_blocks is not None:
             return forward_substitution(self.A, drive, self.forward_blocks,
-                                        overwrite_drive=True)
+                                        bias=self.intercept, overwrite_drive=True)
+        drive += self.intercept
         return solve_equilibrium(self.A, drive, tol=self.tol, max_iter=self.max_iter).states
 
 

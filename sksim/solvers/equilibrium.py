@@ -318,14 +318,16 @@ def forward_blocks(A):
     return list(zip(starts, starts[1:] + [n_states]))
 
 
-def forward_substitution(A, drive, blocks=None, *, overwrite_drive=False):
-    """The equilibrium of ``x = relu(A x + drive)`` for a strictly lower
-    triangular ``A`` (every state reads only earlier states), in one pass.
+def forward_substitution(A, drive, blocks=None, *, bias=None, overwrite_drive=False):
+    """The equilibrium of ``x = relu(A x + drive + bias)`` for a strictly
+    lower triangular ``A`` (every state reads only earlier states), in one
+    pass.
 
     The states are computed block by block (:func:`forward_blocks`), each
     block with one product of the earlier blocks' states, as a feed-forward
     network computes its layers (dense BLAS from ``DENSE_PRODUCT_DENSITY``
-    on). Each state is set to exactly the right-hand side of its equation,
+    on), and one pass that adds the bias and the product and applies the
+    ReLU. Each state is set to exactly the right-hand side of its equation,
     which reads only final states, so the residual is 0 by construction.
 
     Parameters
@@ -335,6 +337,8 @@ def forward_substitution(A, drive, blocks=None, *, overwrite_drive=False):
     drive : ndarray of shape (n_samples, n_states)
     blocks : list of (start, stop), default=None
         ``forward_blocks(A)``, when the caller has it.
+    bias : ndarray of shape (n_states,), default=None
+        Added to every row of ``drive`` (``drive + bias``, then ``+ A x``).
     overwrite_drive : bool, default=False
         Compute the states in ``drive`` itself (a float64 array the caller
         no longer needs) instead of in a copy.
@@ -351,9 +355,33 @@ def forward_substitution(A, drive, blocks=None, *, overwrite_drive=False):
                          "it has an entry on or above the diagonal.")
     states = (drive if overwrite_drive and drive.dtype == np.float64
               else np.array(drive, dtype=np.float64, order="C"))
+    bias = np.zeros(states.shape[1]) if bias is None else np.asarray(bias, dtype=np.float64)
     for start, stop in blocks:
         block = states[:, start:stop]
         if start:
-            block += times_transpose(states[:, :start], A[start:stop, :start])
-        np.maximum(block, 0.0, out=block)
+            product = times_transpose(states[:, :start], A[start:stop, :start])
+            _shift_add_relu(block, bias[start:stop], product)
+        else:
+            _shift_relu(block, bias[start:stop])
     return states
+
+
+# One pass over a block of states (a column slice of the states: strided rows)
+# instead of numpy's three (bias, product, ReLU), each of which walks a
+# strided view at a third of its contiguous speed.
+@kernel_njit
+def _shift_relu(block, bias):
+    """``block = relu(block + bias)`` in place."""
+    for i in range(block.shape[0]):
+        for j in range(block.shape[1]):
+            value = block[i, j] + bias[j]
+            block[i, j] = value if value > 0.0 else 0.0
+
+
+@kernel_njit
+def _shift_add_relu(block, bias, product):
+    """``block = relu((block + bias) + product)`` in place."""
+    for i in range(block.shape[0]):
+        for j in range(block.shape[1]):
+            value = (block[i, j] + bias[j]) + product[i, j]
+            block[i, j] = value if value > 0.0 else 0.0
