@@ -248,7 +248,7 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
                 design = _block_rows(structure, index, X_batch[part], sources,
                                      positions)
                 targets = _block_targets(shape, scaled[index][part], positions)
-                accumulators[index].add(design, targets)
+                accumulators[index].add(design, targets, overwrite=True)  # a fresh hstack
     if not finish:
         return [accumulators[b] for b in blocks]
     return [accumulators[b].finish() for b in blocks]
