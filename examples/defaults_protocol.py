@@ -347,8 +347,9 @@ def prepare(name, data_home, threads):
     return context, info, split, getattr(data, "description", spec["dataset"])
 
 
-def fit_one(context, alpha, params):
-    """One SIM fit on the fit subset, measured on the validation subset."""
+def fit_one(context, alpha, params, validate=True):
+    """One SIM fit on the fit subset, measured on the validation subset
+    (``validate=False``: the fit only, untimed)."""
     import warnings
 
     import numpy as np
@@ -360,6 +361,8 @@ def fit_one(context, alpha, params):
     X_val, y_val, teacher_val = context["val"]
     model = SIMClassifier(context["baseline"], alpha=alpha, random_state=0,
                           n_jobs=context["threads"], **params)
+    if not validate:
+        return model.fit(X_fit, y_fit, baseline_outputs=fit_logits)
     runs = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -392,12 +395,17 @@ def fit_one(context, alpha, params):
 def warm_up(context, settings, alpha, n=200):
     """One untimed fit per setting on the first ``n`` fit images, so that no
     timed fit pays for compiling (or loading) numba's kernels."""
+    import numpy as np
+
     X_fit, y_fit, fit_logits = context["fit"]
-    small = {**context, "fit": (X_fit[:n], y_fit[:n], fit_logits[:n])}
+    # every class at least once (a classifier's outputs are its classes)
+    firsts = np.unique(y_fit, return_index=True)[1]
+    index = np.union1d(firsts, np.arange(max(n - len(firsts), 0)))
+    small = {**context, "fit": (X_fit[index], y_fit[index], fit_logits[index])}
     start = time.perf_counter()
     for _, params in settings:
-        fit_one(small, alpha, params)
-    log(f"warm-up fits ({len(settings)} settings on {min(n, len(y_fit))} images): "
+        fit_one(small, alpha, params, validate=False)
+    log(f"warm-up fits ({len(settings)} settings on {len(index)} images): "
         f"{time.perf_counter() - start:.0f} s")
 
 
@@ -416,7 +424,18 @@ def machine(threads):
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads,
+    import subprocess
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True,
+                                  text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    return {"git_commit": git("rev-parse", "HEAD"),
+            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "cpu": cpu, "cores": os.cpu_count(), "threads": threads,
             "torch_threads": torch.get_num_threads(),
             "load_average_at_start": os.getloadavg(),
             "python": platform.python_version(), "numpy": np.__version__,

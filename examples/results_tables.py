@@ -303,9 +303,12 @@ def defaults_tables():
             f"`{k}={v}`" for k, v in decision["candidates"].items())
             + "; the combination stage has not run yet.")
     else:
-        kept = [f"`{k}={protocol.DEFAULT[k]}`" for k in protocol.DEFAULT
+        def value(v):
+            return f'"{v}"' if isinstance(v, str) else f"{v}"
+
+        kept = [f"`{k}={value(protocol.DEFAULT[k])}`" for k in protocol.DEFAULT
                 if k not in decision["changes"]]
-        changes = ", ".join(f"`{k}`: {protocol.DEFAULT[k]} -> {v}"
+        changes = ", ".join(f"`{k}` from {value(protocol.DEFAULT[k])} to {value(v)}"
                             for k, v in decision["changes"].items())
         verdict = (f"**The rule changes** {changes or 'nothing'}; it keeps "
                    f"{', '.join(kept) or 'nothing else'} (documented options).")
