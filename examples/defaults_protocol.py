@@ -434,7 +434,9 @@ def machine(threads):
             return None
 
     return {"git_commit": git("rev-parse", "HEAD"),
-            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            # changes to tracked files other than the results being written
+            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--",
+                                  ".", ":!examples/results")),
             "cpu": cpu, "cores": os.cpu_count(), "threads": threads,
             "torch_threads": torch.get_num_threads(),
             "load_average_at_start": os.getloadavg(),
