@@ -23,7 +23,8 @@ Experiments (``--experiments``; the teachers are the committed experiments'):
 
 The fit and validation images are disjoint subsets of the training split
 (``_experiments.split_subset``: the first m of a seed-0 permutation, then the
-next ones); the test split is never read. The teachers were trained on the
+next ones); the test split is never loaded (digits: the 30% test part of its
+split is never used). The teachers were trained on the
 whole training split, validation images included, so the teacher's own
 validation accuracy is optimistic; the protocol compares SIM settings with
 each other, not with the teacher.
@@ -288,7 +289,13 @@ def prepare(name, data_home, threads):
     spec = EXPERIMENTS[name]
     info = {}
     if spec["kind"] == "mlp":
-        data = E.load_dataset(spec["dataset"], data_home, E.SEED)
+        if spec["dataset"] == "digits":  # its 70/30 split; the test part is unused
+            data = E.load_dataset("digits", data_home, E.SEED)
+        else:
+            from sksim.datasets import load_fashion_mnist
+
+            data = load_fashion_mnist(data_home, splits=("train",))
+            data.description = "Fashion-MNIST, official training split (60,000 images)"
         teacher, tinfo = E.get_teacher(spec["dataset"], data, E.SEED)
         info = {k: tinfo[k] for k in ("architecture", "recipe", "n_weights")}
         info["source"] = tinfo.get("loaded_from", "trained in this run (recipe above)")
@@ -303,8 +310,8 @@ def prepare(name, data_home, threads):
             from cifar100_teacher import INPUT_SHAPE, WEIGHTS, load_teacher
             from sksim.datasets import load_cifar100
 
-            data = load_cifar100(data_home)
-            data.description = "CIFAR-100, official split: 50,000 train / 10,000 test"
+            data = load_cifar100(data_home, splits=("train",))
+            data.description = "CIFAR-100, official training split (50,000 images)"
             teacher = load_teacher(WEIGHTS)
             batch = 250
             architecture = ("all-convolutional, six 3x3 conv-BatchNorm-ReLU blocks "
@@ -316,8 +323,8 @@ def prepare(name, data_home, threads):
 
             if not WEIGHTS.is_file():
                 raise FileNotFoundError(f"teacher weights {WEIGHTS} missing")
-            data = load_fashion_mnist(data_home)
-            data.description = "Fashion-MNIST, official split: 60,000 train / 10,000 test"
+            data = load_fashion_mnist(data_home, splits=("train",))
+            data.description = "Fashion-MNIST, official training split (60,000 images)"
             teacher = load_or_train_teacher(data, WEIGHTS)
             batch = 1024
             architecture = ("CNN conv 1-16 and 16-32 (3x3, stride 2), linear "
@@ -490,6 +497,26 @@ def run_stage(name, stage, settings, path, data_home, threads, command):
     return record
 
 
+DATA_FILES = {"fashion-mnist": "fashion-mnist/fashion-mnist-train.npz",
+              "cifar-100": "cifar-100/cifar-100-train.npz"}
+
+
+def check_data(experiments, data_home):
+    """Before any fit: the training files every chosen experiment reads
+    (FileNotFoundError naming them; digits is embedded). Without a data
+    folder Fashion-MNIST comes from OpenML, CIFAR-100 from nowhere."""
+    needed = sorted({EXPERIMENTS[e]["dataset"] for e in experiments} & set(DATA_FILES))
+    folder = None if data_home is None else Path(data_home)
+    if folder is None:
+        needed = [d for d in needed if d == "cifar-100"]
+    missing = [DATA_FILES[d] for d in needed
+               if folder is None or not (folder / DATA_FILES[d]).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"data_home is {folder}, but it has no {', '.join(missing)}; pass --data-home "
+            "(or set SKSIM_DATA) to the folder of the data files")
+
+
 def load_records(folder):
     return [json.loads((Path(folder) / f"{name}.json").read_text())
             for name in EXPERIMENTS if (Path(folder) / f"{name}.json").is_file()]
@@ -518,8 +545,7 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.data_home is not None and not Path(args.data_home).is_dir():
-        raise FileNotFoundError(f"data folder {args.data_home} not found")
+    check_data(args.experiments, args.data_home)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     command = "python examples/defaults_protocol.py " + " ".join(
