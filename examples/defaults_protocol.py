@@ -91,6 +91,7 @@ combination when every experiment's factor fits are there.
 """
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -157,7 +158,7 @@ def _curve(points):
 
 
 def _interpolate(curve, x):
-    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(curve):
         if x0 <= x <= x1:
             return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     if len(curve) == 1 and curve[0][0] == x:
@@ -281,9 +282,9 @@ def log(*args):
 def prepare(name, data_home, threads):
     """Data, teacher, baseline and the fit / validation split of one
     experiment, and what its JSON says about them."""
+    import _experiments as E
     import numpy as np
 
-    import _experiments as E
     from sksim import TorchBaseline
 
     spec = EXPERIMENTS[name]
@@ -321,6 +322,7 @@ def prepare(name, data_home, threads):
 
         if spec["dataset"] == "cifar-100":
             from cifar100_teacher import INPUT_SHAPE, WEIGHTS, load_teacher
+
             from sksim.datasets import load_cifar100
 
             data = load_cifar100(data_home, splits=("train",))
@@ -332,6 +334,7 @@ def prepare(name, data_home, threads):
                             "128-100 (examples/cifar100_teacher.py)")
         else:
             from fashion_mnist_cnn import INPUT_SHAPE, WEIGHTS, load_or_train_teacher
+
             from sksim.datasets import load_fashion_mnist
 
             if not WEIGHTS.is_file():
@@ -357,8 +360,8 @@ def prepare(name, data_home, threads):
     teacher_val = logits(X_val).argmax(1)
     info["validation_accuracy"] = float(np.mean(teacher_val == y_val))
     info["fit_subset_accuracy"] = float(np.mean(fit_logits.argmax(1) == y_fit))
-    split = {"n_train": int(len(data.X_train)), "m": int(len(fit_idx)),
-             "n_validation": int(len(val_idx)),
+    split = {"n_train": len(data.X_train), "m": len(fit_idx),
+             "n_validation": len(val_idx),
              "rule": "_experiments.split_subset(n_train, m, n_val, seed=0): the first m "
                      "of a seed-0 permutation of the training split fit, the next "
                      "n_val validate; the test split is not used"}
@@ -449,7 +452,7 @@ def machine(threads):
     def git(*args):
         try:
             return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True,
-                                  text=True, timeout=30).stdout.strip()
+                                  text=True, timeout=30, check=False).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return None
 
