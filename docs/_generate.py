@@ -231,6 +231,7 @@ def results_pages():
         "data_use": tables.data_use_tables(),
         "conv": _portable(tables.conv_tables()),
         "anchors": _portable(tables.anchor_tables()),
+        "defaults": _portable(tables.defaults_tables()),
     }
 
 

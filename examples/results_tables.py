@@ -3,8 +3,8 @@
 
 Print the markdown tables of the experiments (``sparsity.py``,
 ``robustness.py``, ``data_use.py``, ``state_scaling.py``,
-``fashion_mnist_cnn.py``, ``cifar100.py``, ``cifar100_anchors.py``) from the JSON files in
-``examples/results/``. The documentation's results page is generated from the
+``fashion_mnist_cnn.py``, ``cifar100.py``, ``cifar100_anchors.py``,
+``defaults_protocol.py``) from the JSON files in ``examples/results/``. The documentation's results page is generated from the
 same functions at every build (``docs/_generate.py``)::
 
     python examples/results_tables.py > examples/output/tables.md
@@ -224,6 +224,98 @@ def anchor_tables():
     return "\n".join(out)
 
 
+def _gain_cell(judgement):
+    if judgement is None:
+        return "-"
+    gain = judgement["gain_points"]
+    return ("no overlap" if gain is None else f"{gain:+.2f}") + (
+        f", {judgement['time_ratio']:.2f}x, {judgement['outcome']}")
+
+
+def defaults_tables():
+    """The defaults protocol (``defaults_protocol.py``, results in
+    ``defaults/*.json``): per experiment, each setting's validation accuracy
+    and nonzeros per alpha, fit time, and its gain and fit-time ratio against
+    today's defaults; then the decision rule's verdict per candidate and the
+    defaults it chooses."""
+    import defaults_protocol as protocol
+
+    folder = RESULTS / "defaults"
+    records = protocol.load_records(folder)
+    if not records:
+        return ""
+    out = []
+    for d in records:
+        t, split = d["teacher"], d["split"]
+        source = t.get("architecture") or t["source"]
+        commands = "; ".join(f"{stage}: `{info['command']}`"
+                             for stage, info in d["stages"].items())
+        out.append(f"\n**{d['experiment']}** ({d['data']}; teacher {source}, "
+                   f"{t['n_weights']:,} weights, validation accuracy "
+                   f"{pct(t['validation_accuracy'])}%; SIM on m = {split['m']:,} training "
+                   f"images, validated on {split['n_validation']:,} others; {commands}; "
+                   "validation accuracy in %, nonzeros in parentheses, gain in points at "
+                   "matched nonzeros, fit-time ratio of the sweep, outcome)\n")
+        alphas = d["alphas"]
+        rows = []
+        for stage in d["stages"]:
+            settings = list(dict.fromkeys(f["setting"] for f in d["fits"]
+                                          if f["stage"] == stage))
+            for setting in settings:
+                fits = {f["alpha"]: f for f in protocol.fits_of(d, setting, stage)}
+                name = setting if stage == "factors" else f"{setting} ({stage} run)"
+                if stage != "factors" and setting == "combination":
+                    params = next(iter(fits.values()))["params"]
+                    name = "combination: " + protocol.label(params)
+                judgement = (None if setting == "default"
+                             else protocol.judge(d, setting, stage))
+                rows.append([name]
+                            + [f"{pct(fits[a]['validation_accuracy'])} "
+                               f"({fits[a]['n_nonzero']:,})" if a in fits else "-"
+                               for a in alphas]
+                            + [pct(sum(f["validation_agreement"] for f in fits.values())
+                                   / len(fits)),
+                               f"{sum(f['fit_seconds'] for f in fits.values()):.1f}",
+                               _gain_cell(judgement)])
+        out.append(table(["setting"] + [f"alpha {a:g}" for a in alphas]
+                         + ["mean agreement", "fit s", "gain, time ratio, outcome"], rows))
+    decision = protocol.decide(records)
+    names = [d["experiment"] for d in records]
+    verdicts = [v for f in decision["factors"].values() for v in f["verdicts"]]
+    if decision.get("combination"):
+        verdicts.append(decision["combination"])
+    rows = [[v["setting"]] + [_gain_cell(v["per_experiment"].get(n)) for n in names]
+            + [f"{v['wins']} of {v['n_experiments']}", str(v["losses"]),
+               ", ".join(v["too_slow_on"]) or "none",
+               "-" if v["mean_gain_points"] is None else f"{v['mean_gain_points']:+.2f}",
+               "**passes**" if v["passes"] else "fails"] for v in verdicts]
+    out.append("\n**Verdicts** (gain in points at matched nonzeros, fit-time ratio, "
+               f"outcome; win > {protocol.WIN_POINTS:g} points, loss < "
+               f"-{protocol.LOSS_POINTS:g}, fit time at most "
+               f"{protocol.MAX_TIME_RATIO:g}x on every experiment)\n")
+    slow = f"over {protocol.MAX_TIME_RATIO:g}x on"
+    out.append(table(["setting", *names, "wins", "losses", slow, "mean gain", "rule 4"],
+                     rows))
+    if not decision["complete"]:
+        verdict = "Not every experiment has run: the rule has not decided."
+    elif decision["changes"] is None:
+        verdict = ("The factors' candidates are " + ", ".join(
+            f"`{k}={v}`" for k, v in decision["candidates"].items())
+            + "; the combination stage has not run yet.")
+    else:
+        def value(v):
+            return f'"{v}"' if isinstance(v, str) else f"{v}"
+
+        kept = [f"`{k}={value(protocol.DEFAULT[k])}`" for k in protocol.DEFAULT
+                if k not in decision["changes"]]
+        changes = ", ".join(f"`{k}` from {value(protocol.DEFAULT[k])} to {value(v)}"
+                            for k, v in decision["changes"].items())
+        verdict = (f"**The rule changes** {changes or 'nothing'}; it keeps "
+                   f"{', '.join(kept) or 'nothing else'} (documented options).")
+    out.append("\n" + verdict)
+    return "\n".join(out)
+
+
 def best_small(points, fraction_key="nonzero_fraction", limit=0.25):
     """The most accurate point whose ``fraction_key`` (its share of the
     teacher's weights) is at most ``limit``; None when there is none."""
@@ -289,3 +381,4 @@ if __name__ == "__main__":
     print(sparsity_tables())
     print(robustness_tables())
     print(data_use_tables())
+    print(defaults_tables())

@@ -58,14 +58,15 @@ def test_readme_headline_tables_are_generated_from_the_results():
     assert "| Fashion-MNIST, MLP |" in in_readme
 
 
-@pytest.mark.parametrize("script", ["state_scaling.py", "cifar100_teacher.py"])
+@pytest.mark.parametrize("script", ["state_scaling.py", "cifar100_teacher.py",
+                                    "defaults_protocol.py"])
 def test_example_scripts_end_a_missing_data_run_with_the_message(script, tmp_path):
     """A command-line script without its data prints the loader's message and
     exits with status 2, no traceback."""
     import subprocess
     import sys
 
-    if script.startswith("cifar100"):
+    if script.startswith(("cifar100", "defaults")):
         pytest.importorskip("torch")
     examples = DOCS.parent / "examples"
     run = subprocess.run([sys.executable, str(examples / script), "--data-home",
