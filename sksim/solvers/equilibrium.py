@@ -132,12 +132,21 @@ def _sweep_block(indptr, indices, data, diagonal, offsets, x, accumulator, chang
 
 
 @inner_njit
-def _residual_block(indptr, indices, data, offsets, x, accumulator, worst, scale):
-    """``||x - relu(A x + offsets)||_inf`` and ``max(1, ||x||_inf)`` per sample."""
+def _residual_block(indptr, indices, data, offsets, x, accumulator, worst, scale, check):
+    """``||x - relu(A x + offsets)||_inf`` and ``max(1, ||x||_inf)`` per sample.
+
+    Only the states with ``check`` are recomputed: a state alone in its
+    component and without a self-loop was set to exactly this expression of
+    final states, summed in the same order, so its residual is exactly 0.
+    """
     n_states, width = x.shape
     worst[:] = 0.0
     scale[:] = 1.0
     for i in range(n_states):
+        for s in range(width):
+            scale[s] = max(scale[s], abs(x[i, s]))
+        if not check[i]:
+            continue
         copy_into(accumulator, offsets[i])
         for k in range(indptr[i], indptr[i + 1]):
             weight = data[k]
@@ -147,7 +156,6 @@ def _residual_block(indptr, indices, data, offsets, x, accumulator, worst, scale
         for s in range(width):
             value = accumulator[s] if accumulator[s] > 0.0 else 0.0
             worst[s] = max(worst[s], abs(value - x[i, s]))
-            scale[s] = max(scale[s], abs(x[i, s]))
 
 
 @inner_njit
@@ -166,22 +174,28 @@ def _bound_met(x, change, a_norm, tol, start, stop):
 
 @inner_njit
 def _component_norms(indptr, indices, data, bounds):
-    """Self-loops and, per component, ``max_i sum_k |a_ik|`` over its own
-    states without the self-loops (those are solved exactly)."""
+    """Self-loops; per component, ``max_i sum_k |a_ik|`` over its own
+    states without the self-loops (those are solved exactly); and which
+    states the residual pass must recompute (those in a cycle or with a
+    self-loop)."""
     n_states = indptr.shape[0] - 1
     diagonal = np.zeros(n_states)
     norms = np.zeros(bounds.shape[0] - 1)
+    check = np.zeros(n_states, dtype=np.bool_)
     for c in range(bounds.shape[0] - 1):
         for i in range(bounds[c], bounds[c + 1]):
             row_norm = 0.0
+            has_loop = False
             for k in range(indptr[i], indptr[i + 1]):
                 j = indices[k]
                 if j == i:
                     diagonal[i] += data[k]
+                    has_loop = True
                 elif bounds[c] <= j < bounds[c + 1]:
                     row_norm += abs(data[k])
             norms[c] = max(norms[c], row_norm)
-    return diagonal, norms
+            check[i] = has_loop or bounds[c + 1] - bounds[c] > 1
+    return diagonal, norms, check
 
 
 @kernel_njit
@@ -195,7 +209,7 @@ def _equilibrium_kernel(indptr, indices, data, bounds, order, drive, tol, max_it
     tolerance, sweeps over all states continue. ``n_iter`` is the most sweeps
     a component (or the whole) took."""
     n_samples, n_states = drive.shape
-    diagonal, norms = _component_norms(indptr, indices, data, bounds)
+    diagonal, norms, check = _component_norms(indptr, indices, data, bounds)
     for b in blocks:
         first = b * _SAMPLE_BLOCK
         width = min(first + _SAMPLE_BLOCK, n_samples) - first
@@ -221,7 +235,8 @@ def _equilibrium_kernel(indptr, indices, data, bounds, order, drive, tol, max_it
             most = max(most, sweeps)
         extra = 0
         while True:
-            _residual_block(indptr, indices, data, offsets, x, accumulator, worst, scale)
+            _residual_block(indptr, indices, data, offsets, x, accumulator, worst, scale,
+                            check)
             done = True
             for s in range(width):
                 if worst[s] > tol * scale[s]:
