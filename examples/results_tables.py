@@ -236,7 +236,7 @@ def defaults_tables():
     """The defaults protocol (``defaults_protocol.py``, results in
     ``defaults/*.json``): per experiment, each setting's validation accuracy
     and nonzeros per alpha, fit time, and its gain and fit-time ratio against
-    today's defaults; then the decision rule's verdict per candidate and the
+    the defaults before the protocol; then the decision rule's verdict per candidate and the
     defaults it chooses."""
     import defaults_protocol as protocol
 

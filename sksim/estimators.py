@@ -120,7 +120,7 @@ class _BaseSIM(BaseEstimator):
         alpha=1e-3,
         output_alpha=None,
         l1_ratio=1.0,
-        relax=1.0,
+        relax=0.01,
         solver="auto",
         kappa=0.95,
         row_bound=None,

@@ -82,7 +82,8 @@ def test_frozen_and_unfitted_mlp_baselines(small_teacher_problem):
 
 def test_baseline_outputs_are_fitted_instead_of_y(small_teacher_problem):
     X, y, states, logits, _ = small_teacher_problem
-    model = SIMClassifier(alpha=1e-4).fit(X, y, states=states, baseline_outputs=logits)
+    model = SIMClassifier(alpha=1e-4, relax=1.0).fit(X, y, states=states,
+                                                  baseline_outputs=logits)
     assert model.C_.shape[0] == logits.shape[1]
     # Each output row is the Lasso of the logits on [X*, X] (X* the model's
     # own equilibrium, refit_outputs=True): its objective matches

@@ -470,7 +470,7 @@ def test_regressor_rows_are_optimal(seed, m, n_states, n_features, alpha,
     y = np.column_stack([relu(Z) @ rng.normal(size=n_states) + U[:, 0],
                          rng.normal(size=m)])
     est = SIMRegressor(alpha=alpha, output_alpha=output_alpha, kappa=kappa,
-                       l1_ratio=l1_ratio, refit_outputs=refit,
+                       l1_ratio=l1_ratio, refit_outputs=refit, relax=1.0,
                        tol=ESTIMATOR_TOL, max_iter=50000, solver=solver)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
@@ -500,8 +500,8 @@ def test_classifier_rows_are_optimal(seed, m, n_states, n_features, n_classes,
                          axis=1)]
     assert len(np.unique(y)) == n_classes
     est = SIMClassifier(alpha=alpha, kappa=kappa, l1_ratio=l1_ratio,
-                        refit_outputs=refit, tol=ESTIMATOR_TOL, max_iter=50000,
-                        solver=solver)
+                        refit_outputs=refit, relax=1.0, tol=ESTIMATOR_TOL,
+                        max_iter=50000, solver=solver)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         est.fit(U, y, states=Z)
@@ -808,7 +808,7 @@ def test_relaxed_estimator_rows_and_bound():
     rng, U, Z = make_estimator_data(31, 60, 6, 4)
     y = relu(Z) @ rng.normal(size=6) + U[:, 0]
     alpha, kappa, relax = 3e-2, 0.6, 0.05
-    plain = SIMRegressor(alpha=alpha, kappa=kappa, tol=ESTIMATOR_TOL,
+    plain = SIMRegressor(alpha=alpha, kappa=kappa, relax=1.0, tol=ESTIMATOR_TOL,
                          max_iter=50000).fit(U, y, states=Z)
     est = SIMRegressor(alpha=alpha, kappa=kappa, relax=relax, tol=ESTIMATOR_TOL,
                        max_iter=50000).fit(U, y, states=Z)

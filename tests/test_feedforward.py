@@ -63,7 +63,8 @@ def test_feedforward_rows_match_cvxpy_on_their_restricted_design(problem):
     X, _, states, _, _ = problem
     alpha, kappa = 3e-3, 0.5
     model = SIMRegressor(structure="feedforward", state_blocks=BLOCKS, alpha=alpha,
-                         kappa=kappa, tol=1e-10).fit(X, states[:, 0], states=states)
+                         kappa=kappa, relax=1.0, tol=1e-10).fit(X, states[:, 0],
+                                                                states=states)
     start = 0
     for size in BLOCKS:
         W = np.hstack([np.maximum(states[:, :start], 0.0), X])

@@ -348,7 +348,7 @@ def test_blocks_fitted_on_the_models_own_states(tiny_problem):
     from sksim.blocks import link_patches
 
     _, baseline, X, logits = tiny_problem
-    params = {"alpha": 1e-3, "kappa": 0.6, "tol": 1e-10}
+    params = {"alpha": 1e-3, "kappa": 0.6, "tol": 1e-10, "relax": 1.0}
     on_teacher = SIMRegressor(baseline, **params).fit(X, logits, baseline_outputs=logits)
     on_model = SIMRegressor(baseline, state_inputs="model", **params).fit(
         X, logits, baseline_outputs=logits)
