@@ -1,5 +1,5 @@
 """How the defaults were chosen: relax, output_alpha and state_inputs on validation splits
-======================================================================================
+=======================================================================================
 
 Issue 26, item 5: each of three defaults of the SIM estimators is chosen by
 this written protocol, on validation splits of the training images (never a
@@ -55,7 +55,7 @@ again, for the fit-time ratio of the same run).
 Decision rule (fixed before any candidate was fitted):
 
 1. Gain. For experiment E and setting S, validation accuracy is taken as a
-   piecewise-linear function of log(n_nonzero_) through each sweep's points
+   piecewise-linear function of log(``n_nonzero_``) through each sweep's points
    (sorted by nonzeros). It is evaluated at every nonzero count of either
    sweep that lies in the overlap of the two sweeps' nonzero ranges; the gain
    g(S, E) is the mean of S's accuracy minus the default's there, in points.
