@@ -182,37 +182,41 @@ def _fold_scores(template, data, fold, grid, scorer):
         fit_scorer = None if scorer is None else (
             lambda alpha, fit, X_test, y_test: scorer(_fitted_copy(template, alpha, fit),
                                                       X_test, y_test))
+        train_states, train_targets = states[train], targets[train]
+
+        def training_rows(est, model_states):
+            return pipeline.InMemoryRows(est, X_train, train_states, train_targets,
+                                         post_activations, model_states=model_states,
+                                         inputs_gram=inputs_gram)
 
         def stages(items):
             with numba_threads(1):
                 for a in items:
                     est = copy.copy(template)
                     est.alpha, est.solver = float(grid[a]), solver
-                    stage = pipeline.InMemoryRows(est, X_train, states[train],
-                                                  targets[train], post_activations,
-                                                  inputs_gram=inputs_gram)
                     scores[a], n_nonzero[a] = _alpha_score(
-                        est, stage, (state_rows[a], *problem[3:5]), (X_fold, y[test]),
-                        fit_scorer)
+                        est, training_rows, (state_rows[a], *problem[3:5]),
+                        (X_fold, y[test]), fit_scorer)
 
         with single_threaded_blas():
             run_on_threads(stages, grid.size)
     return scores, n_nonzero
 
 
-def _alpha_score(est, stage, state_rows, fold, scorer):
+def _alpha_score(est, training_rows, state_rows, fold, scorer):
     """Held-out score and ``n_nonzero_`` of one alpha on a fold: the
     equilibrium of the fold's training and held-out rows ``X_fold`` (training
     rows first) solved in one call; the output rows fitted on its training
-    part (``stage``); the score computed from the outputs at the held-out
-    part, as ``score`` computes it, or as ``scorer(alpha, fit, X_test,
-    y_test)`` computes it from the :class:`sksim.pipeline.Fit`. ``state_rows`` is
-    ``(rows, design_mean, state_mean)``."""
+    part (the stage ``training_rows(est, model_states)``); the score computed
+    from the outputs at the held-out part, as ``score`` computes it, or as
+    ``scorer(alpha, fit, X_test, y_test)`` computes it from the
+    :class:`sksim.pipeline.Fit`. ``state_rows`` is ``(rows, design_mean,
+    state_mean)``."""
     X_fold, y_test = fold
-    n_train = stage.X.shape[0]
+    n_train = X_fold.shape[0] - len(y_test)
     state_part = pipeline.state_model(*state_rows)
     fold_states, _ = fitted.equilibrium(state_part, X_fold, pipeline.solve_options(est))
-    stage.model_states = fold_states[:n_train]
+    stage = training_rows(est, fold_states[:n_train])
     fit = pipeline.fit_outputs(est, stage, *state_rows, state_part)
     n_nonzero = fitted.count_nonzero(fit.model)
     if scorer is not None:
