@@ -16,7 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from . import _arrays
 from . import weight_sharing as shared
 from ._arrays import float64_rows, forward_blocks, times_transpose
-from .solvers import forward_substitution, solve_equilibrium
+from .solvers.equilibrium import equilibrium_of_drive
 
 # the componentwise activations ``phi`` of the states
 ACTIVATIONS = {"relu": lambda z: np.maximum(z, 0.0)}
@@ -113,17 +113,10 @@ def _flat_chunks(model, X, solve, direct):
     terms = np.empty((X.shape[0], weights.shape[0]))
     for start, stop in chunks:
         times_transpose(float64_rows(X, start, stop), weights, out=terms[start:stop])
-    drive = terms[:, :count]
-    blocks = forward_blocks(model.A)
-    if blocks is not None:  # no feedback: one exact pass
-        states = forward_substitution(model.A, drive, blocks, bias=model.state_intercept,
-                                      overwrite_drive=True)
-        residual = np.zeros(X.shape[0])
-    else:
-        drive += model.state_intercept
-        solution = solve_equilibrium(model.A, drive, tol=solve.tol,
-                                     max_iter=solve.max_iter)
-        states, residual = solution.states, solution.residual
+    solution = equilibrium_of_drive(model.A, terms[:, :count], model.state_intercept,
+                                    forward_blocks(model.A), tol=solve.tol,
+                                    max_iter=solve.max_iter)
+    states, residual = solution.states, solution.residual
     for start, stop in chunks:
         yield (start, stop, None, states[start:stop], residual[start:stop],
                terms[start:stop, count:] if direct else None)

@@ -36,7 +36,8 @@ import numpy as np
 from .baselines import mlp_forward
 from .design import GramAccumulator
 from ._arrays import float64_rows, forward_blocks, sample_chunks, times_transpose
-from .solvers import RowSolution, forward_substitution, solve_equilibrium, solve_rows
+from .solvers import RowSolution, solve_rows
+from .solvers.equilibrium import equilibrium_of_drive
 
 
 def is_dask_array(array):
@@ -167,11 +168,8 @@ class StateModel(NamedTuple):
 
     def states(self, rows):
         drive = times_transpose(rows, self.B, out=np.empty((rows.shape[0], self.B.shape[0])))
-        if self.forward_blocks is not None:
-            return forward_substitution(self.A, drive, self.forward_blocks,
-                                        bias=self.intercept, overwrite_drive=True)
-        drive += self.intercept
-        return solve_equilibrium(self.A, drive, tol=self.tol, max_iter=self.max_iter).states
+        return equilibrium_of_drive(self.A, drive, self.intercept, self.forward_blocks,
+                                    tol=self.tol, max_iter=self.max_iter).states
 
 
 def _finite(array, name):

@@ -381,6 +381,25 @@ def forward_substitution(A, drive, blocks=None, *, bias=None, overwrite_drive=Fa
     return states
 
 
+def equilibrium_of_drive(A, drive, bias, blocks, *, tol, max_iter):
+    """The equilibrium of ``x = relu(A x + drive + bias)`` by the cheaper
+    exact route: :func:`forward_substitution` when ``blocks``
+    (``forward_blocks(A)``) is not None (residual 0), else
+    :func:`solve_equilibrium`. ``drive`` (float64) is overwritten.
+
+    Returns
+    -------
+    EquilibriumSolution
+    """
+    if blocks is not None:
+        states = forward_substitution(A, drive, blocks, bias=bias, overwrite_drive=True)
+        n_samples = states.shape[0]
+        return EquilibriumSolution(states, np.zeros(n_samples),
+                                   np.ones(n_samples, dtype=np.int64))
+    drive += bias
+    return solve_equilibrium(A, drive, tol=tol, max_iter=max_iter)
+
+
 # One pass over a block of states (a column slice of the states: strided rows)
 # instead of numpy's three (bias, product, ReLU), each of which walks a
 # strided view at a third of its contiguous speed.
