@@ -186,6 +186,28 @@ PARAMETERS_DOC = """
         samples; no guarantee on the teacher's ``A``, any block structure.
         ``"none"``: as recorded. Weight-shared fits support
         ``"well_posed"`` only. The scales are in ``state_scales_``.
+    perturbation : {None, "uniform", "fgsm", "pgd"}, default=None
+        Perturbation-aware state matching (see :mod:`sksim.perturbation`):
+        the teacher also runs on perturbed inputs ``u'`` within
+        ``perturbation_eps`` of ``u`` in l_inf (uniform noise, or the
+        teacher's own FGSM / PGD adversarial examples), and every row, state
+        and output, is fitted on the design of the perturbed run (the
+        teacher's perturbed states, or the model's own equilibrium on ``u'``
+        for the output rows) against the targets of the clean run: each
+        block is asked to undo the perturbation. The rows stay one convex
+        problem each, with the same solvers, certificates and ``kappa``
+        bound. Needs a teacher (not precomputed ``states``); not available
+        to :func:`~sksim.sim_path` and the CV estimators.
+    perturbation_eps : float, default=None
+        The l_inf radius of the perturbations, in the units of X (e.g. 0.1
+        for pixels in [0, 1]); required with ``perturbation``.
+    perturbation_mix : {"both", "perturbed"}, default="both"
+        ``"both"``: every sample enters the row problems twice, clean and
+        perturbed, both against its clean targets (the clean accuracy is
+        asked for too); ``"perturbed"``: only its perturbed copy.
+    perturbation_range : tuple of (float, float), default=None
+        ``(low, high)``: the perturbed inputs are clipped to this range (e.g.
+        ``(0, 1)`` for pixels), as the attacks they stand for are.
 """
 
 def estimator_doc(summary, attributes, examples):

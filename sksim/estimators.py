@@ -23,6 +23,7 @@ from sklearn.utils.extmath import softmax
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import _classes, pipeline, recording
+from . import perturbation as perturbed
 from . import model as fitted
 from . import weight_sharing as shared
 from ._arrays import forward_blocks, numba_threads
@@ -111,6 +112,10 @@ class _BaseSIM(BaseEstimator):
         "state_scaling": [StrOptions({"well_posed", "rms", "none"})],
         "structure": [StrOptions({"implicit", "feedforward"})],
         "state_blocks": [None, "array-like"],
+        "perturbation": [None, StrOptions({"uniform", "fgsm", "pgd"})],
+        "perturbation_eps": [None, Interval(Real, 0, None, closed="neither")],
+        "perturbation_mix": [StrOptions({"both", "perturbed"})],
+        "perturbation_range": [None, tuple, list],
     }
 
     def __init__(
@@ -144,6 +149,10 @@ class _BaseSIM(BaseEstimator):
         structure="implicit",
         state_blocks=None,
         state_scaling="well_posed",
+        perturbation=None,
+        perturbation_eps=None,
+        perturbation_mix="both",
+        perturbation_range=None,
     ):
         self.baseline = baseline
         self.alpha = alpha
@@ -173,11 +182,17 @@ class _BaseSIM(BaseEstimator):
         self.state_scaling = state_scaling
         self.structure = structure
         self.state_blocks = state_blocks
+        self.perturbation = perturbation
+        self.perturbation_eps = perturbation_eps
+        self.perturbation_mix = perturbation_mix
+        self.perturbation_range = perturbation_range
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, states=None, baseline_outputs=None):
         """Fit the implicit model (see the estimators' own ``fit``)."""
         announce_compilation()  # before the teacher trains: compiling comes after it
+        # drawn once per fit: every pass over the data perturbs a row alike
+        self._perturbation = perturbed.from_estimator(self)
         if _is_streamed(self, X, states, baseline_outputs):
             return self._fit_streamed(X, y, states, baseline_outputs)
         X, targets, y = self._validated_targets(X, y)
@@ -191,14 +206,15 @@ class _BaseSIM(BaseEstimator):
         targets from y."""
         log = self._fit_log = pipeline.FitLog(self)
         with log.stage("teacher (states and outputs)"):
-            states, targets, teacher_maps = recording.record_teacher(
+            states, targets, teacher_maps, designs = recording.record_teacher(
                 self, X, targets, states, baseline_outputs, y_for_teacher)
         if teacher_maps is not None:
             return self._set_fit(pipeline.fit_weight_shared(
                 self, pipeline.SharedReducer(self, X, targets), teacher_maps))
         with numba_threads(self.n_jobs):
             return self._set_fit(pipeline.fit_flat(
-                self, pipeline.InMemoryRows(self, X, states, targets), states.shape[1]))
+                self, pipeline.InMemoryRows(self, X, states, targets, designs=designs),
+                states.shape[1]))
 
     def _fit_streamed(self, X, y, states, baseline_outputs):
         """Fit from data reduced chunk by chunk (memmaps, dask arrays, batches

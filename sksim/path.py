@@ -69,9 +69,16 @@ def _recorded(estimator, X, y, states, baseline_outputs):
     states of the flat model."""
     template = clone(estimator)
     template._validate_params()
+    if template.perturbation is not None:
+        raise ValueError(
+            "perturbation is fitted by SIMRegressor and SIMClassifier, not along a "
+            "path or by the CV estimators (their folds share one design); set "
+            "perturbation=None, or choose alpha with SIMClassifier(perturbation=...) "
+            "on a validation split.")
+    template._perturbation = None
     X, targets, y_teacher = template._validated_targets(X, y)
-    states, targets, maps = recording.record_teacher(template, X, targets, states,
-                                                     baseline_outputs, y_teacher)
+    states, targets, maps, _ = recording.record_teacher(template, X, targets, states,
+                                                        baseline_outputs, y_teacher)
     if maps is not None:
         raise ValueError("Paths and cross-validation fit the flat SIM model; this "
                          "teacher would be fitted with weight sharing. Set "

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
+from . import perturbation as perturbed
 from . import recording
 from . import streaming as st
 from . import weight_sharing as shared
@@ -111,7 +112,9 @@ class SharedReducer:
 
     def block_problems(self, structure, scales, blocks, model):
         est, X = self.estimator, self.X
-        batches = ((X[rows], pre) for rows, pre, _ in est.baseline.iter_batches(X))
+        batches = ((X_design, design_pre, pre) for _, pre, _, designs in
+                   perturbed.teacher_batches(est._perturbation, est.baseline, X)
+                   for X_design, design_pre in designs)
         return shared.accumulate_block_problems(
             structure, batches, scales, fit_intercept=est.fit_intercept,
             positions_per_image=est.positions_per_image,
@@ -123,16 +126,18 @@ class SharedReducer:
         est, X, targets = self.estimator, self.X, self.targets
         width = sum(shared.link_width(structure, link) for link in structure.head)
         accumulator = GramAccumulator(width, targets.shape[1], est.fit_intercept)
-        if model is not None:
+        if model is not None and est._perturbation is None:
             for start, stop, rows, post, _, _ in equilibrium_chunks(
                     model, X, solve_options(est)):
                 accumulator.add(shared.head_design(structure, rows, post),
                                 targets[start:stop])
-        else:
-            for rows, pre, _ in est.baseline.iter_batches(X):
-                post = shared.activated(structure, [z * s for z, s in zip(pre, scales)])
-                chunk = float64_rows(X, rows.start, rows.stop)
-                accumulator.add(shared.head_design(structure, chunk, post), targets[rows])
+            return accumulator.finish()
+        for rows, _, _, designs in perturbed.teacher_batches(est._perturbation,
+                                                             est.baseline, X):
+            for X_design, pre in designs:
+                accumulator.add(shared.head_design_on(
+                    structure, scales, model, X_design, pre, tol=est.equilibrium_tol,
+                    max_iter=est.equilibrium_max_iter), targets[rows])
         return accumulator.finish()
 
 
@@ -143,7 +148,7 @@ class InMemoryRows:
     how = ""  # shown in verbose stage names
 
     def __init__(self, est, X, states, targets, post_activations=None,
-                 model_states=None, inputs_gram=None):
+                 model_states=None, inputs_gram=None, designs=None):
         self.estimator, self.X, self.states, self.targets = est, X, states, targets
         self.post_activations = post_activations
         # the fitted state rows' equilibrium on X when already solved (the
@@ -151,15 +156,34 @@ class InMemoryRows:
         self.model_states = model_states
         # X's products when several output stages share them (a path, a fold)
         self.inputs_gram = inputs_gram
+        # the (inputs, states) the designs are built from, when a perturbation
+        # gives them other rows than (X, states) (sksim.perturbation.design_pairs)
+        self.designs = None if designs is None or len(designs) == 1 and \
+            designs[0][0] is X else designs
 
     def state_problem(self):
-        self.post_activations, problem = state_problem(self.estimator, self.X, self.states)
-        return problem
+        if self.designs is None:
+            self.post_activations, problem = state_problem(self.estimator, self.X,
+                                                           self.states)
+            return problem
+        activation = ACTIVATIONS[self.estimator.activation]
+        self.post_activations = np.vstack([activation(z) for _, z in self.designs])
+        return centred_gram_problem(
+            [self.post_activations, np.vstack([X for X, _ in self.designs])],
+            np.vstack([self.states] * len(self.designs)), self.estimator.fit_intercept)
 
     def output_problem(self, model):
         """On ``model``'s equilibrium (the fitted state rows), or on the
-        teacher's post-activations when ``model`` is None."""
+        teacher's post-activations when ``model`` is None; a perturbed fit's
+        on each design's inputs, against the clean targets."""
         est = self.estimator
+        if self.designs is not None:
+            inputs = [X for X, _ in self.designs]
+            output_states = self.post_activations if model is None else np.vstack(
+                [equilibrium(model, X, solve_options(est), warn=True)[0] for X in inputs])
+            return centred_gram_problem(
+                [output_states, np.vstack(inputs)],
+                np.vstack([self.targets] * len(inputs)), est.fit_intercept)
         if model is None:
             output_states = self.post_activations
         elif self.model_states is not None:
@@ -564,7 +588,7 @@ def _dask_reducer(est, X, y, baseline_outputs, recipe):
         seed = int(check_random_state(seed).randint(2**31 - 1))
     options = st.SharedOptions(
         est.baseline, est.fit_intercept, est.positions_per_image, seed,
-        est.equilibrium_tol, est.equilibrium_max_iter, recipe)
+        est.equilibrium_tol, est.equilibrium_max_iter, recipe, est._perturbation)
     # a classifier's block pass counts the teacher's agreement with y
     check = getattr(est, "_check_teacher_agreement", None)
     return st.DaskSharedReducer(options, X, y, baseline_outputs, check)

@@ -18,8 +18,9 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ._teachers import record_mlp, record_states, record_torch
+from . import perturbation as perturbed
 from .model import ACTIVATIONS
-from .streaming import ChunkRecipe
+from .streaming import ChunkRecipe, chunk_states
 
 DEFAULT_HIDDEN_LAYERS = (64, 32)
 DEFAULT_TEACHER_MAX_ITER = 500
@@ -156,10 +157,14 @@ def weight_shared_teacher(est, X, states):
 
 def record_teacher(est, X, targets, states, baseline_outputs, y_for_teacher):
     """Validate the fit inputs and record the teacher. Returns ``(states,
-    targets, teacher_maps)``: the (scaled) pre-activations of the flat
-    model and the output-row targets, or the teacher's maps when the
-    weight-shared model is fitted (then ``states`` is None)."""
+    targets, teacher_maps, designs)``: the (scaled) pre-activations of the
+    flat model, the output-row targets and the ``(inputs, states)`` pairs
+    the rows' designs are built from (:func:`sksim.perturbation.design_pairs`;
+    ``[(X, states)]`` without a perturbation), or the teacher's maps when the
+    weight-shared model is fitted (then ``states`` and ``designs`` are None)."""
     est._check_penalties()
+    perturbation = est._perturbation
+    perturbed.check_teacher(perturbation, states is None)
     n_samples = X.shape[0]
     if states is not None:
         states = est._check_sample_aligned(states, "states", n_samples)
@@ -176,7 +181,7 @@ def record_teacher(est, X, targets, states, baseline_outputs, y_for_teacher):
         if use_teacher:
             targets = batched_teacher_targets(est, X)
             est._check_teacher_targets(targets, y_for_teacher)
-        return None, targets, teacher_maps
+        return None, targets, teacher_maps, None
     if states is not None:
         teacher, teacher_record = None, record_states(states)
     else:
@@ -189,7 +194,11 @@ def record_teacher(est, X, targets, states, baseline_outputs, y_for_teacher):
     if use_teacher and teacher_record.outputs is not None:
         targets = teacher_targets(est, teacher_record.outputs, n_samples)
         est._check_teacher_targets(targets, y_for_teacher)
-    return states, targets, None
+    recipe = ChunkRecipe(teacher_record.chunk_teacher, est.state_scales_, None, None, None)
+    designs = perturbed.design_pairs(
+        perturbation, teacher_record.chunk_teacher, X, states, teacher_record.outputs,
+        lambda X_perturbed: chunk_states(recipe, X_perturbed, None)[0])
+    return states, targets, None, designs
 
 
 def batched_teacher_targets(est, X):
@@ -222,6 +231,8 @@ def streamed_recipe(est, source, states, baseline_outputs, encode, n_targets):
     use_teacher = baseline_outputs is None and est.output_target == "baseline"
     targets = "outputs" if baseline_outputs is not None else "y"
     est._forget_model()
+    perturbation = est._perturbation
+    perturbed.check_teacher(perturbation, states is None)
     if states is not None:
         est.baseline_, est.state_scales_, est._teacher_blocks = None, None, None
         return ChunkRecipe(None, None, targets, encode, n_targets), states.shape[1]
@@ -242,7 +253,8 @@ def streamed_recipe(est, source, states, baseline_outputs, encode, n_targets):
     scales = teacher_record.well_posed_scales if est.state_scaling == "well_posed" else None
     est.state_scales_ = scales
     recipe = ChunkRecipe(teacher_record.chunk_teacher, scales,
-                         "teacher" if use_teacher else targets, encode, n_targets)
+                         "teacher" if use_teacher else targets, encode, n_targets,
+                         perturbation=perturbation)
     if use_teacher:
         # the teacher's columns in the order of classes_; a classifier checks
         # the order on the state stage's pass (StreamedRows.state_problem)

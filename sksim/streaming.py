@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import perturbation as perturbed
 from .baselines import mlp_forward
 from .design import GramAccumulator
 from ._arrays import float64_rows, forward_blocks, sample_chunks, times_transpose
@@ -146,6 +147,9 @@ class ChunkRecipe(NamedTuple):
     columns : TeacherColumns or None, default=None
         The teacher's output columns in the order of ``classes_`` (None: as
         they are).
+    perturbation : Perturbation or None, default=None
+        The rows' designs come from the teacher on perturbed inputs (see
+        :mod:`sksim.perturbation`).
     """
 
     teacher: object
@@ -154,6 +158,7 @@ class ChunkRecipe(NamedTuple):
     encode: object
     n_targets: int
     columns: object = None
+    perturbation: object = None
 
 
 class StateModel(NamedTuple):
@@ -241,28 +246,43 @@ def _state_accumulator(recipe, fit_intercept, X_rows, states_rows):
     X_rows = _finite(np.asarray(X_rows, dtype=np.float64), "X")
     states, outputs = chunk_states(recipe, X_rows, states_rows)
     n_states = states.shape[1]
-    design = _design(n_states, X_rows)
-    np.maximum(states, 0.0, out=design[:, :n_states])
-    accumulator = GramAccumulator(design.shape[1], n_states, fit_intercept)
-    accumulator.add(design, states, overwrite=True)
+    accumulator = GramAccumulator(n_states + X_rows.shape[1], n_states, fit_intercept)
+    for X_design, design_states in _design_pairs(recipe, X_rows, states, outputs):
+        design = _design(n_states, X_design)
+        np.maximum(design_states, 0.0, out=design[:, :n_states])
+        accumulator.add(design, states, overwrite=True)
     return accumulator, outputs
+
+
+def _design_pairs(recipe, X_rows, states, outputs):
+    """The chunk's ``(inputs, states)`` designs (the perturbed run's with a
+    perturbation), each against the clean targets."""
+    return perturbed.design_pairs(recipe.perturbation, recipe.teacher, X_rows, states,
+                                  outputs, lambda X_p: chunk_states(recipe, X_p, None)[0])
 
 
 def output_partial(recipe, model, fit_intercept, X_rows, y_rows, states_rows,
                    outputs_rows):
     """Gram problem of the output rows on one chunk: design ``[x, u]`` with
     ``x`` the model's equilibrium (``model``) or the teacher's activated states
-    (``model`` None), targets as the recipe says."""
+    (``model`` None), targets as the recipe says (on each of the chunk's
+    designs, with a perturbation)."""
     X_rows = _finite(np.asarray(X_rows, dtype=np.float64), "X")
-    need_teacher = model is None or recipe.targets == "teacher"
+    need_teacher = (model is None or recipe.targets == "teacher"
+                    or recipe.perturbation is not None)
     states, teacher_outputs = (chunk_states(recipe, X_rows, states_rows) if need_teacher
                                else (None, None))
-    post = np.maximum(states, 0.0) if model is None else model.states(X_rows)
     targets = chunk_targets(recipe, y_rows, outputs_rows, teacher_outputs)
-    design = _design(post.shape[1], X_rows)
-    design[:, :post.shape[1]] = post
-    accumulator = GramAccumulator(design.shape[1], targets.shape[1], fit_intercept)
-    accumulator.add(design, targets, overwrite=True)
+    pairs = (_design_pairs(recipe, X_rows, states, teacher_outputs) if need_teacher
+             else [(X_rows, None)])
+    accumulator = None
+    for X_design, design_states in pairs:
+        post = np.maximum(design_states, 0.0) if model is None else model.states(X_design)
+        design = _design(post.shape[1], X_design)
+        design[:, :post.shape[1]] = post
+        if accumulator is None:
+            accumulator = GramAccumulator(design.shape[1], targets.shape[1], fit_intercept)
+        accumulator.add(design, targets, overwrite=True)
     return accumulator
 
 
@@ -494,6 +514,7 @@ class SharedOptions(NamedTuple):
     equilibrium_tol: float
     equilibrium_max_iter: int
     targets: ChunkRecipe
+    perturbation: object = None
 
 
 def shared_block_partial(options, structure, scales, blocks, model, X_rows, y_rows,
@@ -507,10 +528,12 @@ def shared_block_partial(options, structure, scales, blocks, model, X_rows, y_ro
     agreement = None if y_rows is None else counts_agreement(options.targets)
 
     def batches():
-        for rows, pre, out in options.teacher.iter_batches(X_rows):
+        for rows, pre, out, designs in perturbed.teacher_batches(
+                options.perturbation, options.teacher, X_rows):
             if agreement is not None:
                 agreement.add(y_rows[rows], chunk_targets(options.targets, None, None, out))
-            yield X_rows[rows], pre
+            for X_design, design_pre in designs:
+                yield X_design, design_pre, pre
 
     # positions kept per image drawn from (seed, first row): reproducible for
     # a seed whatever the blocks are computed on
@@ -527,22 +550,20 @@ def shared_head_partial(options, structure, scales, model, X_rows, y_rows, index
     """The output rows' accumulator of one chunk: the design on the model's own
     states (``model``) or the teacher's scaled states; the targets as
     ``options.targets`` says."""
-    from .weight_sharing import activated, block_equilibrium, head_design, link_width
+    from .weight_sharing import head_design_on, link_width
 
     X_rows = _finite(np.asarray(X_rows, dtype=np.float64), "X")
     width = sum(link_width(structure, link) for link in structure.head)
     accumulator = GramAccumulator(width, options.targets.n_targets, options.fit_intercept)
-    for rows, pre, out in options.teacher.iter_batches(X_rows):
-        chunk = X_rows[rows]
-        if model is None:
-            post = activated(structure, [z * s for z, s in zip(pre, scales)])
-        else:
-            with np.errstate(over="ignore", invalid="ignore"):
-                post = block_equilibrium(model, chunk, tol=options.equilibrium_tol,
-                                         max_iter=options.equilibrium_max_iter)[0]
+    for rows, pre, out, designs in perturbed.teacher_batches(options.perturbation,
+                                                             options.teacher, X_rows):
         targets = chunk_targets(options.targets, None if y_rows is None else y_rows[rows],
                                 None if outputs_rows is None else outputs_rows[rows], out)
-        accumulator.add(head_design(structure, chunk, post), targets)
+        for X_design, design_pre in designs:
+            accumulator.add(head_design_on(
+                structure, scales, model, X_design, design_pre,
+                tol=options.equilibrium_tol, max_iter=options.equilibrium_max_iter),
+                targets)
     return [accumulator]
 
 

@@ -208,9 +208,12 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
 
     Parameters
     ----------
-    batches : iterable of (X_batch, pre_activations)
+    batches : iterable of (X_batch, pre_activations[, target_pre_activations])
         ``X_batch`` (n, n_features) and the list of each block's recorded
-        pre-activations (n, block size), unscaled.
+        pre-activations (n, block size), unscaled, from which the designs are
+        built; the targets are ``target_pre_activations`` when given (the
+        clean run of a perturbed fit, see :mod:`sksim.perturbation`), else
+        ``pre_activations``.
     scales : ndarray of shape (n_blocks,)
     positions_per_image : int or None
         Output positions of each spatial block kept per image (drawn at
@@ -231,9 +234,11 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
               for b in blocks}
     accumulators = {b: GramAccumulator(widths[b], structure.block_shapes[b][0],
                                        fit_intercept) for b in blocks}
-    for X_batch, pre_activations in batches:
+    for X_batch, pre_activations, *target_pre in batches:
         scaled = [z * s for z, s in zip(pre_activations, scales)]
         post = activated(structure, scaled)
+        if target_pre:
+            scaled = [z * s for z, s in zip(target_pre[0], scales)]
         if model is not None:
             post[:len(model.kernels)] = block_equilibrium(model, X_batch, tol=0.0,
                                                           max_iter=1)[0]
@@ -369,6 +374,20 @@ def block_equilibrium(model, X, *, tol, max_iter):
 def head_design(structure, X, post):
     return np.hstack([link_patches(structure, link, _sources(X, post, link))
                       for link in structure.head])
+
+
+def head_design_on(structure, scales, model, X, pre_activations, *, tol, max_iter):
+    """The output rows' design on the rows ``X``: on ``model``'s own states
+    (solved to ``tol`` within ``max_iter`` sweeps), or on the teacher's
+    ``pre_activations`` scaled by ``scales`` and activated when ``model`` is
+    None."""
+    X = np.asarray(X, dtype=np.float64)
+    if model is None:
+        post = activated(structure, [z * s for z, s in zip(pre_activations, scales)])
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            post = block_equilibrium(model, X, tol=tol, max_iter=max_iter)[0]
+    return head_design(structure, X, post)
 
 
 def head_outputs(model, X, post):
