@@ -4,6 +4,7 @@ feed-forward pass is the interval iteration's limit, and a ReLU MLP is
 certified by the same bounds as its implicit form."""
 
 import copy
+import sys
 import warnings
 from pathlib import Path
 
@@ -367,3 +368,119 @@ def test_bad_inputs_raise(model, digits):
                                   [np.ones(5), np.ones(10)], X[:3], 0.1)
     with pytest.raises(ValueError, match=r"X must have shape \(n_samples, 64\)"):
         certified_mlp_predictions([np.ones((64, 10))], [np.ones(10)], X[:3, :8], 0.1)
+
+
+# ------------------------------------- examples/_experiments.py: attacks
+@pytest.fixture(scope="module")
+def experiments():
+    pytest.importorskip("torch")
+    if str(EXAMPLES) not in sys.path:  # the examples import their siblings
+        sys.path.insert(0, str(EXAMPLES))
+    import _experiments
+
+    return _experiments
+
+
+@pytest.fixture(scope="module")
+def torch_mlp(experiments, digits):
+    """A 64-32-10 ReLU MLP trained on 1,200 digits (a few seconds)."""
+    import torch
+
+    X, y = digits
+    X = X.astype(np.float32)
+    torch.manual_seed(0)
+    model = experiments.shared.build_mlp(64, (32,), 10)
+    experiments.train_mlp(model, X[:1200], y[:1200], epochs=30, seed=0, batch=64)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, X[:1200], y[:1200], X[1200:], y[1200:]
+
+
+def test_strong_pgd_breaks_the_mlp_at_a_large_eps(experiments, torch_mlp):
+    import torch
+
+    model, _, _, X_test, y_test = torch_mlp
+    double = copy.deepcopy(model).double()
+    clean = experiments.strong_pgd_correct(double, X_test, y_test, 0.0, steps=1,
+                                           restarts=1)
+    assert clean.mean() > 0.85
+    assert experiments.attack_sanity(double, X_test, y_test, 0.5) <= 0.02
+    # float32 forward, and the strongest examples: in the clipped ball, and
+    # misclassified wherever the sample is not robust
+    eps = 0.05
+    robust, examples = experiments.strong_pgd_correct(
+        model, X_test, y_test, eps, dtype=torch.float32, return_examples=True)
+    assert examples.shape == X_test.shape
+    assert np.all(np.abs(examples - X_test) <= eps + 1e-6)
+    assert examples.min() >= 0 and examples.max() <= 1
+    predicted = experiments.torch_logits(model, examples.astype(np.float32)).argmax(1)
+    assert np.all(predicted[~robust] != y_test[~robust])
+    assert 0 < robust.mean() < clean.mean()
+    # at least as strong as the one-restart pgd_correct with the same steps
+    weak = experiments.pgd_correct(model, X_test, y_test, eps, steps=20)
+    assert robust.mean() <= weak.mean() + 0.01
+
+
+def test_ibp_certified_points_survive_strong_pgd(experiments, torch_mlp):
+    model, _, _, X_test, y_test = torch_mlp
+    coefs, intercepts = experiments.mlp_layers(model)
+    assert [c.shape for c in coefs] == [(64, 32), (32, 10)]
+    eps = 0.02
+    certified = certified_mlp_predictions(coefs, intercepts, X_test, eps, clip=(0, 1))
+    correct = experiments.torch_logits(model, X_test).argmax(1) == y_test
+    assert (certified & correct).any()
+    robust = experiments.strong_pgd_correct(copy.deepcopy(model).double(), X_test,
+                                            y_test, eps)
+    assert np.all(robust[certified & correct])
+    assert certified_mlp_accuracy(coefs, intercepts, X_test, y_test, eps,
+                                  clip=(0, 1)) <= robust.mean()
+
+
+def test_mlp_layers_refuses_other_modules(experiments):
+    import torch
+
+    nn = torch.nn
+    with pytest.raises(TypeError, match="Conv2d"):
+        experiments.mlp_layers(nn.Sequential(nn.Flatten(), nn.Conv2d(1, 2, 3)))
+    with pytest.raises(ValueError, match="not a ReLU MLP"):
+        experiments.mlp_layers(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)))
+    coefs, intercepts = experiments.mlp_layers(
+        nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2, bias=False)))
+    assert [c.shape for c in coefs] == [(4, 3), (3, 2)] and not intercepts[1].any()
+
+
+def test_adversarial_fine_tune_runs_for_its_seconds(experiments, torch_mlp):
+    model, X_train, y_train, _, _ = torch_mlp
+    before = [p.clone() for p in model.parameters()]
+    tuned, info = experiments.adversarial_fine_tune(model, X_train, y_train, 0.05,
+                                                    seconds=1.0, steps=3)
+    assert tuned is not model and info["batches"] > 0
+    assert 1.0 <= info["seconds"] < 3.0 and info["epochs"] > 0
+    assert all((a == b).all() for a, b in zip(before, model.parameters()))
+    assert any((a != b).any() for a, b in zip(model.parameters(), tuned.parameters()))
+    assert not tuned.training and not any(p.requires_grad for p in tuned.parameters())
+
+
+def test_sim_forward64_and_certified_sim_points_survive_strong_pgd(experiments,
+                                                                  torch_mlp):
+    import torch
+
+    from sksim import TorchBaseline
+
+    model, X_train, y_train, X_test, y_test = torch_mlp
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = SIMClassifier(TorchBaseline(model), alpha=1e-3).fit(X_train[:400],
+                                                                  y_train[:400])
+    forward = experiments.sim_forward64(est)
+    with torch.no_grad():
+        outputs = forward(torch.as_tensor(X_test, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(outputs, est.decision_function(X_test), rtol=0,
+                               atol=1e-8)
+    eps = 0.02
+    X_test, y_test = X_test[:200], y_test[:200]
+    certified = certified_predictions(est, X_test, eps, clip=(0, 1))
+    good = certified & (est.predict(X_test) == y_test)
+    assert good.any()
+    robust = experiments.strong_pgd_correct(forward, X_test, y_test, eps, steps=10)
+    assert np.all(robust[good])
