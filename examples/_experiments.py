@@ -398,6 +398,205 @@ def pgd_accuracy(forward, X, y, eps, *, steps=20, **kw):
     return float(pgd_correct(forward, X, y, eps, steps=steps, **kw).mean())
 
 
+def _record_iterate(x, logits, target, ok, best, best_score):
+    """One attack iterate ``x``: clear ``ok`` where it is misclassified and
+    keep it in ``best`` where it is the strongest so far (the first
+    misclassified iterate, else the one of largest loss)."""
+    import torch
+    from torch import nn
+
+    wrong = logits.detach().argmax(1) != target
+    loss = nn.functional.cross_entropy(logits.detach().double(), target,
+                                       reduction="none")
+    score = torch.where(wrong, torch.full_like(loss, np.inf), loss)
+    better = score > best_score
+    best[better] = x.detach()[better].to(best.dtype)
+    best_score[better] = score[better]
+    ok.logical_and_(~wrong)
+
+
+def strong_pgd_correct(forward, X, y, eps, *, steps=20, step_size=None, restarts=2,
+                       seed=SEED, batch=500, dtype=None, clip=(0, 1),
+                       return_examples=False):
+    """Per-sample correctness under a stronger l_inf PGD on the cross-entropy.
+
+    Each of ``restarts`` runs starts at a uniform random point of the eps
+    ball (clipped to ``clip``) and takes ``steps`` signed-gradient steps of
+    ``step_size`` (default ``eps / 4``), each projected onto the ball and
+    ``clip``. A sample is robust only if it is classified correctly at every
+    iterate of every restart (the start, each step and the end).
+    ``forward`` is a torch module or callable taking a tensor of ``dtype``
+    (default ``torch.float64``: ``sim_forward64``; a float32 teacher wants
+    ``dtype=torch.float32`` or a ``.double()`` copy).
+
+    Returns the boolean array, and with ``return_examples`` also the strongest
+    example of each sample (float64): its first misclassified iterate, else
+    the iterate of largest loss.
+    """
+    import torch
+    from torch import nn
+
+    dtype = torch.float64 if dtype is None else dtype
+    step_size = eps / 4 if step_size is None else step_size
+    low, high = clip if clip is not None else (-np.inf, np.inf)
+    generator = torch.Generator().manual_seed(seed)
+    robust, examples = [], []
+    for start in range(0, len(X), batch):
+        x0 = torch.as_tensor(np.asarray(X[start:start + batch]), dtype=dtype)
+        target = torch.as_tensor(np.asarray(y[start:start + batch]), dtype=torch.long)
+        ok = torch.ones(len(x0), dtype=torch.bool)
+        best = x0.clone()
+        best_score = torch.full((len(x0),), -np.inf, dtype=torch.float64)
+
+        for _ in range(restarts):
+            noise = (torch.rand(x0.shape, generator=generator, dtype=dtype) * 2 - 1) * eps
+            x = (x0 + noise).clamp(low, high)
+            for _ in range(steps):
+                x = x.detach().requires_grad_(True)
+                logits = forward(x)
+                _record_iterate(x, logits, target, ok, best, best_score)
+                loss = nn.functional.cross_entropy(logits, target, reduction="sum")
+                (grad,) = torch.autograd.grad(loss, x)
+                with torch.no_grad():
+                    x = x + step_size * grad.sign()
+                    x = torch.min(torch.max(x, x0 - eps), x0 + eps).clamp(low, high)
+            with torch.no_grad():
+                _record_iterate(x, forward(x), target, ok, best, best_score)
+        robust.append(ok.numpy())
+        examples.append(best.double().numpy())
+    if return_examples:
+        return np.concatenate(robust), np.concatenate(examples)
+    return np.concatenate(robust)
+
+
+def attack_sanity(forward, X, y, eps_large, **kw):
+    """Accuracy under ``strong_pgd_correct`` at a large eps: near 0 when the
+    attack works (a gradient-masked or broken attack leaves it high)."""
+    return float(strong_pgd_correct(forward, X, y, eps_large, **kw).mean())
+
+
+def adversarial_fine_tune(model, X, y, eps, *, seconds, steps=7, step_size=None,
+                          lr=1e-3, optimizer="adam", batch=128, seed=SEED, clip=(0, 1)):
+    """PGD adversarial training (Madry et al., 2018) of a float32 copy of ``model``.
+
+    Each batch is replaced by its l_inf PGD examples (uniform random start in
+    the eps ball, ``steps`` signed-gradient steps of ``step_size``, default
+    ``2.5 eps / steps``, projected onto the ball and ``clip``), and the model
+    takes one step (Adam, or ``optimizer="sgd"`` with momentum 0.9) on their
+    cross-entropy. Runs until ``seconds`` of wall time are spent (checked
+    before every batch). ``model`` itself is not changed.
+
+    Returns ``(tuned model in eval mode, info)``; info has the epochs (a
+    fraction for the last, partial one), batches and seconds spent and the
+    attack's settings.
+    """
+    import torch
+    from torch import nn
+
+    step_size = 2.5 * eps / steps if step_size is None else step_size
+    low, high = clip if clip is not None else (-np.inf, np.inf)
+    tuned = copy.deepcopy(model).float()
+    for p in tuned.parameters():
+        p.requires_grad_(True)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(tuned.parameters(), lr=lr)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(tuned.parameters(), lr=lr, momentum=0.9)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {optimizer!r}")
+    inputs = torch.as_tensor(np.asarray(X), dtype=torch.float32)
+    targets = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    n_batches_per_epoch = -(-len(inputs) // batch)
+    n_batches, epochs, begin = 0, 0, time.perf_counter()
+    done = False
+    while not done:
+        order = torch.randperm(len(inputs), generator=generator)
+        for number, start in enumerate(range(0, len(inputs), batch)):
+            if time.perf_counter() - begin >= seconds:
+                done = True
+                epochs += number / n_batches_per_epoch
+                break
+            index = order[start:start + batch]
+            x0, target = inputs[index], targets[index]
+            tuned.eval()
+            noise = (torch.rand(x0.shape, generator=generator) * 2 - 1) * eps
+            x = (x0 + noise).clamp(low, high)
+            for _ in range(steps):
+                x = x.detach().requires_grad_(True)
+                loss = nn.functional.cross_entropy(tuned(x), target)
+                (grad,) = torch.autograd.grad(loss, x)
+                with torch.no_grad():
+                    x = x + step_size * grad.sign()
+                    x = torch.min(torch.max(x, x0 - eps), x0 + eps).clamp(low, high)
+            tuned.train()
+            opt.zero_grad()
+            nn.functional.cross_entropy(tuned(x.detach()), target).backward()
+            opt.step()
+            n_batches += 1
+        else:
+            epochs += 1
+    for p in tuned.parameters():
+        p.requires_grad_(False)
+    info = {"epochs": round(epochs, 3), "batches": n_batches,
+            "seconds": round(time.perf_counter() - begin, 2), "eps": eps, "steps": steps,
+            "step_size": step_size, "optimizer": optimizer, "lr": lr, "batch": batch,
+            "seed": seed}
+    return tuned.eval(), info
+
+
+def mlp_layers(module):
+    """A torch ReLU MLP (``nn.Sequential`` of Linear and ReLU, Flatten,
+    Identity, Dropout allowed) as ``(coefs, intercepts)`` float64 lists in
+    scikit-learn's convention (``weight.T``), for
+    ``sksim.certify.certified_mlp_predictions``. Every Linear but the last
+    must be followed by a ReLU. The submodules are read in registration
+    order, so the result is checked against ``module`` on random inputs."""
+    import torch
+    from torch import nn
+
+    coefs, intercepts, kinds = [], [], []
+    for layer in module.modules():
+        if next(layer.children(), None) is not None:
+            continue  # a container
+        if isinstance(layer, nn.Linear):
+            coefs.append(layer.weight.detach().double().numpy().T.copy())
+            bias = layer.bias
+            intercepts.append(np.zeros(layer.out_features) if bias is None
+                              else bias.detach().double().numpy().copy())
+            kinds.append("linear")
+        elif isinstance(layer, nn.ReLU):
+            kinds.append("relu")
+        elif not isinstance(layer, (nn.Flatten, nn.Identity, nn.Dropout)):
+            raise TypeError(f"mlp_layers reads Linear, ReLU, Flatten, Identity and "
+                             f"Dropout only; got {type(layer).__name__}")
+    expected = ["linear", "relu"] * (len(coefs) - 1) + ["linear"]
+    if not coefs or kinds != expected:
+        raise ValueError(f"not a ReLU MLP (Linear, ReLU, ..., Linear): {kinds}")
+    # registration order is not necessarily the forward order: check
+    probe = np.random.default_rng(0).uniform(size=(4, coefs[0].shape[0]))
+    dtype = next(module.parameters()).dtype
+    with torch.no_grad():
+        expected_out = module(torch.as_tensor(probe, dtype=dtype)).double().numpy()
+    out = probe
+    for weight, bias in zip(coefs[:-1], intercepts[:-1]):
+        out = np.maximum(out @ weight + bias, 0.0)
+    out = out @ coefs[-1] + intercepts[-1]
+    if not np.allclose(out, expected_out, rtol=1e-4, atol=1e-4):
+        raise ValueError("the Linear/ReLU layers read in registration order do not "
+                         "compute the module's outputs")
+    return coefs, intercepts
+
+
+def sim_forward64(est, tol=1e-10):
+    """The fitted SIM model as a float64 torch module (dense weights), its
+    fixed-point loops run to ``tol`` (for attacks that must not be weakened
+    by a loose float32 equilibrium)."""
+    import torch
+
+    return est.to_torch(dtype=torch.float64, sparse=False, tol=tol).eval()
+
+
 def sim_forward(est, tol=1e-6):
     """The fitted SIM model as a float32 torch module, ``est.to_torch``
     (gradients by implicit differentiation through the equilibrium).
