@@ -141,12 +141,14 @@ PARAMETERS_DOC = """
         ``alpha`` itself (``"absolute"``); the output rows likewise (one
         position).
     state_inputs : {"teacher", "model"}, default="teacher"
-        Weight-shared, feed-forward model: the designs of block ``b`` read
+        Feed-forward model (weight-shared, or flat with
+        ``structure="feedforward"``): the designs of block ``b`` read
         the teacher's states of the earlier blocks (one pass over the data
         for all blocks), or the fitted model's own states of the earlier
-        blocks (``"model"``: blocks fitted in order, one pass each), so that
-        each block learns from the inputs it will see at predict time; the
-        targets are the teacher's states either way.
+        blocks (``"model"``: blocks fitted in order, one pass (a flat model:
+        one Gram matrix) each), so that each block learns from the inputs it
+        will see at predict time; the targets are the teacher's states
+        either way. A flat model needs its data in memory for ``"model"``.
     structure : {"implicit", "feedforward"}, default="implicit"
         ``"implicit"``: every state row may use every state (a general ``A``,
         well posed through ``kappa``). ``"feedforward"``: the rows of a block

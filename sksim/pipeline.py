@@ -172,6 +172,19 @@ class InMemoryRows:
             [self.post_activations, np.vstack([X for X, _ in self.designs])],
             np.vstack([self.states] * len(self.designs)), self.estimator.fit_intercept)
 
+    def block_problem(self, start, stop, model_states):
+        """The Gram problem of the states ``start:stop`` on the design of each
+        of the fit's inputs and the model's own earlier states
+        (``model_states``, one array per design; None for the first block),
+        against the teacher's states; and those designs."""
+        inputs = [self.X] if self.designs is None else [X for X, _ in self.designs]
+        designs = inputs if model_states is None else [
+            np.hstack([states, X]) for states, X in zip(model_states, inputs)]
+        problem = centred_gram_problem(
+            [np.vstack(designs)], np.vstack([self.states[:, start:stop]] * len(designs)),
+            self.estimator.fit_intercept)
+        return problem, designs
+
     def output_problem(self, model):
         """On ``model``'s equilibrium (the fitted state rows), or on the
         teacher's post-activations when ``model`` is None; a perturbed fit's
@@ -211,6 +224,9 @@ def fit_flat(est, rows, n_states):
     the new state rows' equilibrium when ``refit_outputs``). ``rows`` builds
     each stage's Gram problem, from data in memory (:class:`InMemoryRows`)
     or read chunk by chunk (:class:`sksim.streaming.StreamedRows`)."""
+    if est.state_inputs == "model":
+        state_rows, state_part = model_input_rows(est, rows, n_states)
+        return fit_outputs(est, rows, state_rows, None, None, state_part)
     with log_of(est).stage(f"state rows' Gram matrix{rows.how}"):
         problem = rows.state_problem()
     state_rows = solve_state_rows(est, problem[:3], n_states, state_solve(est))
@@ -286,6 +302,47 @@ def solve_state_rows(est, problem, n_states, solve):
     if est.structure == "implicit":
         return solve(*problem, n_states)
     return feedforward_rows(problem, n_states, feedforward_blocks(est, n_states), solve)
+
+
+def model_input_rows(est, rows, n_states):
+    """``state_inputs="model"`` for a flat feed-forward model: the blocks are
+    fitted in order, each on a design of the fitted model's own states of
+    the earlier blocks (and the inputs), against the teacher's states of the
+    block, so that a block learns from what it will read at predict time.
+    Returns the state rows (full width) and the state part of the model."""
+    if est.structure != "feedforward":
+        raise ValueError(
+            "state_inputs='model' fits the blocks in order on the model's own states, "
+            "which needs structure='feedforward' for a flat model (an implicit A has "
+            "no block order).")
+    if not hasattr(rows, "block_problem"):
+        raise ValueError(
+            "state_inputs='model' for a flat model needs the data in memory (it builds "
+            "one Gram matrix per block on the model's own states); pass X as an array, "
+            "or state_inputs='teacher'.")
+    blocks = feedforward_blocks(est, n_states)
+    solve = state_solve(est)
+    model_states = None  # per design: the fitted blocks' states so far
+    parts, intercepts, start = [], [], 0
+    for size in blocks:
+        with log_of(est).stage(f"states {start}..{start + size - 1}: Gram matrix on "
+                               "the model's own states"):
+            problem, designs = rows.block_problem(start, start + size, model_states)
+        solution = solve(*problem[:3], start)
+        intercept = problem[4] - solution.coef @ problem[3]
+        intercepts.append(intercept)
+        n_inputs = designs[0].shape[1] - start
+        columns = np.r_[0:start, n_states:n_states + n_inputs]
+        parts.append((columns, solution))
+        activation = ACTIVATIONS[est.activation]
+        new_states = [activation(design @ solution.coef.T + intercept) for design in designs]
+        model_states = new_states if model_states is None else [
+            np.hstack([old, new]) for old, new in zip(model_states, new_states)]
+        start += size
+    state_rows = _stack_rows(parts, n_states + n_inputs)
+    coef = state_rows.coef
+    return state_rows, FlatModel(_csr(coef[:, :n_states]), _csr(coef[:, n_states:]),
+                                 np.concatenate(intercepts))
 
 
 def feedforward_blocks(est, n_states):

@@ -165,3 +165,48 @@ def test_one_pass_equals_the_iterative_equilibrium(problem):
     assert np.all(residual == 0)
     implicit = SIMClassifier().fit(X, y, states=states, baseline_outputs=logits)
     assert forward_blocks(implicit.A_) is None
+
+
+def test_rows_fitted_on_the_models_own_states(problem, tmp_path):
+    """state_inputs="model": block b's rows solve the kappa-bounded Lasso on the
+    fitted model's own states of the earlier blocks (its one-pass equilibrium),
+    against the teacher's states of block b; block 0 is as with the teacher's
+    inputs. A flat implicit model or a streamed fit refuses it."""
+    X, _, states, _, _ = problem
+    alpha, kappa = 3e-3, 0.5
+    params = dict(structure="feedforward", state_blocks=BLOCKS, alpha=alpha, kappa=kappa,
+                  relax=1.0, tol=1e-10)
+    model = SIMRegressor(state_inputs="model", **params).fit(X, states[:, 0], states=states)
+    teacher_inputs = SIMRegressor(**params).fit(X, states[:, 0], states=states)
+    np.testing.assert_allclose(model.B_.toarray()[:BLOCKS[0]],
+                               teacher_inputs.B_.toarray()[:BLOCKS[0]], atol=1e-10)
+    assert not np.allclose(model.A_.toarray(), teacher_inputs.A_.toarray(), atol=1e-6)
+    own = model.equilibrium(X)
+    np.testing.assert_allclose(own, _forward_pass(model, X, BLOCKS), atol=1e-12)
+    start = 0
+    for size in BLOCKS:
+        W = np.hstack([own[:, :start], X])
+        W = W - W.mean(axis=0)
+        for i in range(start, start + size):
+            z = states[:, i] - states[:, i].mean()
+            w = cp.Variable(W.shape[1])
+            objective = cp.sum_squares(z - W @ w) / (2 * len(z)) + alpha * cp.norm1(w)
+            constraints = [cp.norm1(w[:start]) <= kappa] if start else []
+            reference = cp.Problem(cp.Minimize(objective), constraints).solve(
+                solver=cp.CLARABEL)
+            ours = np.r_[model.A_.toarray()[i, :start], model.B_.toarray()[i]]
+            value = np.sum((z - W @ ours) ** 2) / (2 * len(z)) + alpha * np.abs(ours).sum()
+            assert value <= reference * (1 + 1e-6) + 1e-12
+            # the intercept centres the row on the model's own design
+            residual = states[:, i] - own @ model.A_.toarray()[i] - X @ model.B_.toarray()[i]
+            assert model.state_intercept_[i] == pytest.approx(residual.mean(), abs=1e-10)
+        start += size
+    assert np.max(np.abs(model.A_.toarray()).sum(axis=1)) <= kappa
+    with pytest.raises(ValueError, match="needs structure='feedforward'"):
+        SIMRegressor(state_inputs="model").fit(X, states[:, 0], states=states)
+    memmap = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64,
+                                       shape=X.shape)
+    memmap[:] = X
+    with pytest.raises(ValueError, match="needs the data in memory"):
+        SIMRegressor(state_inputs="model", **params).fit(memmap, states[:, 0],
+                                                         states=states)
