@@ -427,7 +427,7 @@ class _BaseSIM(BaseEstimator):
     def _is_weight_shared(self):
         return getattr(self, "_shared_model", None) is not None
 
-    def to_torch(self, *, dtype=None, sparse=None, tol=None, max_iter=None):
+    def to_torch(self, *, dtype=None, sparse=None, tol=None, max_iter=None, plain=False):
         """The fitted model as a torch ``nn.Module`` (needs torch).
 
         The module computes the equilibrium and the raw outputs (what
@@ -465,19 +465,33 @@ class _BaseSIM(BaseEstimator):
         max_iter : int, default=None
             Most sweeps or steps per loop; ``None`` means
             ``10 * equilibrium_max_iter``.
+        plain : bool, default=False
+            Export a model without feedback (``structure="feedforward"``, or
+            a weight-shared model without ``lateral_kernel``) as a plain
+            network instead: a ``torch.fx.GraphModule`` of ``torch.nn``
+            layers (Conv2d, Linear, pools, activations) and additions in the
+            model's topology, with dense kernels and without the channels no
+            row reads, loadable and runnable with torch alone and exportable
+            with ``torch.onnx.export`` (see :mod:`sksim.plain_export`).
+            ``dtype`` defaults to ``torch.float32`` then; ``sparse``, ``tol``
+            and ``max_iter`` do not apply; it has no ``equilibrium``.
 
         Returns
         -------
         module : torch.nn.Module
             ``module(u)`` has shape (batch, n_outputs);
-            ``module.equilibrium(u)`` has shape (batch, n_states). The
-            module converts (``.to``, ``.float()``, ``.double()``), saves
-            its buffers (``state_dict``) and pickles (``torch.save``) like
-            any other.
+            ``module.equilibrium(u)`` has shape (batch, n_states) (not for
+            ``plain=True``). The module converts (``.to``, ``.float()``,
+            ``.double()``), saves its buffers (``state_dict``) and pickles
+            (``torch.save``) like any other.
         """
         check_is_fitted(self)
         from .torch_export import build_shared_torch_module, build_torch_module
 
+        if plain:
+            from .plain_export import build_plain_module
+
+            return build_plain_module(self, dtype)
         if self._is_weight_shared():
             return build_shared_torch_module(self, dtype=dtype, tol=tol, max_iter=max_iter)
         return build_torch_module(self, dtype=dtype, sparse=sparse, tol=tol,
