@@ -119,20 +119,23 @@ def flat_module(estimator, dtype):
         kept = np.flatnonzero(~dead[start:stop]) + start
         if kept.size == 0:
             continue
-        nodes = [build.layer(_linear(B[kept], model.state_intercept[kept]), u)]
-        for (a, b), node in sources.items():
-            weight = A[np.ix_(kept, kept_of[(a, b)])]
-            if np.any(weight):
-                nodes.append(build.layer(_linear(weight, None), node))
+        links = [(B[kept], u)] + [(A[np.ix_(kept, kept_of[key])], node)
+                                  for key, node in sources.items()]
+        nodes = _dense_links(build, links, model.state_intercept[kept])
         activated = build.layer(nn.ReLU(), build.total(nodes))
         sources[(start, stop)] = activated
         kept_of[(start, stop)] = kept
-    nodes = [build.layer(_linear(D, model.intercept), u)]
-    for key, node in sources.items():
-        weight = C[:, kept_of[key]]
-        if np.any(weight):
-            nodes.append(build.layer(_linear(weight, None), node))
-    return build.module(build.total(nodes), dtype)
+    links = [(D, u)] + [(C[:, kept_of[key]], node) for key, node in sources.items()]
+    return build.module(build.total(_dense_links(build, links, model.intercept)), dtype)
+
+
+def _dense_links(build, links, bias):
+    """Linear layers of the ``(weight, source node)`` links with a nonzero
+    weight, the first one carrying ``bias`` (the first link alone when none
+    has a nonzero weight: a constant block)."""
+    kept = [link for link in links if np.any(link[0])] or links[:1]
+    return [build.layer(_linear(weight, bias if i == 0 else None), node)
+            for i, (weight, node) in enumerate(kept)]
 
 
 # ------------------------------------------------- weight-shared model

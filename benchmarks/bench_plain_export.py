@@ -1,0 +1,174 @@
+"""FLOPs and wall time of ``to_torch(plain=True)`` next to the teacher's forward pass
+(structured-SIM issue, item 3).
+
+Fits SIM on two teachers and times, interleaved round by round (median of
+``--repeats``), CPU float32, batches of 500, with 1 and with 2 torch threads:
+
+* the teacher's forward pass on the test images;
+* the fitted model's plain export (``to_torch(plain=True)``: torch.nn layers,
+  dense kernels, unread channels removed) on the same batches.
+
+Teachers: the Fashion-MNIST MLP 784-64-32-16-10 of the other benchmarks (SIM
+``structure="feedforward"`` on ``--m`` training images at each of ``--alphas``)
+and, when the CIFAR-100 files are present, the all-convolutional teacher of
+``examples/cifar100_teacher.py`` (weight-shared SIM on ``--cifar-m`` training
+images, ``alpha`` 0.16, ``relax`` 0.01, ``output_alpha`` 3e-3). FLOPs are the
+multiply-adds of the Conv2d and Linear layers per image
+(:func:`sksim.plain_export.count_flops`, the same count for the teacher).
+
+Run:  python benchmarks/bench_plain_export.py
+      python benchmarks/bench_plain_export.py --quick    (smoke run)
+Writes benchmarks/results/plain_export.json.
+"""
+
+import copy
+import sys
+import time
+
+import numpy as np
+
+import _common as C
+
+BATCH = 500
+
+
+def parse_args():
+    parser = C.base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--m", type=int, default=5000)
+    parser.add_argument("--alphas", type=float, nargs="+", default=[1e-3, 1e-2])
+    parser.add_argument("--cifar-m", type=int, default=2000)
+    parser.set_defaults(repeats=5)
+    args = parser.parse_args()
+    if args.quick:
+        args.m, args.cifar_m, args.repeats, args.alphas = 1000, 0, 1, [1e-2]
+    return args
+
+
+def forward_batches(module, X):
+    import torch
+
+    with torch.no_grad():
+        return np.vstack([module(torch.as_tensor(X[i:i + BATCH])).numpy()
+                          for i in range(0, len(X), BATCH)])
+
+
+def timed(candidates, X, repeats, threads):
+    """Median seconds of each candidate over ``X`` with ``threads`` torch threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for module in candidates.values():  # warm-up
+            forward_batches(module, X)
+        times = {name: [] for name in candidates}
+        for _ in range(repeats):
+            for name, module in candidates.items():
+                start = time.perf_counter()
+                forward_batches(module, X)
+                times[name].append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return times
+
+
+def measure(name, teacher, models, X_test, y_test, input_shape, args):
+    """The teacher and each fitted model's plain export, timed side by side."""
+    from sksim.plain_export import count_flops
+
+    teacher_labels = forward_batches(teacher, X_test).argmax(axis=1)
+    candidates = {"teacher": teacher}
+    record = {"problem": name, "teacher_flops": count_flops(teacher, input_shape),
+              "teacher_test_accuracy": float(np.mean(teacher_labels == y_test)),
+              "models": []}
+    for label, est, fit_seconds in models:
+        plain = est.to_torch(plain=True)
+        candidates[label] = plain
+        labels = est.classes_[forward_batches(plain, X_test).argmax(axis=1)]
+        record["models"].append({
+            "name": label, "fit_seconds": round(fit_seconds, 2),
+            "n_nonzero": int(est.n_nonzero_),
+            "plain_parameters": int(sum(p.numel() for p in plain.parameters())),
+            "flops": count_flops(plain, input_shape),
+            "test_accuracy": float(np.mean(labels == y_test)),
+            "agreement_with_teacher": float(np.mean(labels == teacher_labels)),
+            "agreement_with_float64_predict": float(np.mean(labels == est.predict(X_test)))})
+    for threads in (1, 2):
+        times = timed(candidates, X_test, args.repeats, threads)
+        teacher_median = float(np.median(times["teacher"]))
+        record[f"threads_{threads}"] = {
+            label: {**C.summary(times[label]),
+                    "over_teacher": float(np.median(times[label]) / teacher_median)}
+            for label in candidates}
+    for model in record["models"]:
+        C.log(f"{name} {model['name']}: flops {model['flops']:,} (teacher "
+              f"{record['teacher_flops']:,}), time / teacher "
+              f"{record['threads_1'][model['name']]['over_teacher']:.2f}x (1 thread), "
+              f"{record['threads_2'][model['name']]['over_teacher']:.2f}x (2 threads), "
+              f"accuracy {model['test_accuracy']:.4f}")
+    return record
+
+
+def fashion_mnist(args):
+    import torch
+
+    from sksim import SIMClassifier, TorchBaseline
+
+    data = C.load_data(args.data_home)
+    teacher, _ = C.get_teacher(C.WIDTHS["64-32-16"], data)
+    teacher = copy.deepcopy(teacher).float().eval()
+    X, y = data.X_train[:args.m], data.y_train[:args.m]
+    models = []
+    for alpha in args.alphas:
+        est = SIMClassifier(TorchBaseline(teacher), alpha=alpha, structure="feedforward",
+                            random_state=0)
+        start = time.perf_counter()
+        est.fit(X, y)
+        models.append((f"sim_alpha_{alpha:g}", est, time.perf_counter() - start))
+    del torch
+    return measure("fashion-mnist MLP 784-64-32-16-10", teacher, models,
+                   np.ascontiguousarray(data.X_test, dtype=np.float32), data.y_test,
+                   (784,), args)
+
+
+def cifar100(args):
+    import torch
+
+    sys.path.insert(0, str(C.REPO_ROOT / "examples"))
+    from cifar100_teacher import INPUT_SHAPE, load_teacher
+
+    from sksim import SIMClassifier, TorchBaseline
+    from sksim.datasets import load_cifar100
+
+    try:
+        data = load_cifar100(args.data_home)
+    except (FileNotFoundError, ValueError) as exc:
+        C.log(f"CIFAR-100 skipped: {exc}")
+        return None
+    conv = load_teacher().eval()
+    teacher = torch.nn.Sequential(torch.nn.Unflatten(1, INPUT_SHAPE), conv).eval()
+    X, y = data.X_train[:args.cifar_m], data.y_train[:args.cifar_m]
+    est = SIMClassifier(TorchBaseline(conv, input_shape=INPUT_SHAPE, batch_size=250,
+                                      classes=list(range(100))),
+                        alpha=0.16, relax=0.01, output_alpha=3e-3, random_state=0)
+    start = time.perf_counter()
+    est.fit(X, y)
+    fit_seconds = time.perf_counter() - start
+    return measure("cifar-100 all-convolutional", teacher,
+                   [("sim_alpha_0.16", est, fit_seconds)],
+                   np.ascontiguousarray(data.X_test, dtype=np.float32), data.y_test,
+                   (3 * 32 * 32,), args)
+
+
+def main():
+    args = parse_args()
+    problems = [fashion_mnist(args)]
+    if args.cifar_m:
+        problems.append(cifar100(args))
+    result = {**C.header(args), "batch": BATCH,
+              "problems": [p for p in problems if p is not None]}
+    C.write_json("plain_export", result, args.output, args.quick)
+
+
+if __name__ == "__main__":
+    main()
