@@ -188,6 +188,20 @@ PARAMETERS_DOC = """
         samples; no guarantee on the teacher's ``A``, any block structure.
         ``"none"``: as recorded. Weight-shared fits support
         ``"well_posed"`` only. The scales are in ``state_scales_``.
+    penalty : {"l1", "channel"}, default="l1"
+        ``"l1"``: every row's own (elastic-net) penalty, zeros scattered in
+        the rows. ``"channel"`` (flat model with ``structure="feedforward"``):
+        the rows of a block are fitted together under a group penalty, one
+        group per state the block reads (its entries in every row of the
+        block; ``alpha * sqrt(n_rows)`` times their Euclidean norm, so a
+        column of equal entries weighs what its L1 norm would), the inputs under the
+        plain L1 penalty, the ``kappa`` bound on every row, solved with a
+        certified duality gap (:mod:`sksim.solvers.groups`); the output rows
+        likewise over the states. A state no row reads is then a hidden unit
+        the model does without (``to_torch(plain=True)`` removes it). With
+        ``relax < 1`` the rows are then refitted one by one on the kept
+        states (the usual row problems, at ``relax`` times the penalty on
+        their supports).
     perturbation : {None, "uniform", "fgsm", "pgd"}, default=None
         Perturbation-aware state matching (see :mod:`sksim.perturbation`):
         the teacher also runs on perturbed inputs ``u'`` within

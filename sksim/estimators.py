@@ -112,6 +112,7 @@ class _BaseSIM(BaseEstimator):
         "state_scaling": [StrOptions({"well_posed", "rms", "none"})],
         "structure": [StrOptions({"implicit", "feedforward"})],
         "state_blocks": [None, "array-like"],
+        "penalty": [StrOptions({"l1", "channel"})],
         "perturbation": [None, StrOptions({"uniform", "fgsm", "pgd"})],
         "perturbation_eps": [None, Interval(Real, 0, None, closed="neither")],
         "perturbation_mix": [StrOptions({"both", "perturbed"})],
@@ -149,6 +150,7 @@ class _BaseSIM(BaseEstimator):
         structure="implicit",
         state_blocks=None,
         state_scaling="well_posed",
+        penalty="l1",
         perturbation=None,
         perturbation_eps=None,
         perturbation_mix="both",
@@ -182,6 +184,7 @@ class _BaseSIM(BaseEstimator):
         self.state_scaling = state_scaling
         self.structure = structure
         self.state_blocks = state_blocks
+        self.penalty = penalty
         self.perturbation = perturbation
         self.perturbation_eps = perturbation_eps
         self.perturbation_mix = perturbation_mix

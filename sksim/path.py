@@ -75,6 +75,10 @@ def _recorded(estimator, X, y, states, baseline_outputs):
             "path or by the CV estimators (their folds share one design); set "
             "perturbation=None, or choose alpha with SIMClassifier(perturbation=...) "
             "on a validation split.")
+    if template.penalty != "l1":
+        raise ValueError(
+            f"penalty={template.penalty!r} is fitted by SIMRegressor and SIMClassifier, "
+            "not along a path or by the CV estimators; use penalty='l1' here.")
     template._perturbation = None
     X, targets, y_teacher = template._validated_targets(X, y)
     states, targets, maps, _ = recording.record_teacher(template, X, targets, states,

@@ -224,6 +224,7 @@ def fit_flat(est, rows, n_states):
     the new state rows' equilibrium when ``refit_outputs``). ``rows`` builds
     each stage's Gram problem, from data in memory (:class:`InMemoryRows`)
     or read chunk by chunk (:class:`sksim.streaming.StreamedRows`)."""
+    _check_channel(est)
     if est.state_inputs == "model":
         state_rows, state_part = model_input_rows(est, rows, n_states)
         return fit_outputs(est, rows, state_rows, None, None, state_part)
@@ -246,11 +247,19 @@ def fit_outputs(est, rows, state_rows, design_mean, state_mean, state_part=None)
         problem = rows.output_problem(state_part if est.refit_outputs else None)
     gram, corr, target_sq, design_mean, target_mean = problem[:5]
     output_alpha = est.alpha if est.output_alpha is None else est.output_alpha
-    output_rows = st.solve_rows_parallel(
-        gram, corr, target_sq, progress=log_of(est).rows("output rows"),
-        row_bound=row_bound(est), l1=output_alpha * est.l1_ratio,
-        l2=output_alpha * (1.0 - est.l1_ratio), tol=est.tol,
-        max_iter=est.max_iter, relax=est.relax, solver=est.solver)
+
+    def solve(gram, corr, target_sq, n_bounded):
+        return st.solve_rows_parallel(
+            gram, corr, target_sq, progress=log_of(est).rows("output rows"),
+            row_bound=row_bound(est), l1=output_alpha * est.l1_ratio,
+            l2=output_alpha * (1.0 - est.l1_ratio), tol=est.tol,
+            max_iter=est.max_iter, relax=est.relax, solver=est.solver)
+
+    if est.penalty == "channel":
+        output_rows = channel_rows(est, (gram, corr, target_sq), n_states, 0, np.inf,
+                                   output_alpha, solve)
+    else:
+        output_rows = solve(gram, corr, target_sq, 0)
     coef = output_rows.coef
     model = state_part._replace(C=_csr(coef[:, :n_states]), D=_csr(coef[:, n_states:]),
                                 intercept=target_mean - coef @ design_mean)
@@ -289,10 +298,81 @@ def state_row_options(est, n_bounded):
 def state_solve(est):
     """``solve(gram, correlations, target_sq, n_bounded)`` of the state rows
     (in row batches on a dask cluster under ``parallel_backend("dask")``;
-    progress printed with ``verbose``)."""
+    progress printed with ``verbose``; with ``penalty="channel"`` the rows
+    together, :func:`channel_rows`)."""
     progress = log_of(est).rows("state rows")
-    return lambda gram, corr, target_sq, n_bounded: st.solve_rows_parallel(
-        gram, corr, target_sq, progress=progress, **state_row_options(est, n_bounded))
+
+    def solve(gram, corr, target_sq, n_bounded):
+        return st.solve_rows_parallel(gram, corr, target_sq, progress=progress,
+                                      **state_row_options(est, n_bounded))
+
+    if est.penalty == "channel":
+        return lambda gram, corr, target_sq, n_bounded: channel_rows(
+            est, (gram, corr, target_sq), n_bounded, n_bounded, est.kappa, est.alpha, solve)
+    return solve
+
+
+def channel_rows(est, problem, n_grouped, n_bounded, bound, alpha, solve):
+    """``penalty="channel"``: the rows of ``problem`` (a Gram matrix, its
+    correlations and target energies) solved together, one group per state
+    column (the first ``n_grouped``; its entries in every row) under the
+    weight ``alpha * sqrt(n_rows)``, the other columns (the inputs) under the plain L1
+    weight, the first ``n_bounded`` columns of each row within ``bound``
+    (:func:`sksim.solvers.groups.solve_group_rows`). With ``relax < 1`` the
+    rows are then solved one by one by ``solve(gram, correlations,
+    target_sq, n_bounded)`` on the states the group penalty kept and the
+    inputs. Returns a full-width RowSolution."""
+    from .solvers.groups import solve_group_rows
+
+    gram, corr, target_sq = problem
+    if n_grouped == 0:  # no state column: the plain rows
+        return solve(gram, corr, target_sq, n_bounded)
+    n_columns = gram.shape[0]
+    l1 = np.r_[np.zeros(n_grouped), np.full(n_columns - n_grouped, alpha * est.l1_ratio)]
+    ridged = gram + alpha * (1.0 - est.l1_ratio) * np.eye(n_columns)
+    group_of = np.r_[np.arange(n_grouped), np.full(n_columns - n_grouped, -1)]
+    # a group of r entries weighs alpha sqrt(r) (Yuan & Lin): the L1 norm of a
+    # column of r equal entries is sqrt(r) times its Euclidean norm
+    group_l1 = alpha * np.sqrt(corr.shape[0])
+    grouped = solve_group_rows(ridged, corr, target_sq, group_of=group_of,
+                               group_l1=group_l1, l1=l1, n_bounded=n_bounded, bound=bound,
+                               tol=est.tol, max_iter=est.max_iter)
+    kept_states = np.flatnonzero(np.any(grouped.coef[:, :n_grouped] != 0, axis=0))
+    if est.relax < 1.0:
+        if grouped.status != 0:
+            warnings.warn(
+                f"The channel selection of {corr.shape[0]} rows reached the relative "
+                f"duality gap {grouped.duality_gap / max(grouped.objective, 1e-300):.3e}, "
+                f"not tol={est.tol:g}, within max_iter={est.max_iter} sweeps: the kept "
+                f"states ({kept_states.size} of {n_grouped}) may differ from the "
+                "optimum's; the rows refitted on them are certified as usual. Increase "
+                "max_iter or tol.", ConvergenceWarning)
+        kept = np.r_[kept_states, np.arange(n_grouped, n_columns)]
+        part = solve(np.ascontiguousarray(gram[np.ix_(kept, kept)]),
+                     np.ascontiguousarray(corr[:, kept]), target_sq,
+                     int(np.sum(kept_states < n_bounded)))
+        return _stack_rows([(kept, part)], n_columns)
+    return _group_row_solution(grouped, ridged, corr, target_sq, l1, n_grouped, group_l1)
+
+
+def _group_row_solution(grouped, gram, corr, target_sq, l1, n_grouped, alpha):
+    """The rows of a group solve as a RowSolution: each row carries its share
+    of the joint objective (its own terms, and of each group's norm the
+    fraction ``||w_ig||^2 / ||W_g||^2``) and the same share of the joint gap,
+    so every row's relative gap is the block's."""
+    coef = grouped.coef
+    group_norms = np.sqrt(np.sum(coef[:, :n_grouped] ** 2, axis=0))
+    share = np.divide(coef[:, :n_grouped] ** 2, group_norms ** 2,
+                      out=np.zeros_like(coef[:, :n_grouped]), where=group_norms > 0)
+    objective = (0.5 * np.einsum("ij,jk,ik->i", coef, gram, coef)
+                 - np.einsum("ij,ij->i", coef, corr) + 0.5 * target_sq
+                 + np.abs(coef) @ l1 + alpha * share @ group_norms)
+    total = max(float(objective.sum()), 1e-300)
+    n_rows = coef.shape[0]
+    return RowSolution(coef, grouped.duality_gap * objective / total, objective,
+                       grouped.multipliers, np.full(n_rows, grouped.n_iter),
+                       np.full(n_rows, grouped.status), np.zeros(n_rows),
+                       np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows, dtype=np.int64))
 
 
 def solve_state_rows(est, problem, n_states, solve):
@@ -302,6 +382,18 @@ def solve_state_rows(est, problem, n_states, solve):
     if est.structure == "implicit":
         return solve(*problem, n_states)
     return feedforward_rows(problem, n_states, feedforward_blocks(est, n_states), solve)
+
+
+def _check_channel(est):
+    if est.penalty != "channel":
+        return
+    if est.structure != "feedforward":
+        raise ValueError(
+            "penalty='channel' removes whole states (the groups are the states a block "
+            "reads), which needs structure='feedforward' for a flat model.")
+    if est.row_bound is not None:
+        raise ValueError("penalty='channel' does not support row_bound yet; set "
+                         "row_bound=None or penalty='l1'.")
 
 
 def model_input_rows(est, rows, n_states):
@@ -449,6 +541,11 @@ def fit_weight_shared(est, reducer, maps):
     data are reached through ``reducer`` (:class:`SharedReducer`, or
     :class:`sksim.streaming.DaskSharedReducer` for dask inputs)."""
     _check_shared(est)
+    if est.penalty == "channel":
+        raise ValueError(
+            "penalty='channel' is fitted for flat feed-forward models (MLP teachers, "
+            "structure='feedforward'); weight-shared (convolutional) models do not "
+            "support it yet: use penalty='l1', or weight_sharing=False for a flat model.")
     setup = _shared_setup(est, maps, reducer.n_outputs)
     with numba_threads(est.n_jobs):
         kernels, intercepts, state_rows = _fit_blocks(est, reducer, setup)
