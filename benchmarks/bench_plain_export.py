@@ -8,6 +8,10 @@ Fits SIM on two teachers and times, interleaved round by round (median of
 * the fitted model's plain export (``to_torch(plain=True)``: torch.nn layers,
   dense kernels, unread channels removed) on the same batches.
 
+The MLP's SIM models use ``penalty="l1"`` (zeros scattered in the rows) at
+``--alphas`` and ``penalty="channel"`` (whole hidden units out) at
+``--channel-alphas``.
+
 Teachers: the Fashion-MNIST MLP 784-64-32-16-10 of the other benchmarks (SIM
 ``structure="feedforward"`` on ``--m`` training images at each of ``--alphas``)
 and, when the CIFAR-100 files are present, the all-convolutional teacher of
@@ -36,11 +40,14 @@ def parse_args():
     parser = C.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--m", type=int, default=5000)
     parser.add_argument("--alphas", type=float, nargs="+", default=[1e-3, 1e-2])
+    parser.add_argument("--channel-alphas", type=float, nargs="+", default=[1e-3, 1e-2, 3e-2],
+                        help="alphas of the penalty='channel' models (whole hidden units out)")
     parser.add_argument("--cifar-m", type=int, default=2000)
     parser.set_defaults(repeats=5)
     args = parser.parse_args()
     if args.quick:
         args.m, args.cifar_m, args.repeats, args.alphas = 1000, 0, 1, [1e-2]
+        args.channel_alphas = [1e-2]
     return args
 
 
@@ -110,8 +117,6 @@ def measure(name, teacher, models, X_test, y_test, input_shape, args):
 
 
 def fashion_mnist(args):
-    import torch
-
     from sksim import SIMClassifier, TorchBaseline
 
     data = C.load_data(args.data_home)
@@ -119,13 +124,14 @@ def fashion_mnist(args):
     teacher = copy.deepcopy(teacher).float().eval()
     X, y = data.X_train[:args.m], data.y_train[:args.m]
     models = []
-    for alpha in args.alphas:
-        est = SIMClassifier(TorchBaseline(teacher), alpha=alpha, structure="feedforward",
-                            random_state=0)
-        start = time.perf_counter()
-        est.fit(X, y)
-        models.append((f"sim_alpha_{alpha:g}", est, time.perf_counter() - start))
-    del torch
+    for penalty, alphas in (("l1", args.alphas), ("channel", args.channel_alphas)):
+        for alpha in alphas:
+            est = SIMClassifier(TorchBaseline(teacher), alpha=alpha, penalty=penalty,
+                                structure="feedforward", random_state=0)
+            start = time.perf_counter()
+            est.fit(X, y)
+            models.append((f"sim_{penalty}_alpha_{alpha:g}", est,
+                           time.perf_counter() - start))
     return measure("fashion-mnist MLP 784-64-32-16-10", teacher, models,
                    np.ascontiguousarray(data.X_test, dtype=np.float32), data.y_test,
                    (784,), args)
