@@ -26,7 +26,7 @@ from . import perturbation as perturbed
 from . import recording
 from . import streaming as st
 from . import weight_sharing as shared
-from ._arrays import float64_rows, numba_threads
+from ._arrays import numba_threads
 from .design import GramAccumulator, centred_gram_problem
 from .inspection import infinity_norm
 from .model import ACTIVATIONS, Equilibrium, FlatModel, equilibrium, equilibrium_chunks
