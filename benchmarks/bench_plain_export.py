@@ -29,9 +29,8 @@ import copy
 import sys
 import time
 
-import numpy as np
-
 import _common as C
+import numpy as np
 
 BATCH = 500
 

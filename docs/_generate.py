@@ -228,6 +228,7 @@ def results_pages():
         "structure": tables.structure_table(),
         "state_scaling": tables.state_scaling_table(),
         "robustness": tables.robustness_tables(),
+        "robust_matching": _portable(tables.robust_matching_tables()),
         "data_use": tables.data_use_tables(),
         "conv": _portable(tables.conv_tables()),
         "anchors": _portable(tables.anchor_tables()),

@@ -4,7 +4,7 @@
 Print the markdown tables of the experiments (``sparsity.py``,
 ``robustness.py``, ``data_use.py``, ``state_scaling.py``,
 ``fashion_mnist_cnn.py``, ``cifar100.py``, ``cifar100_anchors.py``,
-``defaults_protocol.py``) from the JSON files in ``examples/results/``. The documentation's results page is generated from the
+``defaults_protocol.py``, ``robust_matching.py``) from the JSON files in ``examples/results/``. The documentation's results page is generated from the
 same functions at every build (``docs/_generate.py``)::
 
     python examples/results_tables.py > examples/output/tables.md
@@ -109,6 +109,79 @@ def robustness_tables():
                            pct(c["test_accuracy"]), f"{c['n_nonzero']:,}",
                            f"{c['lipschitz_bound']:.3g}", f"{c['formula_bound']:.3g}",
                            c.get("fit_seconds")] for c in cand]))
+    return "\n".join(out)
+
+
+ROBUST_NAMES = {"teacher": "teacher", "teacher_adversarial": "teacher + PGD fine-tune",
+                "sim_plain": "SIM", "sim_perturbed": "SIM perturbation-aware",
+                "sim_row_bound": "SIM row_bound"}
+
+
+def _eps_label(eps):
+    """eps as pixels in [0, 1], or in 255ths when it is one."""
+    in_255 = eps * 255
+    whole = abs(in_255 - round(in_255)) < 1e-6 and in_255 <= 16
+    return f"{round(in_255):d}/255" if whole else f"{eps:g}"
+
+
+def _robust_setting(name, d):
+    models = d["models"]
+    if name == "teacher_adversarial":
+        info = models[name]
+        return (f"{info['seconds']:.0f} s ({info['epochs']:g} epochs) at eps "
+                f"{_eps_label(info['eps'])}")
+    if name.startswith("sim"):
+        info = models[name]
+        spec = info.get("spec")
+        return f"alpha {d['models']['sim_plain']['alpha']:g}" + (f", {spec}" if spec else "")
+    return ""
+
+
+def robust_matching_tables():
+    """Perturbation-aware matching, row bounds and the anchors under strong PGD,
+    with certified accuracy (``robust_matching.py``)."""
+    out = []
+    for ds in (*DATASETS, "cifar100"):
+        d = load(f"robust_matching_{ds}")
+        if d is None:
+            continue
+        eps = d["attacks"]["eps"]
+        certify = d["attacks"]["certify_eps"] if d["results"]["teacher"]["certified"] else []
+        sanity = d["attacks"]["sanity"]
+        out.append(f"\n**{ds}** (accuracy in %; PGD and certification on "
+                   f"{d['attacks']['n_attack']} test images; the attack drives the teacher "
+                   f"to {pct(sanity['teacher_pgd_accuracy'])}% at eps "
+                   f"{_eps_label(sanity['eps'])}; m = {d['m']:,})\n")
+        rows = []
+        for name, res in d["results"].items():
+            info = d["models"].get(name, {})
+            fit = info.get("fit_seconds")
+            rows.append([ROBUST_NAMES[name], _robust_setting(name, d),
+                         "-" if fit is None else f"{fit:.1f}",
+                         pct(res["clean_test_accuracy"])]
+                        + [pct(res["pgd"][str(e)]) for e in eps]
+                        + [pct(res["certified"].get(str(e))) for e in certify])
+        out.append(table(["model", "setting", "fit s", "clean"]
+                         + [f"PGD {_eps_label(e)}" for e in eps]
+                         + [f"certified {_eps_label(e)}" for e in certify], rows))
+        for name in ("sim_perturbed", "sim_row_bound"):
+            info = d["models"][name]
+            out.append(f"\n{ROBUST_NAMES[name]} candidates ({info['selection_rule']}; "
+                       f"validation PGD at eps {_eps_label(d['attacks']['select_eps'])} on "
+                       f"{d['n_select']} images):\n")
+            out.append(table(["candidate", "validation clean", "validation PGD", "nonzeros",
+                              "fit s"],
+                             [[c["spec"], pct(c["validation_clean"]), pct(c["validation_pgd"]),
+                               f"{c['n_nonzero']:,}", c["fit_seconds"]]
+                              for c in info["candidates"]]))
+        targets = []
+        for target, per_model in d["targets"].items():
+            for model, verdict in per_model.items():
+                detail = ", ".join(f"{k} {v}" for k, v in verdict.items() if k != "met")
+                targets.append([target.replace("_", " "), ROBUST_NAMES[model],
+                                "met" if verdict["met"] else "not met", detail])
+        out.append("\nTargets:\n")
+        out.append(table(["target", "model", "verdict", "measured"], targets))
     return "\n".join(out)
 
 
@@ -380,5 +453,6 @@ if __name__ == "__main__":
     print(state_scaling_table())
     print(sparsity_tables())
     print(robustness_tables())
+    print(robust_matching_tables())
     print(data_use_tables())
     print(defaults_tables())

@@ -21,6 +21,7 @@ implicit ``A`` needs the fixed-point loop of :mod:`sksim.torch_export`.
 """
 
 import operator
+
 import numpy as np
 import torch
 from torch import fx, nn

@@ -13,8 +13,7 @@ from sklearn.utils import check_random_state
 
 from sksim import SIMClassifier, SIMClassifierCV, SIMRegressor
 from sksim.baselines import mlp_forward
-from sksim.perturbation import (PGD_STEPS, Perturbation, loss_gradient,
-                                perturbed_inputs)
+from sksim.perturbation import PGD_STEPS, Perturbation, loss_gradient, perturbed_inputs
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +176,8 @@ def test_streamed_fit_equals_the_in_memory_one(digits, mlp, kind, tmp_path):
     memmap = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64,
                                        shape=X.shape)
     memmap[:] = X
-    params = dict(baseline=FrozenEstimator(mlp), perturbation=kind, perturbation_eps=0.1,
-                  perturbation_range=(0, 1), random_state=0)
+    params = {"baseline": FrozenEstimator(mlp), "perturbation": kind,
+              "perturbation_eps": 0.1, "perturbation_range": (0, 1), "random_state": 0}
     in_memory = SIMClassifier(**params).fit(X, y)
     streamed = SIMClassifier(**params).fit(memmap, y)
     for name in ("A_", "B_", "C_", "D_"):
@@ -214,8 +213,8 @@ def test_weight_shared_perturbed_fit_streams_and_stays_exact(tmp_path):
     X = rng.uniform(size=(40, 2 * 7 * 7))
     baseline = TorchBaseline(module, input_shape=(2, 7, 7), dtype="float64", batch_size=16)
     logits = baseline.record(X)[1]
-    params = dict(alpha=1e-3, kappa=0.6, perturbation="pgd", perturbation_eps=0.05,
-                  perturbation_range=(0, 1), random_state=0)
+    params = {"alpha": 1e-3, "kappa": 0.6, "perturbation": "pgd", "perturbation_eps": 0.05,
+              "perturbation_range": (0, 1), "random_state": 0}
     in_memory = SIMRegressor(baseline, **params).fit(X, logits)
     memmap = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64,
                                        shape=X.shape)

@@ -13,11 +13,11 @@ from sksim import SIMClassifier, SIMRegressor
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
-from test_graph_teachers import _fit  # noqa: E402
-from test_weight_sharing import _tiny_cnn  # noqa: E402
+from test_graph_teachers import _fit
+from test_weight_sharing import _tiny_cnn
 
-from sksim import TorchBaseline  # noqa: E402
-from sksim.plain_export import count_flops  # noqa: E402
+from sksim import TorchBaseline
+from sksim.plain_export import count_flops
 
 
 def _only_nn_layers(module):
