@@ -114,7 +114,7 @@ def robustness_tables():
 
 ROBUST_NAMES = {"teacher": "teacher", "teacher_adversarial": "teacher + PGD fine-tune",
                 "sim_plain": "SIM", "sim_perturbed": "SIM perturbation-aware",
-                "sim_row_bound": "SIM row_bound"}
+                "sim_row_bound": "SIM row_bound", "sim_combined": "SIM perturbation + row_bound"}
 
 
 def _eps_label(eps):
@@ -164,8 +164,10 @@ def robust_matching_tables():
         out.append(table(["model", "setting", "fit s", "clean"]
                          + [f"PGD {_eps_label(e)}" for e in eps]
                          + [f"certified {_eps_label(e)}" for e in certify], rows))
-        for name in ("sim_perturbed", "sim_row_bound"):
-            info = d["models"][name]
+        for name in ("sim_perturbed", "sim_row_bound", "sim_combined"):
+            info = d["models"].get(name)
+            if info is None:
+                continue
             out.append(f"\n{ROBUST_NAMES[name]} candidates ({info['selection_rule']}; "
                        f"validation PGD at eps {_eps_label(d['attacks']['select_eps'])} on "
                        f"{d['n_select']} images):\n")

@@ -33,6 +33,8 @@ the test set):
   clean validation accuracy (else the most accurate candidate);
 * ``sim_row_bound``: likewise among the ``--row-bound-grid`` candidates
   (``kappa:row_bound``);
+* ``sim_combined``: likewise among the ``--combined-grid`` candidates, a
+  perturbation and a row bound together (``kind:eps:mix@kappa:row_bound``);
 * ``teacher_adversarial``: the teacher fine-tuned by PGD adversarial training
   at ``--select-eps`` (7 steps of 2.5 eps / 7) for the wall time of the
   ``sim_perturbed`` fit.
@@ -69,7 +71,11 @@ SANITY_EPS = {"cifar100": 16 / 255}  # else 0.3
 CERTIFY_EPS = [0.005, 0.01, 0.02, 0.05, 0.1]
 CIFAR_GRID = ["uniform:0.0314:both", "fgsm:0.0078:both", "pgd:0.0078:both"]
 CIFAR_ROW_BOUND_GRID = ["0.95:0.5"]
-PERTURBATION_GRID = ["uniform:0.1:both", "uniform:0.3:both", "uniform:0.5:both", "fgsm:0.1:both",
+COMBINED_GRID = ["uniform:0.5:both@0.5:20", "uniform:0.3:both@0.2:40"]
+MODEL_OF = {"perturbation": "sim_perturbed", "row_bound": "sim_row_bound",
+            "combined": "sim_combined"}
+PERTURBATION_GRID = ["uniform:0.1:both", "uniform:0.3:both", "uniform:0.5:both", "uniform:0.8:both",
+                     "fgsm:0.1:both",
                      "pgd:0.05:both", "pgd:0.1:both", "pgd:0.1:perturbed"]
 ROW_BOUND_GRID = ["0.5:10", "0.5:20", "0.5:50", "0.2:40"]
 
@@ -95,6 +101,10 @@ def parse_args():
     parser.add_argument("--clean-budget", type=float, default=0.03)
     parser.add_argument("--perturbation-grid", nargs="+", default=None)
     parser.add_argument("--row-bound-grid", nargs="+", default=None)
+    parser.add_argument("--combined-grid", nargs="*", default=None,
+                        help="candidates with both a perturbation and a row bound "
+                             "(kind:eps:mix@kappa:R; default: see COMBINED_GRID, none "
+                             "for cifar100)")
     args = parser.parse_args()
     args.dataset = args.dataset or "fashion-mnist"
     cifar = args.dataset == "cifar100"
@@ -105,6 +115,8 @@ def parse_args():
                                                         else PERTURBATION_GRID)
     args.row_bound_grid = args.row_bound_grid or (CIFAR_ROW_BOUND_GRID if cifar
                                                   else ROW_BOUND_GRID)
+    if args.combined_grid is None:
+        args.combined_grid = [] if cifar else COMBINED_GRID
     return args
 
 
@@ -184,16 +196,24 @@ def choose(candidates, teacher_val, budget):
     return max(candidates, key=lambda c: c["validation_clean"]), rule
 
 
+def params_of(spec):
+    """A candidate's parameters: ``kind:eps:mix`` (a perturbation), ``kappa:R``
+    (a row bound), or both joined by ``@``."""
+    params = {}
+    for part in spec.split("@"):
+        fields = part.split(":")
+        if len(fields) == 3:
+            params.update(perturbation=fields[0], perturbation_eps=float(fields[1]),
+                          perturbation_mix=fields[2], perturbation_range=(0, 1))
+        else:
+            params.update(kappa=float(fields[0]), row_bound=float(fields[1]), max_iter=5000)
+    return params
+
+
 def candidates_of(kind, specs, problem, X, y, X_sel, y_sel, X_val, y_val, args):
     out = []
     for spec in specs:
-        if kind == "perturbation":
-            name, eps, mix = spec.split(":")
-            params = {"perturbation": name, "perturbation_eps": float(eps),
-                      "perturbation_mix": mix, "perturbation_range": (0, 1)}
-        else:
-            kappa, bound = (float(v) for v in spec.split(":"))
-            params = {"kappa": kappa, "row_bound": bound, "max_iter": 5000}
+        params = params_of(spec)
         est, seconds = problem.fit(X, y, alpha=args.alpha, **params)
         info = {"spec": spec, "params": {k: list(v) if isinstance(v, tuple) else v
                                          for k, v in params.items()},
@@ -256,7 +276,10 @@ def main():
     E.log(f"sim_plain: {plain_info}")
     chosen = {}
     for kind, specs in (("perturbation", args.perturbation_grid),
-                        ("row_bound", args.row_bound_grid)):
+                        ("row_bound", args.row_bound_grid),
+                        ("combined", args.combined_grid)):
+        if not specs:
+            continue
         candidates = candidates_of(kind, specs, problem, X, y, X_sel, y_sel, X_val, y_val,
                                    args)
         best, rule = choose([info for _, info in candidates], teacher_val,
@@ -303,8 +326,7 @@ def main():
             mlp_certify(adversarial), data, attack, eps_list, args),
     }
     for name, est in (("sim_plain", plain),
-                      ("sim_perturbed", chosen["perturbation"]["estimator"]),
-                      ("sim_row_bound", chosen["row_bound"]["estimator"])):
+                      *((MODEL_OF[kind], chosen[kind]["estimator"]) for kind in chosen)):
         results[name] = evaluate(name, E.sim_forward64(est), est.predict, sim_certify(est),
                                  data, attack, eps_list, args)
 
@@ -323,19 +345,18 @@ def main():
         f"pgd_at_{target_eps}_at_least_teacher_plus_20_at_most_3_clean_points": {
             name: {**gain(name), "met": gain(name)["pgd_gain_points"] >= 20
                    and gain(name)["clean_cost_points"] <= 3}
-            for name in ("sim_perturbed", "sim_row_bound")},
+            for name in (MODEL_OF[kind] for kind in chosen)},
         "certified_above_0_at_0.05_where_the_teacher_certifies_nothing": {
             name: {"certified": results[name]["certified"]["0.05"],
                    "teacher": teacher_res["certified"]["0.05"],
                    "met": results[name]["certified"]["0.05"] > 0
                    and teacher_res["certified"]["0.05"] == 0}
-            for name in ("sim_plain", "sim_perturbed", "sim_row_bound")
+            for name in ("sim_plain", *(MODEL_OF[kind] for kind in chosen))
             if not problem.cifar},
         "robust_fit_at_most_3x_plain_fit": {
             name: {"ratio": round(chosen[kind]["info"]["fit_seconds"] / plain_seconds, 2),
                    "met": chosen[kind]["info"]["fit_seconds"] <= 3 * plain_seconds}
-            for name, kind in (("sim_perturbed", "perturbation"),
-                               ("sim_row_bound", "row_bound"))},
+            for name, kind in ((MODEL_OF[kind], kind) for kind in chosen)},
     }
     payload = {
         "experiment": "robust_matching", "dataset": args.dataset, "data": data.description,
@@ -353,12 +374,9 @@ def main():
                                  "certified accuracy = certified and correct",
                     "certify_eps": CERTIFY_EPS},
         "models": {"sim_plain": plain_info,
-                   "sim_perturbed": {**chosen["perturbation"]["info"],
-                                     "selection_rule": chosen["perturbation"]["rule"],
-                                     "candidates": chosen["perturbation"]["candidates"]},
-                   "sim_row_bound": {**chosen["row_bound"]["info"],
-                                     "selection_rule": chosen["row_bound"]["rule"],
-                                     "candidates": chosen["row_bound"]["candidates"]},
+                   **{MODEL_OF[kind]: {**value["info"], "selection_rule": value["rule"],
+                                       "candidates": value["candidates"]}
+                      for kind, value in chosen.items()},
                    "teacher_adversarial": adv_info},
         "results": results, "targets": targets,
         "seconds_total": round(time.perf_counter() - start_all, 1),
