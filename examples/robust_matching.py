@@ -74,9 +74,9 @@ CIFAR_ROW_BOUND_GRID = ["0.95:0.5"]
 COMBINED_GRID = ["uniform:0.5:both@0.5:20", "uniform:0.3:both@0.2:40"]
 MODEL_OF = {"perturbation": "sim_perturbed", "row_bound": "sim_row_bound",
             "combined": "sim_combined"}
-PERTURBATION_GRID = ["uniform:0.1:both", "uniform:0.3:both", "uniform:0.5:both", "uniform:0.8:both",
-                     "fgsm:0.1:both",
-                     "pgd:0.05:both", "pgd:0.1:both", "pgd:0.1:perturbed"]
+PERTURBATION_GRID = ["uniform:0.1:both", "uniform:0.3:both", "uniform:0.5:both",
+                     "uniform:0.8:both", "fgsm:0.1:both", "pgd:0.05:both", "pgd:0.1:both",
+                     "pgd:0.1:perturbed"]
 ROW_BOUND_GRID = ["0.5:10", "0.5:20", "0.5:50", "0.2:40"]
 
 
