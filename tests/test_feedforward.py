@@ -58,16 +58,12 @@ def test_feedforward_model_is_cycle_free_and_one_pass(problem):
     assert np.any(block[implicit.A_.nonzero()[1]] >= block[implicit.A_.nonzero()[0]])
 
 
-def test_feedforward_rows_match_cvxpy_on_their_restricted_design(problem):
-    """Block b's rows solve the kappa-bounded Lasso on [relu(earlier states), X]."""
-    X, _, states, _, _ = problem
-    alpha, kappa = 3e-3, 0.5
-    model = SIMRegressor(structure="feedforward", state_blocks=BLOCKS, alpha=alpha,
-                         kappa=kappa, relax=1.0, tol=1e-10).fit(X, states[:, 0],
-                                                                states=states)
+def _assert_blocks_match_cvxpy(model, X, states, design_states, alpha, kappa):
+    """Block b's rows reach the cvxpy optimum of the kappa-bounded Lasso on the
+    centred design ``[design_states of earlier blocks, X]`` against ``states``."""
     start = 0
     for size in BLOCKS:
-        W = np.hstack([np.maximum(states[:, :start], 0.0), X])
+        W = np.hstack([design_states[:, :start], X])
         W = W - W.mean(axis=0)
         for i in range(start, start + size):
             z = states[:, i] - states[:, i].mean()
@@ -80,6 +76,16 @@ def test_feedforward_rows_match_cvxpy_on_their_restricted_design(problem):
             value = np.sum((z - W @ ours) ** 2) / (2 * len(z)) + alpha * np.abs(ours).sum()
             assert value <= reference * (1 + 1e-6) + 1e-12
         start += size
+
+
+def test_feedforward_rows_match_cvxpy_on_their_restricted_design(problem):
+    """Block b's rows solve the kappa-bounded Lasso on [relu(earlier states), X]."""
+    X, _, states, _, _ = problem
+    alpha, kappa = 3e-3, 0.5
+    model = SIMRegressor(structure="feedforward", state_blocks=BLOCKS, alpha=alpha,
+                         kappa=kappa, relax=1.0, tol=1e-10).fit(X, states[:, 0],
+                                                                states=states)
+    _assert_blocks_match_cvxpy(model, X, states, np.maximum(states, 0.0), alpha, kappa)
 
 
 def test_teacher_layers_are_the_blocks(problem):
@@ -183,24 +189,10 @@ def test_rows_fitted_on_the_models_own_states(problem, tmp_path):
     assert not np.allclose(model.A_.toarray(), teacher_inputs.A_.toarray(), atol=1e-6)
     own = model.equilibrium(X)
     np.testing.assert_allclose(own, _forward_pass(model, X, BLOCKS), atol=1e-12)
-    start = 0
-    for size in BLOCKS:
-        W = np.hstack([own[:, :start], X])
-        W = W - W.mean(axis=0)
-        for i in range(start, start + size):
-            z = states[:, i] - states[:, i].mean()
-            w = cp.Variable(W.shape[1])
-            objective = cp.sum_squares(z - W @ w) / (2 * len(z)) + alpha * cp.norm1(w)
-            constraints = [cp.norm1(w[:start]) <= kappa] if start else []
-            reference = cp.Problem(cp.Minimize(objective), constraints).solve(
-                solver=cp.CLARABEL)
-            ours = np.r_[model.A_.toarray()[i, :start], model.B_.toarray()[i]]
-            value = np.sum((z - W @ ours) ** 2) / (2 * len(z)) + alpha * np.abs(ours).sum()
-            assert value <= reference * (1 + 1e-6) + 1e-12
-            # the intercept centres the row on the model's own design
-            residual = states[:, i] - own @ model.A_.toarray()[i] - X @ model.B_.toarray()[i]
-            assert model.state_intercept_[i] == pytest.approx(residual.mean(), abs=1e-10)
-        start += size
+    _assert_blocks_match_cvxpy(model, X, states, own, alpha, kappa)
+    for i in range(model.n_states_):  # the intercept centres the row on its own design
+        residual = states[:, i] - own @ model.A_.toarray()[i] - X @ model.B_.toarray()[i]
+        assert model.state_intercept_[i] == pytest.approx(residual.mean(), abs=1e-10)
     assert np.max(np.abs(model.A_.toarray()).sum(axis=1)) <= kappa
     with pytest.raises(ValueError, match="needs structure='feedforward'"):
         SIMRegressor(state_inputs="model").fit(X, states[:, 0], states=states)
