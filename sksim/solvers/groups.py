@@ -238,14 +238,7 @@ def _certificate(W, gram, correlations, target_sq, groups_starts, groups_columns
                     R_feasible[i, j] -= feasible[i, k] * gram[k, j]
     primal = _primal(feasible, gram, correlations, target_sq, groups_starts,
                      groups_columns, weights, l1)
-    linear, quadratic = 0.0, 0.0
-    for i in range(n_rows):
-        cw, wgw = 0.0, 0.0
-        for j in range(n_cols):
-            cw += correlations[i, j] * feasible[i, j]
-            wgw += feasible[i, j] * (correlations[i, j] - R_feasible[i, j])
-        linear += target_sq[i] - cw
-        quadratic += target_sq[i] - 2.0 * cw + wgw
+    linear, quadratic = _dual_terms(feasible, R_feasible, correlations, target_sq)
     dual = _dual_bound(R_feasible, linear, quadratic, groups_starts, groups_columns,
                        weights, l1, multipliers, n_bounded, bound)
     if n_bounded > 0:  # the multipliers the KKT conditions give at this point
@@ -327,6 +320,18 @@ def _lagrangian_gap(W, R, gram, correlations, target_sq, groups_starts, groups_c
     for i in range(W.shape[0]):
         for j in range(n_bounded):
             primal += multipliers[i] * abs(W[i, j])
+    linear, quadratic = _dual_terms(W, R, correlations, target_sq)
+    # no bound term: the multipliers' penalty is in the primal
+    dual = _dual_bound(R, linear, quadratic, groups_starts, groups_columns, weights, l1,
+                       multipliers, n_bounded, 0.0)
+    return max(primal - dual, 0.0), primal
+
+
+@inner_njit
+def _dual_terms(W, R, correlations, target_sq):
+    """``(sum_i zz_i - c_i.w_i, sum_i zz_i - 2 c_i.w_i + w_i G w_i)``: the
+    linear and quadratic coefficients of the dual at the scaled residual ``s R``
+    (``R = C - W G``, so ``w_i G w_i = w_i.(c_i - r_i)``)."""
     linear, quadratic = 0.0, 0.0
     for i in range(W.shape[0]):
         cw, wgw = 0.0, 0.0
@@ -335,10 +340,7 @@ def _lagrangian_gap(W, R, gram, correlations, target_sq, groups_starts, groups_c
             wgw += W[i, j] * (correlations[i, j] - R[i, j])
         linear += target_sq[i] - cw
         quadratic += target_sq[i] - 2.0 * cw + wgw
-    s_max = _largest_scale(R, groups_starts, groups_columns, weights, l1, multipliers,
-                           n_bounded)
-    s = min(max(linear / quadratic if quadratic > 0.0 else 0.0, 0.0), s_max)
-    return max(primal - (s * linear - 0.5 * s * s * quadratic), 0.0), primal
+    return linear, quadratic
 
 
 @kernel_njit
