@@ -202,6 +202,17 @@ PARAMETERS_DOC = """
         ``relax < 1`` the rows are then refitted one by one on the kept
         states (the usual row problems, at ``relax`` times the penalty on
         their supports).
+    adaptive_l1 : float, default=0.0
+        Weight-shared model: the exponent ``gamma`` of adaptive L1 weights
+        from the teacher's own kernels (Zou 2006): entry ``j`` of row ``i``
+        (state or output) pays ``alpha * (|K_ij| / rms(K_i) + 1e-3) ** -gamma``
+        times its magnitude, ``K`` the teacher's kernels in the block scales'
+        units (zero on links the teacher does not have, such as a fitted
+        shortcut's off-diagonal entries), so the teacher's large weights are
+        cheap to keep and its small ones dear. Each row stays one convex
+        problem under the same bounds, certified the same way, solved by
+        coordinate descent (the homotopy follows a uniform penalty). 0 is the
+        plain L1 penalty.
     perturbation : {None, "uniform", "fgsm", "pgd"}, default=None
         Perturbation-aware state matching (see :mod:`sksim.perturbation`):
         the teacher also runs on perturbed inputs ``u'`` within

@@ -113,6 +113,7 @@ class _BaseSIM(BaseEstimator):
         "structure": [StrOptions({"implicit", "feedforward"})],
         "state_blocks": [None, "array-like"],
         "penalty": [StrOptions({"l1", "channel"})],
+        "adaptive_l1": [Interval(Real, 0, None, closed="left")],
         "perturbation": [None, StrOptions({"uniform", "fgsm", "pgd"})],
         "perturbation_eps": [None, Interval(Real, 0, None, closed="neither")],
         "perturbation_mix": [StrOptions({"both", "perturbed"})],
@@ -151,6 +152,7 @@ class _BaseSIM(BaseEstimator):
         state_blocks=None,
         state_scaling="well_posed",
         penalty="l1",
+        adaptive_l1=0.0,
         perturbation=None,
         perturbation_eps=None,
         perturbation_mix="both",
@@ -185,6 +187,7 @@ class _BaseSIM(BaseEstimator):
         self.structure = structure
         self.state_blocks = state_blocks
         self.penalty = penalty
+        self.adaptive_l1 = adaptive_l1
         self.perturbation = perturbation
         self.perturbation_eps = perturbation_eps
         self.perturbation_mix = perturbation_mix

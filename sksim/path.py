@@ -79,6 +79,11 @@ def _recorded(estimator, X, y, states, baseline_outputs):
         raise ValueError(
             f"penalty={template.penalty!r} is fitted by SIMRegressor and SIMClassifier, "
             "not along a path or by the CV estimators; use penalty='l1' here.")
+    if template.adaptive_l1:
+        raise ValueError(
+            "adaptive_l1 applies to weight-shared fits, which SIMRegressor and "
+            "SIMClassifier make; paths and the CV estimators fit the flat model: set "
+            "adaptive_l1=0.")
     template._perturbation = None
     X, targets, y_teacher = template._validated_targets(X, y)
     states, targets, maps, _ = recording.record_teacher(template, X, targets, states,

@@ -225,6 +225,11 @@ def fit_flat(est, rows, n_states):
     each stage's Gram problem, from data in memory (:class:`InMemoryRows`)
     or read chunk by chunk (:class:`sksim.streaming.StreamedRows`)."""
     _check_channel(est)
+    if est.adaptive_l1:
+        raise ValueError(
+            "adaptive_l1 weights the penalty by the teacher's kernels, which a "
+            "weight-shared fit reads from a torch teacher's graph; this fit is flat "
+            "(an MLP teacher, given states, or weight_sharing=False): set adaptive_l1=0.")
     if est.state_inputs == "model":
         state_rows, state_part = model_input_rows(est, rows, n_states)
         return fit_outputs(est, rows, state_rows, None, None, state_part)
@@ -511,12 +516,14 @@ def _check_shared_structure(est):
 
 
 class _SharedSetup(NamedTuple):
-    """A weight-shared fit's structure (scaled), block scales, row bounds
-    (one per block, then the output rows') and the solver options."""
+    """A weight-shared fit's structure (scaled), block scales, row bounds and
+    adaptive L1 factors (one per block, then the output rows'; factors
+    ``None`` for the plain L1) and the solver options."""
 
     structure: object
     scales: np.ndarray
     row_bounds: np.ndarray
+    l1_factors: list
     common: dict
 
 
@@ -533,7 +540,11 @@ def _shared_setup(est, maps, n_outputs):
     common = {"l1_ratio": est.l1_ratio, "kappa": est.kappa, "tol": est.tol,
               "max_iter": est.max_iter, "relax": est.relax, "solver": est.solver}
     _check_shared_structure(est)
-    return _SharedSetup(structure, scales, row_bounds, common)
+    indices = [*range(len(scales)), None]
+    factors = ([None] * len(indices) if est.adaptive_l1 == 0 else
+               [shared.adaptive_l1_factors(maps, structure, scales, index, est.adaptive_l1)
+                for index in indices])
+    return _SharedSetup(structure, scales, row_bounds, factors, common)
 
 
 def fit_weight_shared(est, reducer, maps):
@@ -587,7 +598,8 @@ def _fit_blocks(est, reducer, setup):
                        f"{structure.block_shapes[index][0]} rows"):
             block_kernels, intercept, rows = shared.solve_block_rows(
                 structure, links, problem, alpha=alpha,
-                row_bound=setup.row_bounds[index], **setup.common)
+                row_bound=setup.row_bounds[index], l1_factors=setup.l1_factors[index],
+                **setup.common)
         kernels.append(block_kernels)
         intercepts.append(intercept)
         state_rows.append(rows)
@@ -606,7 +618,8 @@ def _fit_head(est, reducer, setup, state_part):
     with log.stage(f"output rows: {reducer.n_outputs} rows"):
         return shared.solve_block_rows(
             structure, structure.head, output_problem, alpha=output_alpha,
-            row_bound=setup.row_bounds[-1], bounded=False, **setup.common)
+            row_bound=setup.row_bounds[-1], bounded=False, l1_factors=setup.l1_factors[-1],
+            **setup.common)
 
 
 # --------------------------------------------------------- certificates

@@ -162,6 +162,45 @@ def teacher_row_norms(teacher, scales):
         for links, kernels, scale in targets])
 
 
+# Relative size of the smallest teacher entry an adaptive weight uses: a
+# column the teacher does not read (a fitted shortcut's off-diagonal, a skip or
+# lateral link) pays (1 / _ADAPTIVE_FLOOR) ** gamma times the penalty.
+_ADAPTIVE_FLOOR = 1e-3
+
+
+def adaptive_l1_factors(teacher, structure, scales, index, gamma):
+    """Adaptive L1 factors (Zou 2006) of the rows of block ``index`` (``None``:
+    the output rows) of ``structure`` (the fitted links, a superset of the
+    teacher's): row ``i`` pays ``(|K_ij| / rms(K_i) + floor) ** -gamma`` on
+    column ``j``, with ``K`` the teacher's kernels in the rescaled units
+    (:func:`teacher_row_norms`) and zero on links the teacher lacks; rows
+    the teacher leaves empty, and output rows that are not the teacher's,
+    pay 1. Returns an array of shape (n_rows, n_columns)."""
+    if index is None:
+        links, teacher_links = structure.head, teacher.structure.head
+        kernels, scale = teacher.head_kernels, 1.0
+        n_rows = structure.n_outputs
+    else:
+        links, teacher_links = structure.links[index], teacher.structure.links[index]
+        kernels, scale = teacher.kernels[index], scales[index]
+        n_rows = structure.block_shapes[index][0]
+    own = dict(zip(teacher_links, kernels))
+    widths = [link_width(structure, link) for link in links]
+    if any(kernel.shape[0] != n_rows for kernel in kernels):
+        return np.ones((n_rows, sum(widths)))
+    parts = []
+    for link, width in zip(links, widths):
+        source = 1.0 if link.source == INPUT else scales[link.source]
+        parts.append(np.abs(own[link]) * (scale / source) if link in own
+                     else np.zeros((n_rows, width)))
+    magnitude = np.hstack(parts)
+    rms = np.sqrt(np.mean(magnitude ** 2, axis=1, keepdims=True))
+    factors = np.ones_like(magnitude)
+    read = rms[:, 0] > 0
+    factors[read] = (magnitude[read] / rms[read] + _ADAPTIVE_FLOOR) ** -float(gamma)
+    return factors
+
+
 def _sources(X, post_activations, link):
     return X if link.source == INPUT else post_activations[link.source]
 
@@ -298,8 +337,11 @@ def block_penalty(problem, shape, mode):
 
 
 def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kappa,
-                     row_bound, tol, max_iter, relax=1.0, solver="cd", bounded=True):
-    """Solve one block's rows; returns (kernels per link, intercept, RowSolution)."""
+                     row_bound, tol, max_iter, relax=1.0, solver="cd", bounded=True,
+                     l1_factors=None):
+    """Solve one block's rows; returns (kernels per link, intercept, RowSolution).
+    ``l1_factors`` (n_rows, n_columns): adaptive L1 weights, as in
+    :func:`sksim.solvers.solve_rows`."""
     widths = [link_width(structure, link) for link in links_of_rows]
     n_bounded = sum(w for w, link in zip(widths, links_of_rows)
                     if link.source != INPUT) if bounded else 0
@@ -307,7 +349,7 @@ def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kapp
                       n_bounded=n_bounded, bound=kappa if n_bounded else np.inf,
                       row_bound=row_bound, l1=alpha * l1_ratio,
                       l2=alpha * (1.0 - l1_ratio), tol=tol, max_iter=max_iter,
-                      relax=relax, solver=solver)
+                      relax=relax, solver=solver, l1_factors=l1_factors)
     edges = np.concatenate([[0], np.cumsum(widths)])
     kernels = [np.ascontiguousarray(rows.coef[:, a:b]) for a, b in pairwise(edges)]
     intercept = problem.target_mean - rows.coef @ problem.design_mean

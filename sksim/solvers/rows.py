@@ -1006,27 +1006,39 @@ def _fill_support(values, support, row):
         row[support[k]] = values[k]
 
 
+@inner_njit
+def _row_weighted(penalty, factors):
+    """``penalty`` with its column weights multiplied by ``factors`` (one row's
+    adaptive L1 factors)."""
+    return RowPenalty(penalty.weights * factors, penalty.l1, penalty.l2, penalty.n_bounded,
+                      penalty.bound, penalty.row_bound)
+
+
 @kernel_njit
-def _solve_rows_kernel(gram, correlations, target_sq, coef, penalty, options, records, rows):
-    """The rows ``rows`` (indices) by coordinate descent from ``coef``, in place."""
+def _solve_rows_kernel(gram, correlations, target_sq, coef, penalty, factors, options,
+                       records, rows):
+    """The rows ``rows`` (indices) by coordinate descent from ``coef``, in
+    place, row ``i``'s column weights multiplied by ``factors[i]``."""
     for i in rows:
         problem = RowProblem(gram, correlations[i], target_sq[i])
-        _store(records[i], _solve_one(problem, penalty, options, coef[i]), 0.0)
+        _store(records[i], _solve_one(problem, _row_weighted(penalty, factors[i]), options,
+                                      coef[i]), 0.0)
 
 
 @kernel_njit
-def _solve_supports_kernel(gram, correlations, target_sq, coef, penalty, options, records,
-                           rows):
+def _solve_supports_kernel(gram, correlations, target_sq, coef, penalty, factors, options,
+                           records, rows):
     """Each row of ``rows`` again on its own support (columns where ``coef``
-    is nonzero), the same problem restricted to it (:func:`_restricted`);
-    ``records`` keep their epochs and add these."""
+    is nonzero), the same problem restricted to it (:func:`_restricted`),
+    row ``i``'s column weights multiplied by ``factors[i]``; ``records``
+    keep their epochs and add these."""
     for i in rows:
         support = np.flatnonzero(coef[i])
         if support.size == 0:  # the zero row is the only point: exact
             _store(records[i], _zero_row_result(target_sq[i]), records[i, 3])
             continue
         problem, sub_penalty = _restricted(RowProblem(gram, correlations[i], target_sq[i]),
-                                           penalty, support)
+                                           _row_weighted(penalty, factors[i]), support)
         row = coef[i][support]
         result = _solve_one(problem, sub_penalty, options, row)
         _fill_support(row, support, coef[i])
@@ -1040,10 +1052,11 @@ def _one_bound(n_bounded, bound, row_bound):
     return not (n_bounded > 0 and np.isfinite(bound) and np.isfinite(row_bound))
 
 
-def _relax_rows(data, coef, records, breakpoints, penalty, options, solver):
+def _relax_rows(data, coef, records, breakpoints, penalty, factors, options, solver):
     """Solve every row again restricted to its support (the relaxed Lasso),
-    in place, under ``penalty`` (the relaxed one) and ``options``; ``data``
-    is ``(gram, correlations, target_sq)``. The homotopy when it solved the
+    in place, under ``penalty`` (the relaxed one, row ``i``'s column weights
+    multiplied by ``factors[i]``) and ``options``; ``data`` is ``(gram,
+    correlations, target_sq)``. The homotopy when it solved the
     rows (its breakpoints are added to ``breakpoints``), coordinate descent
     from the unrelaxed point for rows it cannot certify and otherwise."""
     rows = np.arange(coef.shape[0])
@@ -1063,14 +1076,14 @@ def _relax_rows(data, coef, records, breakpoints, penalty, options, solver):
         rest, rest_records = np.ascontiguousarray(coef[rows]), records[rows]
         run_on_threads(_solve_supports_kernel, rows.size, gram,
                        np.ascontiguousarray(correlations[rows]),
-                       np.ascontiguousarray(target_sq[rows]), rest, penalty, options,
-                       rest_records)
+                       np.ascontiguousarray(target_sq[rows]), rest, penalty,
+                       np.ascontiguousarray(factors[rows]), options, rest_records)
         coef[rows], records[rows] = rest, rest_records
 
 
 def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
                row_bound=np.inf, l1=0.0, l2=0.0, tol=1e-6, max_iter=1000,
-               coef_init=None, relax=1.0, solver="auto"):
+               coef_init=None, relax=1.0, solver="auto", l1_factors=None):
     """Solve every row problem sharing one Gram matrix, rows in parallel.
 
     Parameters
@@ -1114,7 +1127,13 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
         block has none; rows with both are solved by coordinate descent.
         ``"auto"`` (the estimators' default too): coordinate descent when
         ``coef_init`` is given (a warm start), else the choice of
-        :func:`auto_solver`.
+        :func:`auto_solver`; coordinate descent with ``l1_factors``.
+    l1_factors : ndarray of shape (n_rows, n_columns), default=None
+        Per-row L1 weights: row ``i`` pays ``l1 * l1_factors[i, j] * |w_j|``
+        (an adaptive Lasso, Zou 2006; still one convex problem per row, under
+        the same bounds, certified the same way). Finite and nonnegative;
+        ``None`` is all ones. The homotopy follows one uniform penalty, so
+        these rows are solved by coordinate descent.
 
     Returns
     -------
@@ -1131,6 +1150,15 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
     if solver == "auto":
         solver = "cd" if coef_init is not None else \
             auto_solver(gram, n_bounded, bound, row_bound, l2)
+    if l1_factors is None:
+        factors = np.ones((n_rows, n_columns))
+    else:
+        factors = np.ascontiguousarray(l1_factors, dtype=np.float64)
+        if factors.shape != (n_rows, n_columns) or not np.all(np.isfinite(factors)) \
+                or np.any(factors < 0):
+            raise ValueError(f"l1_factors must be finite and nonnegative, of shape "
+                             f"{(n_rows, n_columns)}; got shape {factors.shape}")
+        solver = "cd"  # the homotopy follows a uniform penalty
     records = np.zeros((n_rows, 6))
     breakpoints = np.zeros(n_rows, dtype=np.int64)
     method = np.zeros(n_rows, dtype=np.int64)
@@ -1150,10 +1178,11 @@ def solve_rows(gram, correlations, target_sq, *, n_bounded=0, bound=np.inf,
             records[:, 5], records[:, 2] = records[:, 2], 0.0
         breakpoints, method = _finish_homotopy_rows(data, coef, records, penalty, options)
     elif n_rows:
-        run_on_threads(_solve_rows_kernel, n_rows, *data, coef, penalty, options, records)
+        run_on_threads(_solve_rows_kernel, n_rows, *data, coef, penalty, factors, options,
+                       records)
     if n_rows and relax < 1.0:
         relaxed = row_penalty(n_columns, n_bounded, bound, row_bound, l1 * relax, l2 * relax)
-        _relax_rows(data, coef, records, breakpoints, relaxed, options, solver)
+        _relax_rows(data, coef, records, breakpoints, relaxed, factors, options, solver)
     return _row_solution(coef, records, breakpoints, method)
 
 
@@ -1172,7 +1201,8 @@ def _finish_homotopy_rows(data, coef, records, penalty, options):
         rest = np.ascontiguousarray(coef[unresolved])
         rest_records = np.zeros((unresolved.size, 6))
         run_on_threads(_solve_rows_kernel, unresolved.size, gram, correlations[unresolved],
-                       target_sq[unresolved], rest, penalty, options, rest_records)
+                       target_sq[unresolved], rest, penalty,
+                       np.ones((unresolved.size, coef.shape[1])), options, rest_records)
         coef[unresolved], records[unresolved] = rest, rest_records
         method[unresolved] = 2
     return breakpoints, method
@@ -1341,7 +1371,8 @@ def solve_rows_path(gram, correlations, target_sq, alphas, *, n_bounded=0,
         breakpoints, method = _finish_homotopy_rows(data, coef, record, penalty, options)
         if n_rows and relax < 1.0:
             relaxed = row_penalty(n_columns, n_bounded, bound, l1=alpha * relax)
-            _relax_rows(data, coef, record, breakpoints, relaxed, options, "homotopy")
+            _relax_rows(data, coef, record, breakpoints, relaxed, np.ones(coef.shape), options,
+                        "homotopy")
         solutions.append(_row_solution(coef, record, breakpoints, method))
     return alphas, solutions
 
