@@ -91,6 +91,10 @@ def alpha_sweep(baseline, alphas, params, train, test, teacher):
             "block_scales": model.block_scales_.tolist(),
             "kernel_nonzeros_per_block": [int(sum(np.count_nonzero(k) for k in block))
                                           for block in model.kernels_],
+            # per link of each block, in the fitted structure's order: the
+            # teacher's own layer first, then its shortcut (a fitted kernel)
+            "kernel_nonzeros_per_link": [[int(np.count_nonzero(k)) for k in block]
+                                         for block in model.kernels_],
         }
         log(json.dumps(fit))
         yield fit, model

@@ -176,8 +176,10 @@ def sim_allocation(fit, module, input_shape):
     ----------
     fit : dict
         One entry of a results JSON's ``fits``: ``nonzero`` (SIM's
-        ``n_nonzero_``) and ``kernel_nonzeros_per_block`` (nonzero kernel
-        entries of each state block).
+        ``n_nonzero_``) and ``kernel_nonzeros_per_link`` (nonzero kernel
+        entries of each link of each state block, the teacher's own layer
+        first), or, from a chain teacher's older records,
+        ``kernel_nonzeros_per_block``.
     module : torch.nn.Module
         The teacher (BatchNorm folded or not).
     input_shape : tuple
@@ -185,13 +187,16 @@ def sim_allocation(fit, module, input_shape):
 
     Returns
     -------
-    dict
-        ``{layer name: kept weights}``: block ``b``'s count for the layer
-        feeding block ``b`` (the layers in call order), the rest of
-        ``nonzero`` for the last layer (SIM's output head). Refused when a
-        block has more than one link (a residual shortcut, which SIM fits as
-        a kernel too): the per-block count does not say how many of its
-        nonzeros are the layer's.
+    allocation : dict
+        ``{layer name: kept weights}``: the count of block ``b``'s first link
+        for the layer feeding block ``b`` (the layers in call order), the
+        rest of the count outside the state blocks for the last layer (SIM's
+        output head).
+    extra : int
+        Nonzeros of SIM's other links (a ResNet's shortcuts, which SIM fits
+        as kernels and the teacher computes without weights): the anchors
+        get the allocation only, so both spend the same count on the
+        teacher's layers.
     """
     import torch
 
@@ -200,16 +205,23 @@ def sim_allocation(fit, module, input_shape):
     maps, _ = read_shaped(torch, shaped_graph(torch, module, torch.zeros(2, *input_shape)),
                           input_shape)
     names = prunable_layers(module)
-    blocks = fit["kernel_nonzeros_per_block"]
-    if any(len(links) != 1 for links in maps.structure.links) or len(maps.head_kernels) != 1:
-        raise ValueError("a block of the teacher's graph has several links (shortcuts): "
-                         "SIM's per-block counts do not give per-layer counts")
-    if len(blocks) != len(names) - 1:
-        raise ValueError(f"{len(blocks)} SIM blocks for {len(names)} layers")
-    counts = list(blocks) + [int(fit["nonzero"]) - int(sum(blocks))]
+    links = fit.get("kernel_nonzeros_per_link")
+    if links is None:
+        if any(len(block) != 1 for block in maps.structure.links):
+            raise ValueError("a block of the teacher's graph has several links (shortcuts) "
+                             "and the fit record has no kernel_nonzeros_per_link")
+        links = [[count] for count in fit["kernel_nonzeros_per_block"]]
+    if len(links) != len(names) - 1 or len(maps.head_kernels) != 1:
+        raise ValueError(f"{len(links)} SIM blocks and {len(maps.head_kernels)} head links "
+                         f"for {len(names)} layers")
+    for name, kernels in zip(names, maps.kernels):
+        if kernels[0].size != module.get_submodule(name).weight.numel():
+            raise ValueError(f"block of layer {name!r}: its first link is not the layer")
+    in_blocks = int(sum(sum(block) for block in links))
+    counts = [block[0] for block in links] + [int(fit["nonzero"]) - in_blocks]
     allocation = dict(zip(names, (int(c) for c in counts)))
     check_allocation(module, allocation)
-    return allocation
+    return allocation, in_blocks - int(sum(block[0] for block in links))
 
 
 def check_allocation(module, allocation):

@@ -1,10 +1,12 @@
 """CIFAR-100: weight-shared SIM distilled from an all-convolutional teacher.
 =========================================================================
 
-The teacher is the network of ``examples/cifar100_teacher.py`` (trained
-weights in ``examples/weights/``). SIM is fitted on the first ``--m``
-official training images with every ReLU state of the teacher (six conv
-blocks, 71,680 states per image), its output rows matching the teacher's
+The teacher is the all-convolutional network of ``examples/cifar100_teacher.py``
+or (``--teacher resnet20``) the ResNet-20 of ``examples/cifar100_resnet20.py``
+(trained weights in ``examples/weights/``). SIM is fitted on the first ``--m``
+official training images with every ReLU state of the teacher (all-conv: six conv
+blocks, 71,680 states per image; ResNet-20: 19 blocks, 188,416, and a fitted
+kernel on each shortcut), its output rows matching the teacher's
 logits, over a sweep of ``alpha``. For each fit the script records test
 accuracy, agreement with the teacher, nonzero parameters (kernel entries,
 against the teacher's weights: conv and linear weights, BatchNorm folded,
@@ -14,7 +16,7 @@ the certified Lipschitz bounds; then global magnitude pruning of the teacher
 at the same counts (and at ``--prune-fractions``), without and with a one-epoch
 fine-tune on the same ``m`` images; robustness (uniform noise, FGSM, PGD in
 l_inf) of the teacher and of each SIM model (through ``to_torch``) on the
-first ``--n-attack`` test images. Results go to ``<output-dir>/cifar100[_lateral<k>].json``
+first ``--n-attack`` test images. Results go to ``<output-dir>/cifar100[_resnet20][_lateral<k>].json``
 (a fresh folder by default)::
 
     python examples/cifar100.py --m 10000 --alphas 1e-3 1e-2 --output-dir examples/results
@@ -60,7 +62,10 @@ def main(argv=None):
     parser.add_argument("--prune-fractions", type=float, nargs="*", default=[0.1, 0.2, 0.3],
                         help="fractions of the teacher's weights kept by global magnitude "
                              "pruning (plus the SIM fits' own counts)")
-    parser.add_argument("--weights", default=None)
+    parser.add_argument("--teacher", choices=["allconv", "resnet20"], default="allconv",
+                        help="cifar100_teacher.py's all-conv net or cifar100_resnet20.py's "
+                             "ResNet-20 (committed weights)")
+    parser.add_argument("--weights", default=None, help="teacher .npz (default: committed)")
     parser.add_argument("--data-home", default=os.environ.get("SKSIM_DATA")
                         or str(REPO_ROOT.parent / "shared" / "data"))
     parser.add_argument("--output-dir", default=str(EXAMPLES_DIR / "output" / "cifar100"))
@@ -70,13 +75,18 @@ def main(argv=None):
 
     from _conv_experiments import (alpha_sweep, attack_accuracies, log, pruning_baseline,
                                    teacher_logits, teacher_weight_count)
-    from cifar100_teacher import INPUT_SHAPE, WEIGHTS, load_teacher
+    from cifar100_teacher import INPUT_SHAPE
+    if args.teacher == "allconv":
+        from cifar100_teacher import WEIGHTS, load_teacher
+    else:
+        from cifar100_resnet20 import WEIGHTS, load_teacher
     from sksim import TorchBaseline
     from sksim.datasets import load_cifar100
 
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    suffix = f"_lateral{args.lateral_kernel}" if args.lateral_kernel else ""
+    suffix = "" if args.teacher == "allconv" else f"_{args.teacher}"
+    suffix += f"_lateral{args.lateral_kernel}" if args.lateral_kernel else ""
     suffix += f"_skip{args.skip_links}" if args.skip_links else ""
     out_path = out_dir / f"cifar100{suffix}.json"
     weights = Path(args.weights) if args.weights else WEIGHTS
@@ -93,6 +103,7 @@ def main(argv=None):
         "command": " ".join(sys.argv),
         "machine": {"cpu": platform.processor() or platform.machine(),
                     "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "teacher_name": args.teacher,
         "weights": str(weights.relative_to(REPO_ROOT) if weights.is_relative_to(REPO_ROOT)
                        else weights),
         "m": args.m, "n_test": int(len(y_test)), "kappa": args.kappa,

@@ -18,7 +18,9 @@ per-layer counts; and the existing global magnitude pruning
 (``_conv_experiments.magnitude_pruned``, BatchNorm not folded), without and
 with a one-epoch fine-tune on the same images. The counts are SIM's
 ``n_nonzero_`` of each fit in ``--sim-results`` (conv and linear weights,
-biases excluded) and ``--fractions`` of the teacher's weights. Each row
+biases excluded) less the nonzeros of the shortcut kernels SIM fits (a
+ResNet's shortcuts cost the teacher and the anchors nothing), and
+``--fractions`` of the teacher's weights. Each row
 records test accuracy, nonzeros and wall seconds (next to the SIM fit's own
 ``fit_seconds``, from its JSON) in ``<output-dir>/anchors_<teacher>_m<m>.json``
 (a fresh folder by default)::
@@ -85,8 +87,8 @@ def load(teacher, weights):
 
 def targets(args, teacher, total, input_shape):
     """``(count, allocation name, allocation or None, SIM fit or None)`` to run:
-    every selected SIM fit's count (uniform and SIM's allocation), then every
-    fraction of ``total`` (uniform)."""
+    every selected SIM fit's count on the teacher's layers (uniform and SIM's
+    allocation), then every fraction of ``total`` (uniform)."""
     from _pruning import sim_allocation
 
     runs = []
@@ -96,14 +98,15 @@ def targets(args, teacher, total, input_shape):
             if args.sim_alphas is not None and not any(
                     np.isclose(fit["alpha"], a) for a in args.sim_alphas):
                 continue
+            allocation, extra = sim_allocation(fit, teacher, input_shape)
             sim = ({"alpha": fit["alpha"], "nonzero": fit["nonzero"],
-                    "test_accuracy": fit["test_accuracy"],
+                    "shortcut_nonzero": extra, "test_accuracy": fit["test_accuracy"],
                     "fit_seconds": fit["fit_seconds"]})
+            count = fit["nonzero"] - extra  # the teacher's shortcuts are free
             if "uniform" in args.allocations:
-                runs.append((fit["nonzero"], "uniform", None, sim))
+                runs.append((count, "uniform", None, sim))
             if "sim" in args.allocations:
-                runs.append((fit["nonzero"], "sim",
-                             sim_allocation(fit, teacher, input_shape), sim))
+                runs.append((count, "sim", allocation, sim))
     runs += [(round(f * total), "uniform", None, None) for f in args.fractions]
     return runs
 

@@ -226,7 +226,14 @@ def test_wanda_keeps_exactly_k_per_row():
 def test_sim_allocation_reads_the_per_block_counts():
     net = _chain()
     fit = {"nonzero": 200, "kernel_nonzeros_per_block": [100, 60]}
-    assert P.sim_allocation(fit, net, (3, 8, 8)) == {"0": 100, "3": 60, "8": 40}
+    assert P.sim_allocation(fit, net, (3, 8, 8)) == ({"0": 100, "3": 60, "8": 40}, 0)
     with pytest.raises(ValueError, match="several links"):
         P.sim_allocation({"nonzero": 100, "kernel_nonzeros_per_block": [50, 20, 10]},
                          _residual(), (3, 8, 8))
+
+
+def test_sim_allocation_gives_each_layer_its_own_link_and_counts_the_shortcuts():
+    fit = {"nonzero": 104, "kernel_nonzeros_per_link": [[50], [20], [10, 4]]}
+    allocation, extra = P.sim_allocation(fit, _residual(), (3, 8, 8))
+    assert allocation == {"stem": 50, "conv1": 20, "conv2": 10, "fc": 20}
+    assert extra == 4 and sum(allocation.values()) + extra == fit["nonzero"]
