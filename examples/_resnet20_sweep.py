@@ -7,7 +7,9 @@ rest strings; ``alpha`` required), validated on 2,000 other training images
     python examples/_resnet20_sweep.py alpha=0.04 alpha=0.16,output_alpha=0.001 \\
         alpha=0.16,state_inputs=model --output sweep.jsonl
 
-Data from ``$SKSIM_DATA`` or ``../shared/data`` (``cifar-100/``). Not the issue's protocol
+With ``--diagnose`` each record also holds the block-by-block nonzeros per link and the
+relative error of the model's states. Data from ``$SKSIM_DATA`` or ``../shared/data``
+(``cifar-100/``). Not the issue's protocol
 (m = 10,000 and 50,000, anchors at the same counts): where settings stand against each other.
 """
 import argparse
@@ -41,6 +43,10 @@ def main():
     parser.add_argument("--m", type=int, default=2000)
     parser.add_argument("--n-val", type=int, default=2000)
     parser.add_argument("--output", default=str(EXAMPLES / "output" / "resnet20_sweep.jsonl"))
+    parser.add_argument("--diagnose", action="store_true",
+                        help="also record each block's nonzeros per link and the relative "
+                             "error of the model's states against the teacher's on the "
+                             "validation images")
     args = parser.parse_args()
     import torch
 
@@ -76,9 +82,35 @@ def main():
                               n_jobs=1, **params).fit(X, y)
         fit_s = time.perf_counter() - start
         pred = model.predict(Xv)
-        emit({**params, "m": args.m, "relax": model.relax, "fit_s": round(fit_s, 1),
-              "val_acc": float((pred == yv).mean()), "agreement": float((pred == tv).mean()),
-              "nonzero": int(model.n_nonzero_), "fraction": model.n_nonzero_ / weights})
+        record = {**params, "m": args.m, "relax": model.relax, "fit_s": round(fit_s, 1),
+                  "val_acc": float((pred == yv).mean()), "agreement": float((pred == tv).mean()),
+                  "nonzero": int(model.n_nonzero_), "fraction": model.n_nonzero_ / weights}
+        if args.diagnose:
+            record.update(diagnosis(model, Xv[:500]))
+        emit(record)
+
+
+def diagnosis(model, X):
+    """Per block: nonzeros / entries of each link (the teacher's layer first,
+    then the fitted shortcut) and ``||x_model - x_teacher|| / ||x_teacher||``
+    of its states (the model's own forward, the teacher's recorded states, in
+    the block scales' units) on ``X``."""
+    import numpy as np
+
+    from sksim import weight_sharing as ws
+
+    shared_model = model._shared_model
+    states, _ = model.baseline.record(X)
+    own, _, _ = ws.block_equilibrium(shared_model, X, tol=0.0, max_iter=1)
+    sizes = [int(np.prod(shape)) for shape in shared_model.structure.block_shapes]
+    edges = np.cumsum([0, *sizes])
+    errors = []
+    for block, scale in enumerate(model.block_scales_):
+        teacher = np.maximum(states[:, edges[block]:edges[block + 1]] * scale, 0.0)
+        errors.append(float(np.linalg.norm(own[block] - teacher) / np.linalg.norm(teacher)))
+    return {"links_kept": [[f"{np.count_nonzero(k)}/{k.size}" for k in kernels]
+                           for kernels in shared_model.kernels],
+            "state_relative_error": errors}
 
 
 if __name__ == "__main__":
