@@ -56,9 +56,10 @@ def _mlp_sweeps(tables, dataset):
     return sweeps
 
 
-def _conv_runs(tables, pattern):
-    return [tables.load(path.relative_to(tables.RESULTS).with_suffix("").as_posix())
+def _conv_runs(tables, pattern, teacher=None):
+    runs = [tables.load(path.relative_to(tables.RESULTS).with_suffix("").as_posix())
             for path in sorted(tables.RESULTS.glob(pattern))]
+    return [d for d in runs if teacher is None or tables.teacher_of(d) == teacher]
 
 
 def _sparsity_row(name, teacher_accuracy, n_weights, candidates, fraction_key, tables):
@@ -84,9 +85,11 @@ def accuracy_headline(tables):
         rows.append(_sparsity_row(f"{name}, MLP", d["teacher"]["test_accuracy"],
                                   d["teacher"]["n_weights_total"], candidates,
                                   "nonzero_fraction", tables))
-    for pattern, name in (("fashion_mnist_cnn*.json", "Fashion-MNIST, CNN"),
-                          ("**/cifar100*.json", "CIFAR-100, all-convolutional CNN")):
-        runs = _conv_runs(tables, pattern)
+    for pattern, name, teacher in (
+            ("fashion_mnist_cnn*.json", "Fashion-MNIST, CNN", None),
+            ("**/cifar100*.json", "CIFAR-100, all-convolutional CNN", "allconv"),
+            ("**/cifar100*.json", "CIFAR-100, ResNet-20", "resnet20")):
+        runs = _conv_runs(tables, pattern, teacher)
         if not runs:
             continue
         teacher = runs[0]["teacher"]
@@ -106,6 +109,8 @@ def _conv_label(d):
         parts.append(f"output_alpha {d['output_alpha']:g}")
     if d.get("state_inputs", "teacher") != "teacher":
         parts.append(f"state_inputs {d['state_inputs']}")
+    if d.get("adaptive_l1"):
+        parts.append(f"adaptive_l1 {d['adaptive_l1']:g}")
     return ", ".join(parts)
 
 
@@ -232,6 +237,8 @@ def results_pages():
         "data_use": tables.data_use_tables(),
         "conv": _portable(tables.conv_tables()),
         "anchors": _portable(tables.anchor_tables()),
+        "resnet20": _portable(tables.conv_tables("resnet20") + "\n"
+                              + tables.anchor_tables("resnet20")),
         "defaults": _portable(tables.defaults_tables()),
     }
 

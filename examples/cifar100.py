@@ -54,6 +54,8 @@ def main(argv=None):
     parser.add_argument("--positions-per-image", type=int, default=None)
     parser.add_argument("--row-bound", type=float, default=None)
     parser.add_argument("--state-inputs", choices=["teacher", "model"], default="teacher")
+    parser.add_argument("--adaptive-l1", type=float, default=0.0,
+                        help="exponent of the adaptive L1 weights from the teacher's kernels")
     parser.add_argument("--n-test", type=int, default=10000)
     parser.add_argument("--n-attack", type=int, default=500,
                         help="test images attacked (0: no robustness run)")
@@ -111,7 +113,7 @@ def main(argv=None):
         "relax": args.relax, "output_alpha": args.output_alpha,
         "block_alpha": args.block_alpha,
         "positions_per_image": args.positions_per_image, "row_bound": args.row_bound,
-        "state_inputs": args.state_inputs,
+        "state_inputs": args.state_inputs, "adaptive_l1": args.adaptive_l1,
         "teacher": {"test_accuracy": float(np.mean(teacher_pred == y_test)),
                     "weights": teacher_weight_count(teacher),
                     "forward_seconds": teacher_seconds},
@@ -123,7 +125,7 @@ def main(argv=None):
                   skip_links=args.skip_links, relax=args.relax,
                   output_alpha=args.output_alpha, block_alpha=args.block_alpha,
                   positions_per_image=args.positions_per_image, row_bound=args.row_bound,
-                  state_inputs=args.state_inputs)
+                  state_inputs=args.state_inputs, adaptive_l1=args.adaptive_l1)
     for fit, model in alpha_sweep(baseline, args.alphas, params, (X_train, y_train, train_logits),
                            (X_test, y_test, test_logits), record["teacher"]):
         record["fits"].append(fit)

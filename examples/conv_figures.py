@@ -8,8 +8,10 @@ One figure per dataset: every SIM run found under ``examples/results/`` (one
 curve per JSON file, labelled by its settings), magnitude pruning of the
 teacher without and with the one-epoch fine-tune (from the run with the most
 pruning points), the teacher's accuracy and the "within 2 points at <= 30% of
-the weights" box of the CIFAR-100 target. Writes
-``examples/results/cifar100_sparsity.png`` and
+the weights" box of the CIFAR-100 target; for the ResNet-20 teacher the one-shot
+anchors of ``cifar100_anchors.py`` instead of the pruning points. Writes
+``examples/results/cifar100_sparsity.png``,
+``examples/results/cifar100_resnet20_sparsity.png`` and
 ``examples/results/fashion_mnist_cnn_sparsity.png``::
 
     python examples/conv_figures.py
@@ -39,18 +41,49 @@ def _label(record, path):
             parts.append(f"{name} {record[key]:g}")
     if record.get("state_inputs", "teacher") != "teacher":
         parts.append("model inputs")
+    if record.get("adaptive_l1"):
+        parts.append(f"adaptive_l1 {record['adaptive_l1']:g}")
     return ", ".join(parts)
 
 
-def figure(pattern, out_name, title):
+def _anchor_curves(ax, teacher_name):
+    """The one-shot anchors of ``cifar100_anchors.py`` on ``teacher_name``:
+    one curve per method and allocation (the file with the most rows)."""
+    records = [json.loads(p.read_text())
+               for p in RESULTS.glob(f"cifar100_anchors/anchors_{teacher_name}_m*.json")]
+    if not records:
+        return
+    record = max(records, key=lambda r: len(r["rows"]))
+    styles = {"magnitude_ls_refit": "tab:red", "sparsegpt": "tab:orange", "wanda": "gold",
+              "magnitude": "salmon", "global_magnitude": "maroon",
+              "global_magnitude_fine_tuned": "peru"}
+    curves = {}
+    for row in record["rows"]:
+        curves.setdefault((row["method"], row["allocation"]), []).append(
+            (row["kept_fraction"], row["test_accuracy"]))
+    for (method, allocation), points in curves.items():
+        points.sort()
+        ax.plot(*zip(*points), color=styles.get(method, "tab:red"), marker="x", lw=1,
+                ls="-" if allocation == "sim" else "--",
+                label=f"{method} ({allocation} allocation), m = {record['m']:,}, no fine-tune"
+                if method != "global_magnitude_fine_tuned" else
+                f"global magnitude + 1-epoch fine-tune, m = {record['m']:,}")
+
+
+def figure(pattern, out_name, title, teacher_name="allconv"):
     paths = sorted(RESULTS.glob(pattern))
     records = [(path, json.loads(path.read_text())) for path in paths]
+    records = [(path, r) for path, r in records
+               if r.get("teacher_name", "allconv") == teacher_name]
     if not records:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 7.5))
     teacher = records[0][1]["teacher"]
     pruning = max((r.get("pruning") or [] for _, r in records), key=len)
+    if teacher_name != "allconv":  # the anchors' file has them, on the same images
+        pruning = []
+        _anchor_curves(ax, teacher_name)
     if pruning:
         fractions = [p["fraction"] for p in pruning]
         ax.plot(fractions, [p["test_accuracy"] for p in pruning], color="tab:red",
@@ -83,6 +116,9 @@ def figure(pattern, out_name, title):
 def main():
     figure("**/cifar100*.json", "cifar100_sparsity.png",
            "CIFAR-100: weight-shared SIM vs magnitude pruning of the all-conv teacher")
+    figure("**/cifar100*.json", "cifar100_resnet20_sparsity.png",
+           "CIFAR-100: weight-shared SIM vs one-shot pruning of the ResNet-20 teacher",
+           teacher_name="resnet20")
     figure("fashion_mnist_cnn*.json", "fashion_mnist_cnn_sparsity.png",
            "Fashion-MNIST: weight-shared SIM vs magnitude pruning of the small CNN")
 

@@ -206,17 +206,26 @@ def data_use_tables():
     return "\n".join(out)
 
 
-def conv_tables():
-    """Weight-shared SIM of CNN teachers (fashion_mnist_cnn*.json, cifar100*.json)."""
+def teacher_of(record):
+    """A CIFAR-100 record's teacher name (records before the ResNet-20 have none)."""
+    return record.get("teacher_name", "allconv")
+
+
+def conv_tables(teacher="allconv"):
+    """Weight-shared SIM of CNN teachers: the CIFAR-100 runs (cifar100*.json)
+    of ``teacher``, after the Fashion-MNIST CNN's (fashion_mnist_cnn*.json)
+    for the all-conv teacher."""
     out = []
-    paths = sorted(RESULTS.glob("fashion_mnist_cnn*.json"))
-    paths += sorted(RESULTS.glob("**/cifar100*.json"))
+    paths = sorted(RESULTS.glob("fashion_mnist_cnn*.json")) if teacher == "allconv" else []
+    paths += [path for path in sorted(RESULTS.glob("**/cifar100*.json"))
+              if teacher_of(json.loads(path.read_text())) == teacher]
     for path in paths:
         stem = path.relative_to(RESULTS).with_suffix("").as_posix()
         d = load(stem)
         t = d["teacher"]
         lateral = d.get("lateral_kernel")
-        out.append(f"\n**{stem}** (`{d['command']}`; teacher test accuracy "
+        out.append(f"\n**{stem}** (`{d['command']}`; teacher "
+                   f"{d.get('teacher_name', '') + ' ' if d.get('teacher_name') else ''}test accuracy "
                    f"{pct(t['test_accuracy'])}%, {t['weights']:,} weights; "
                    "SIM on m = "
                    f"{d['m']:,} training images, kappa {d['kappa']:g}, "
@@ -226,7 +235,9 @@ def conv_tables():
                    f"{d.get('relax', 1.0):g}, output_alpha "
                    f"{'alpha' if d.get('output_alpha') is None else d['output_alpha']}"
                    f"{', row_bound ' + format(d['row_bound'], 'g') if d.get('row_bound') else ''}"
-                   f", state inputs {d.get('state_inputs', 'teacher')}, positions per image "
+                   f", state inputs {d.get('state_inputs', 'teacher')}"
+                   f"{', adaptive_l1 ' + format(d['adaptive_l1'], 'g') if d.get('adaptive_l1') else ''}"
+                   ", positions per image "
                    f"{d.get('positions_per_image') or 'all'}; accuracies in %)\n")
         float32 = any("float32_predict_over_teacher" in f for f in d["fits"])
         rows = [[f"{f['alpha']:g}", f"{f['nonzero']:,}", f"{100 * f['fraction_of_teacher']:.1f}%",
@@ -261,13 +272,13 @@ def conv_tables():
     return "\n".join(out)
 
 
-def anchor_tables():
-    """One-shot pruning anchors at SIM's nonzero counts
-    (cifar100_anchors/anchors_*.json of ``cifar100_anchors.py``): test accuracy
-    (%) of each method and allocation per kept fraction, SIM's own fit at the
-    same count, and each method's median seconds."""
+def anchor_tables(teacher="allconv"):
+    """One-shot pruning anchors at SIM's nonzero counts on ``teacher``
+    (cifar100_anchors/anchors_<teacher>_m*.json of ``cifar100_anchors.py``):
+    test accuracy (%) of each method and allocation per kept fraction, SIM's
+    own fit at the same count, and each method's median seconds."""
     out = []
-    for path in sorted(RESULTS.glob("cifar100_anchors/anchors_*.json")):
+    for path in sorted(RESULTS.glob(f"cifar100_anchors/anchors_{teacher}_m*.json")):
         d = json.loads(path.read_text())
         fractions = sorted({r["kept_fraction"] for r in d["rows"]}, reverse=True)
         sims = {r["kept_fraction"]: r["sim"] for r in d["rows"] if r.get("sim")}
