@@ -29,7 +29,7 @@ SIM_COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink", "t
 
 
 def _label(record, path):
-    parts = [path.relative_to(RESULTS).with_suffix("").as_posix()]
+    parts = [path.relative_to(RESULTS).with_suffix("").as_posix(), f"m {record['m']:,}"]
     if record.get("relax", 1.0) != 1.0:
         parts.append(f"relax {record['relax']:g}")
     if record.get("output_alpha") is not None:
