@@ -22,7 +22,7 @@ biases excluded) less the nonzeros of the shortcut kernels SIM fits (a
 ResNet's shortcuts cost the teacher and the anchors nothing), and
 ``--fractions`` of the teacher's weights. Each row
 records test accuracy, nonzeros and wall seconds (next to the SIM fit's own
-``fit_seconds``, from its JSON) in ``<output-dir>/anchors_<teacher>_m<m>.json``
+``fit_seconds``, from its JSON) in ``<output-dir>/anchors_<teacher>_m<m>[_<tag>].json``
 (a fresh folder by default)::
 
     python examples/cifar100_anchors.py --teacher allconv --m 10000 \\
@@ -70,6 +70,8 @@ def parse_args(argv):
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--fine-tune-epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tag", default="",
+                        help="appended to the output file's name (a run of a part of the counts)")
     parser.add_argument("--data-home", default=default_data_home())
     parser.add_argument("--output-dir", default=str(EXAMPLES_DIR / "output" / "cifar100_anchors"))
     return parser.parse_args(argv)
@@ -171,7 +173,7 @@ def main(argv=None):
     assert total == _pruning.count_nonzero(teacher)  # SIM's count of the dense teacher
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    out_path = out_dir / f"anchors_{args.teacher}_m{args.m}.json"
+    out_path = out_dir / f"anchors_{args.teacher}_m{args.m}{args.tag and '_' + args.tag}.json"
     record = {
         "command": " ".join(sys.argv),
         "machine": {"cpu": platform.processor() or platform.machine(),
