@@ -2,7 +2,9 @@
 ``adaptive_l1``): each row is the weighted Lasso ``1/(2m)||z - W w||^2 +
 l1 sum_j f_ij |w_j|`` under the same kappa bound. Checked against cvxpy with
 the weighted norm, against scikit-learn's Lasso on rescaled columns (no
-bound), and by a KKT residual recomputed in numpy."""
+bound), and by a KKT residual recomputed in numpy; a residual block's weighted
+rows against cvxpy on its explicit patch design are in test_graph_teachers
+(``test_residual_block_rows_match_cvxpy_on_the_patch_design``)."""
 
 import math
 import warnings
@@ -121,7 +123,6 @@ torch = pytest.importorskip("torch")
 
 from sksim import SIMClassifier, SIMRegressor, sim_path  # noqa: E402
 from sksim import weight_sharing as ws  # noqa: E402
-from sksim.blocks import link_patches  # noqa: E402
 
 from helpers import assert_equals_unrolled, exact_inf_norm  # noqa: E402
 from test_graph_teachers import _data, _teacher  # noqa: E402
@@ -146,45 +147,6 @@ def test_factors_follow_the_teachers_rescaled_kernels():
     np.testing.assert_allclose(shortcut[off_diagonal], 1e6)  # the teacher has no such entry
     head = ws.adaptive_l1_factors(maps, structure, scales, None, 1.0)
     assert head.shape == (structure.n_outputs, sum(k.shape[1] for k in maps.head_kernels))
-
-
-def test_weighted_block_rows_match_cvxpy_on_the_patch_design():
-    """A residual block's rows under adaptive weights reach the optimum of the
-    weighted row problem on the explicit patch design (cvxpy + Clarabel)."""
-    baseline = _teacher("resnet")
-    X = _data(40)
-    maps = baseline.trace(X)
-    structure = ws.fitting_structure(maps.structure)
-    scales = ws.block_scales(structure, maps.kernels, 0.95)
-    block, kappa, alpha = 2, 0.5, 1e-3
-    factors = ws.adaptive_l1_factors(maps, structure, scales, block, 1.0)
-    problems = ws.accumulate_block_problems(
-        structure, ((X[rows], pre) for rows, pre, _ in baseline.iter_batches(X)),
-        scales, fit_intercept=True, blocks=[block])
-    kernels, intercept, rows = ws.solve_block_rows(
-        structure, structure.links[block], problems[0], alpha=alpha, l1_ratio=1.0,
-        kappa=kappa, row_bound=np.inf, tol=1e-10, max_iter=100_000, l1_factors=factors)
-    assert np.all(rows.status == 0)
-    states, _ = baseline.record(X)
-    edges = np.cumsum([0, *structure.block_sizes()])
-    post = [np.maximum(states[:, a:b] * s, 0.0) for a, b, s in zip(edges, edges[1:], scales)]
-    W = np.hstack([link_patches(structure, link, post[link.source])
-                   for link in structure.links[block]])
-    channels = structure.block_shapes[block][0]
-    Z = (states[:, edges[block]:edges[block + 1]] * scales[block]).reshape(
-        len(X), channels, -1).transpose(0, 2, 1).reshape(-1, channels)
-    coef = np.hstack(kernels)
-    for c in range(channels):
-        w, b = cp.Variable(W.shape[1]), cp.Variable()
-        penalty = alpha * cp.sum(cp.multiply(factors[c], cp.abs(w)))
-        problem = cp.Problem(cp.Minimize(cp.sum_squares(Z[:, c] - W @ w - b) / (2 * len(Z))
-                                         + penalty), [cp.norm1(w) <= kappa])
-        problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12,
-                      tol_feas=1e-12)
-        residual = Z[:, c] - W @ coef[c] - intercept[c]
-        ours = residual @ residual / (2 * len(Z)) + alpha * np.sum(factors[c] * np.abs(coef[c]))
-        assert ours <= problem.value * (1 + 1e-6), (c, ours, problem.value)
-        assert math.fsum(np.abs(coef[c])) <= kappa
 
 
 def test_adaptive_fit_is_exact_and_keeps_the_teachers_large_entries():

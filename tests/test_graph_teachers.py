@@ -364,10 +364,12 @@ def test_save_load_equal(name, tmp_path):
     assert loaded.structure_ == model.structure_
 
 
-def test_residual_block_rows_match_cvxpy_on_the_patch_design():
+@pytest.mark.parametrize("gamma", [0.0, 1.0])
+def test_residual_block_rows_match_cvxpy_on_the_patch_design(gamma):
     """A residual block's rows (a 3x3 conv link and the 1x1 shortcut link, one
     row problem over both) on the streamed Gram reach the optimum of each
-    row's problem on the explicit patch design (cvxpy + Clarabel)."""
+    row's problem on the explicit patch design (cvxpy + Clarabel); with
+    ``gamma > 0`` under the adaptive L1 weights of ``adaptive_l1=gamma``."""
     cp = pytest.importorskip("cvxpy")
     baseline = _teacher("resnet")
     X = _data(40)
@@ -375,12 +377,15 @@ def test_residual_block_rows_match_cvxpy_on_the_patch_design():
     structure = ws.fitting_structure(maps.structure)
     scales = ws.block_scales(structure, maps.kernels, 0.95)
     block, kappa, alpha = 2, 0.5, 1e-3
+    factors = (None if gamma == 0 else
+               ws.adaptive_l1_factors(maps, structure, scales, block, gamma))
     problems = ws.accumulate_block_problems(
         structure, ((X[rows], pre) for rows, pre, _ in baseline.iter_batches(X)),
         scales, fit_intercept=True, blocks=[block])
-    kernels, intercept, _ = ws.solve_block_rows(
+    kernels, intercept, rows = ws.solve_block_rows(
         structure, structure.links[block], problems[0], alpha=alpha, l1_ratio=1.0,
-        kappa=kappa, row_bound=np.inf, tol=1e-10, max_iter=100_000)
+        kappa=kappa, row_bound=np.inf, tol=1e-10, max_iter=100_000, l1_factors=factors)
+    assert np.all(rows.status == 0)
     states, _ = baseline.record(X)
     edges = np.cumsum([0, *structure.block_sizes()])
     post = [np.maximum(states[:, a:b] * s, 0.0) for a, b, s in zip(edges, edges[1:], scales)]
@@ -390,14 +395,16 @@ def test_residual_block_rows_match_cvxpy_on_the_patch_design():
     Z = (states[:, edges[block]:edges[block + 1]] * scales[block]).reshape(
         len(X), channels, -1).transpose(0, 2, 1).reshape(-1, channels)
     coef = np.hstack(kernels)
+    weights = np.ones_like(coef) if factors is None else factors
     for c in range(channels):
         w, b = cp.Variable(W.shape[1]), cp.Variable()
-        objective = cp.sum_squares(Z[:, c] - W @ w - b) / (2 * len(Z)) + alpha * cp.norm1(w)
+        objective = (cp.sum_squares(Z[:, c] - W @ w - b) / (2 * len(Z))
+                     + alpha * cp.sum(cp.multiply(weights[c], cp.abs(w))))
         problem = cp.Problem(cp.Minimize(objective), [cp.norm1(w) <= kappa])
         problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12,
                       tol_feas=1e-12)
         residual = Z[:, c] - W @ coef[c] - intercept[c]
-        ours = residual @ residual / (2 * len(Z)) + alpha * np.abs(coef[c]).sum()
+        ours = residual @ residual / (2 * len(Z)) + alpha * np.sum(weights[c] * np.abs(coef[c]))
         assert abs(ours - problem.value) <= 1e-6 * problem.value, (c, ours, problem.value)
         assert math.fsum(np.abs(coef[c])) <= kappa
 
