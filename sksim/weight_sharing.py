@@ -145,19 +145,22 @@ def scaled_structure(structure, scales):
                                                                 scales)))
 
 
+def _unit_change(scales, scale, link):
+    """The factor taking a teacher kernel on ``link`` into a block of scale
+    ``scale`` to the rescaled units: ``s_b / s_a`` (the input and the
+    outputs have scale 1)."""
+    return scale / (1.0 if link.source == INPUT else scales[link.source])
+
+
 def teacher_row_norms(teacher, scales):
     """Largest row L1 norm of each block's teacher kernels in the rescaled
-    units (a kernel from source ``a`` into block ``b`` is multiplied by
-    ``s_b / s_a``; the input and the outputs have scale 1): one per block,
-    then one for the output rows."""
-    def source_scale(link):
-        return 1.0 if link.source == INPUT else scales[link.source]
-
+    units (:func:`_unit_change`): one per block, then one for the output
+    rows."""
     structure = teacher.structure
     targets = [*zip(structure.links, teacher.kernels, scales),
                (structure.head, teacher.head_kernels, 1.0)]
     return np.array([
-        _row_sums([(kernel, scale / source_scale(link))
+        _row_sums([(kernel, _unit_change(scales, scale, link))
                    for link, kernel in zip(links, kernels)]).max(initial=0.0)
         for links, kernels, scale in targets])
 
@@ -188,12 +191,9 @@ def adaptive_l1_factors(teacher, structure, scales, index, gamma):
     widths = [link_width(structure, link) for link in links]
     if any(kernel.shape[0] != n_rows for kernel in kernels):
         return np.ones((n_rows, sum(widths)))
-    parts = []
-    for link, width in zip(links, widths):
-        source = 1.0 if link.source == INPUT else scales[link.source]
-        parts.append(np.abs(own[link]) * (scale / source) if link in own
-                     else np.zeros((n_rows, width)))
-    magnitude = np.hstack(parts)
+    magnitude = np.hstack([np.abs(own[link]) * _unit_change(scales, scale, link)
+                           if link in own else np.zeros((n_rows, width))
+                           for link, width in zip(links, widths)])
     rms = np.sqrt(np.mean(magnitude ** 2, axis=1, keepdims=True))
     factors = np.ones_like(magnitude)
     read = rms[:, 0] > 0
