@@ -190,18 +190,22 @@ PARAMETERS_DOC = """
         ``"well_posed"`` only. The scales are in ``state_scales_``.
     penalty : {"l1", "channel"}, default="l1"
         ``"l1"``: every row's own (elastic-net) penalty, zeros scattered in
-        the rows. ``"channel"`` (flat model with ``structure="feedforward"``):
-        the rows of a block are fitted together under a group penalty, one
-        group per state the block reads (its entries in every row of the
-        block; ``alpha * sqrt(n_rows)`` times their Euclidean norm, so a
-        column of equal entries weighs what its L1 norm would), the inputs under the
-        plain L1 penalty, the ``kappa`` bound on every row, solved with a
-        certified duality gap (:mod:`sksim.solvers.groups`); the output rows
-        likewise over the states. A state no row reads is then a hidden unit
-        the model does without (``to_torch(plain=True)`` removes it). With
-        ``relax < 1`` the rows are then refitted one by one on the kept
-        states (the usual row problems, at ``relax`` times the penalty on
-        their supports).
+        the rows. ``"channel"``: the rows of a block are fitted together
+        under a group penalty, one group per state channel the block reads
+        (a flat model's state, which needs ``structure="feedforward"``; a
+        weight-shared model's channel of a source block, every tap of every
+        link from that block), over its entries in every row of the block,
+        weighted ``alpha * sqrt(n_entries)`` so that a group of equal entries
+        weighs what its L1 norm would; the inputs keep the plain L1 penalty,
+        every row the ``kappa`` bound, and the rows are solved with a
+        certified duality gap (:mod:`sksim.channels`,
+        :mod:`sksim.solvers.groups`); the output rows likewise over the
+        states. A channel no row reads is one the model does without:
+        ``to_torch(plain=True)`` removes it with its own row. With ``relax <
+        1`` the rows are then refitted one by one on the columns of the kept
+        channels and the inputs (the plain row problems at ``relax * alpha``):
+        the group penalty picks the channels, ``relax`` how much their rows
+        are shrunk. Not with ``row_bound`` or ``adaptive_l1``.
     adaptive_l1 : float, default=0.0
         Weight-shared model: the exponent ``gamma`` of adaptive L1 weights
         from the teacher's own kernels (Zou 2006): entry ``j`` of row ``i``

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
+from . import channels
 from . import perturbation as perturbed
 from . import recording
 from . import streaming as st
@@ -30,7 +31,7 @@ from ._arrays import numba_threads
 from .design import GramAccumulator, centred_gram_problem
 from .inspection import infinity_norm
 from .model import ACTIVATIONS, Equilibrium, FlatModel, equilibrium, equilibrium_chunks
-from .solvers import RowSolution
+from .solvers import RowSolution, stack_rows
 
 class Fit(NamedTuple):
     """A fitted model and its certificates: the row solutions of the state
@@ -253,12 +254,12 @@ def fit_outputs(est, rows, state_rows, design_mean, state_mean, state_part=None)
     gram, corr, target_sq, design_mean, target_mean = problem[:5]
     output_alpha = est.alpha if est.output_alpha is None else est.output_alpha
 
-    def solve(gram, corr, target_sq, n_bounded):
+    def solve(gram, corr, target_sq, n_bounded, alpha=output_alpha, relax=est.relax):
         return st.solve_rows_parallel(
             gram, corr, target_sq, progress=log_of(est).rows("output rows"),
-            row_bound=row_bound(est), l1=output_alpha * est.l1_ratio,
-            l2=output_alpha * (1.0 - est.l1_ratio), tol=est.tol,
-            max_iter=est.max_iter, relax=est.relax, solver=est.solver)
+            row_bound=row_bound(est), l1=alpha * est.l1_ratio,
+            l2=alpha * (1.0 - est.l1_ratio), tol=est.tol,
+            max_iter=est.max_iter, relax=relax, solver=est.solver)
 
     if est.penalty == "channel":
         output_rows = channel_rows(est, (gram, corr, target_sq), n_states, 0, np.inf,
@@ -291,13 +292,16 @@ def row_bound(est):
     return np.inf if est.row_bound is None else float(est.row_bound)
 
 
-def state_row_options(est, n_bounded):
+def state_row_options(est, n_bounded, alpha=None, relax=None):
     """Keyword arguments of the state rows' solve (``n_bounded`` columns
-    carry the kappa bound)."""
+    carry the kappa bound; the estimator's ``alpha`` and ``relax`` unless
+    given)."""
+    alpha = est.alpha if alpha is None else alpha
     return {"n_bounded": n_bounded, "bound": est.kappa,
-            "row_bound": row_bound(est), "l1": est.alpha * est.l1_ratio,
-            "l2": est.alpha * (1.0 - est.l1_ratio), "tol": est.tol,
-            "max_iter": est.max_iter, "relax": est.relax, "solver": est.solver}
+            "row_bound": row_bound(est), "l1": alpha * est.l1_ratio,
+            "l2": alpha * (1.0 - est.l1_ratio), "tol": est.tol,
+            "max_iter": est.max_iter, "relax": est.relax if relax is None else relax,
+            "solver": est.solver}
 
 
 def state_solve(est):
@@ -307,9 +311,9 @@ def state_solve(est):
     together, :func:`channel_rows`)."""
     progress = log_of(est).rows("state rows")
 
-    def solve(gram, corr, target_sq, n_bounded):
+    def solve(gram, corr, target_sq, n_bounded, alpha=None, relax=None):
         return st.solve_rows_parallel(gram, corr, target_sq, progress=progress,
-                                      **state_row_options(est, n_bounded))
+                                      **state_row_options(est, n_bounded, alpha, relax))
 
     if est.penalty == "channel":
         return lambda gram, corr, target_sq, n_bounded: channel_rows(
@@ -318,66 +322,13 @@ def state_solve(est):
 
 
 def channel_rows(est, problem, n_grouped, n_bounded, bound, alpha, solve):
-    """``penalty="channel"``: the rows of ``problem`` (a Gram matrix, its
-    correlations and target energies) solved together, one group per state
-    column (the first ``n_grouped``; its entries in every row) under the
-    weight ``alpha * sqrt(n_rows)``, the other columns (the inputs) under the plain L1
-    weight, the first ``n_bounded`` columns of each row within ``bound``
-    (:func:`sksim.solvers.groups.solve_group_rows`). With ``relax < 1`` the
-    rows are then solved one by one by ``solve(gram, correlations,
-    target_sq, n_bounded)`` on the states the group penalty kept and the
-    inputs. Returns a full-width RowSolution."""
-    from .solvers.groups import solve_group_rows
-
-    gram, corr, target_sq = problem
-    if n_grouped == 0:  # no state column: the plain rows
-        return solve(gram, corr, target_sq, n_bounded)
-    n_columns = gram.shape[0]
-    l1 = np.r_[np.zeros(n_grouped), np.full(n_columns - n_grouped, alpha * est.l1_ratio)]
-    ridged = gram + alpha * (1.0 - est.l1_ratio) * np.eye(n_columns)
-    group_of = np.r_[np.arange(n_grouped), np.full(n_columns - n_grouped, -1)]
-    # a group of r entries weighs alpha sqrt(r) (Yuan & Lin): the L1 norm of a
-    # column of r equal entries is sqrt(r) times its Euclidean norm
-    group_l1 = alpha * np.sqrt(corr.shape[0])
-    grouped = solve_group_rows(ridged, corr, target_sq, group_of=group_of,
-                               group_l1=group_l1, l1=l1, n_bounded=n_bounded, bound=bound,
-                               tol=est.tol, max_iter=est.max_iter)
-    kept_states = np.flatnonzero(np.any(grouped.coef[:, :n_grouped] != 0, axis=0))
-    if est.relax < 1.0:
-        if grouped.status != 0:
-            warnings.warn(
-                f"The channel selection of {corr.shape[0]} rows reached the relative "
-                f"duality gap {grouped.duality_gap / max(grouped.objective, 1e-300):.3e}, "
-                f"not tol={est.tol:g}, within max_iter={est.max_iter} sweeps: the kept "
-                f"states ({kept_states.size} of {n_grouped}) may differ from the "
-                "optimum's; the rows refitted on them are certified as usual. Increase "
-                "max_iter or tol.", ConvergenceWarning)
-        kept = np.r_[kept_states, np.arange(n_grouped, n_columns)]
-        part = solve(np.ascontiguousarray(gram[np.ix_(kept, kept)]),
-                     np.ascontiguousarray(corr[:, kept]), target_sq,
-                     int(np.sum(kept_states < n_bounded)))
-        return _stack_rows([(kept, part)], n_columns)
-    return _group_row_solution(grouped, ridged, corr, target_sq, l1, n_grouped, group_l1)
-
-
-def _group_row_solution(grouped, gram, corr, target_sq, l1, n_grouped, alpha):
-    """The rows of a group solve as a RowSolution: each row carries its share
-    of the joint objective (its own terms, and of each group's norm the
-    fraction ``||w_ig||^2 / ||W_g||^2``) and the same share of the joint gap,
-    so every row's relative gap is the block's."""
-    coef = grouped.coef
-    group_norms = np.sqrt(np.sum(coef[:, :n_grouped] ** 2, axis=0))
-    share = np.divide(coef[:, :n_grouped] ** 2, group_norms ** 2,
-                      out=np.zeros_like(coef[:, :n_grouped]), where=group_norms > 0)
-    objective = (0.5 * np.einsum("ij,jk,ik->i", coef, gram, coef)
-                 - np.einsum("ij,ij->i", coef, corr) + 0.5 * target_sq
-                 + np.abs(coef) @ l1 + alpha * share @ group_norms)
-    total = max(float(objective.sum()), 1e-300)
-    n_rows = coef.shape[0]
-    return RowSolution(coef, grouped.duality_gap * objective / total, objective,
-                       grouped.multipliers, np.full(n_rows, grouped.n_iter),
-                       np.full(n_rows, grouped.status), np.zeros(n_rows),
-                       np.zeros(n_rows, dtype=np.int64), np.zeros(n_rows, dtype=np.int64))
+    """``penalty="channel"`` on a flat block: the rows of ``problem`` solved
+    together, one group per state column (the first ``n_grouped``)
+    (:func:`sksim.channels.channel_rows`)."""
+    return channels.channel_rows(
+        problem, channels.state_groups(n_grouped, problem[0].shape[0]), alpha=alpha,
+        l1_ratio=est.l1_ratio, n_bounded=n_bounded, bound=bound, tol=est.tol,
+        max_iter=est.max_iter, relax=est.relax, solve=solve)
 
 
 def solve_state_rows(est, problem, n_states, solve):
@@ -389,10 +340,15 @@ def solve_state_rows(est, problem, n_states, solve):
     return feedforward_rows(problem, n_states, feedforward_blocks(est, n_states), solve)
 
 
-def _check_channel(est):
+def _check_channel(est, flat=True):
     if est.penalty != "channel":
         return
-    if est.structure != "feedforward":
+    if not flat and est.adaptive_l1:
+        raise ValueError(
+            "penalty='channel' weighs each channel's group by alpha alone; adaptive_l1 "
+            "weights single entries of the plain L1 penalty: set adaptive_l1=0, or "
+            "penalty='l1'.")
+    if flat and est.structure != "feedforward":
         raise ValueError(
             "penalty='channel' removes whole states (the groups are the states a block "
             "reads), which needs structure='feedforward' for a flat model.")
@@ -436,7 +392,7 @@ def model_input_rows(est, rows, n_states):
         model_states = new_states if model_states is None else [
             np.hstack([old, new]) for old, new in zip(model_states, new_states)]
         start += size
-    state_rows = _stack_rows(parts, n_states + n_inputs)
+    state_rows = stack_rows(parts, n_states + n_inputs)
     coef = state_rows.coef
     return state_rows, FlatModel(_csr(coef[:, :n_states]), _csr(coef[:, n_states:]),
                                  np.concatenate(intercepts))
@@ -479,20 +435,9 @@ def feedforward_rows(problem, n_states, blocks, solve):
                                      target_sq[rows], start)))
         start += size
     if isinstance(parts[0][1], RowSolution):
-        return _stack_rows(parts, n_columns)
-    return [_stack_rows([(columns, path[a]) for columns, path in parts], n_columns)
+        return stack_rows(parts, n_columns)
+    return [stack_rows([(columns, path[a]) for columns, path in parts], n_columns)
             for a in range(len(parts[0][1]))]
-
-
-def _stack_rows(parts, n_columns):
-    """One RowSolution from ``(columns, RowSolution)`` pieces of consecutive rows."""
-    coef = np.zeros((sum(rows.coef.shape[0] for _, rows in parts), n_columns))
-    start = 0
-    for columns, rows in parts:
-        coef[start:start + rows.coef.shape[0], columns] = rows.coef
-        start += rows.coef.shape[0]
-    return RowSolution(coef, *[np.concatenate([getattr(rows, field) for _, rows in parts])
-                               for field in RowSolution._fields[1:]])
 
 
 # ---------------------------------------------------- weight-shared fit
@@ -552,11 +497,7 @@ def fit_weight_shared(est, reducer, maps):
     data are reached through ``reducer`` (:class:`SharedReducer`, or
     :class:`sksim.streaming.DaskSharedReducer` for dask inputs)."""
     _check_shared(est)
-    if est.penalty == "channel":
-        raise ValueError(
-            "penalty='channel' is fitted for flat feed-forward models (MLP teachers, "
-            "structure='feedforward'); weight-shared (convolutional) models do not "
-            "support it yet: use penalty='l1', or weight_sharing=False for a flat model.")
+    _check_channel(est, flat=False)
     setup = _shared_setup(est, maps, reducer.n_outputs)
     with numba_threads(est.n_jobs):
         kernels, intercepts, state_rows = _fit_blocks(est, reducer, setup)
@@ -599,7 +540,7 @@ def _fit_blocks(est, reducer, setup):
             block_kernels, intercept, rows = shared.solve_block_rows(
                 structure, links, problem, alpha=alpha,
                 row_bound=setup.row_bounds[index], l1_factors=setup.l1_factors[index],
-                **setup.common)
+                penalty=est.penalty, **setup.common)
         kernels.append(block_kernels)
         intercepts.append(intercept)
         state_rows.append(rows)
@@ -619,7 +560,7 @@ def _fit_head(est, reducer, setup, state_part):
         return shared.solve_block_rows(
             structure, structure.head, output_problem, alpha=output_alpha,
             row_bound=setup.row_bounds[-1], bounded=False, l1_factors=setup.l1_factors[-1],
-            **setup.common)
+            penalty=est.penalty, **setup.common)
 
 
 # --------------------------------------------------------- certificates

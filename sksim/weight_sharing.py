@@ -32,6 +32,7 @@ from .blocks import (
     n_positions,
     per_state,
 )
+from .channels import channel_rows, link_groups
 from .design import GramAccumulator
 from .solvers import solve_rows
 
@@ -338,18 +339,32 @@ def block_penalty(problem, shape, mode):
 
 def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kappa,
                      row_bound, tol, max_iter, relax=1.0, solver="cd", bounded=True,
-                     l1_factors=None):
+                     l1_factors=None, penalty="l1"):
     """Solve one block's rows; returns (kernels per link, intercept, RowSolution).
     ``l1_factors`` (n_rows, n_columns): adaptive L1 weights, as in
-    :func:`sksim.solvers.solve_rows`."""
+    :func:`sksim.solvers.solve_rows`. ``penalty="channel"``: the rows
+    together, one group per channel of a state source
+    (:func:`sksim.channels.link_groups`)."""
     widths = [link_width(structure, link) for link in links_of_rows]
     n_bounded = sum(w for w, link in zip(widths, links_of_rows)
                     if link.source != INPUT) if bounded else 0
-    rows = solve_rows(problem.gram, problem.correlations, problem.target_sq,
-                      n_bounded=n_bounded, bound=kappa if n_bounded else np.inf,
-                      row_bound=row_bound, l1=alpha * l1_ratio,
-                      l2=alpha * (1.0 - l1_ratio), tol=tol, max_iter=max_iter,
-                      relax=relax, solver=solver, l1_factors=l1_factors)
+    bound = kappa if n_bounded else np.inf
+
+    def solve(gram, correlations, target_sq, n_bounded, alpha=alpha, relax=relax):
+        return solve_rows(gram, correlations, target_sq, n_bounded=n_bounded,
+                          bound=bound if n_bounded else np.inf, row_bound=row_bound,
+                          l1=alpha * l1_ratio, l2=alpha * (1.0 - l1_ratio), tol=tol,
+                          max_iter=max_iter, relax=relax, solver=solver,
+                          l1_factors=l1_factors)
+
+    problem_rows = (problem.gram, problem.correlations, problem.target_sq)
+    if penalty == "channel":
+        rows = channel_rows(problem_rows, link_groups(structure, links_of_rows),
+                            alpha=alpha, l1_ratio=l1_ratio, n_bounded=n_bounded,
+                            bound=bound, tol=tol, max_iter=max_iter, relax=relax,
+                            solve=solve)
+    else:
+        rows = solve(*problem_rows, n_bounded)
     edges = np.concatenate([[0], np.cumsum(widths)])
     kernels = [np.ascontiguousarray(rows.coef[:, a:b]) for a, b in pairwise(edges)]
     intercept = problem.target_mean - rows.coef @ problem.design_mean

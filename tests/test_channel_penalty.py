@@ -165,3 +165,100 @@ def test_channel_penalty_refusals(digits):
         SIMClassifier(penalty="channel", structure="feedforward", row_bound=5.0).fit(X, y)
     with pytest.raises(ValueError, match="not along a path or by the CV"):
         SIMClassifierCV(penalty="channel", structure="feedforward").fit(X, y)
+
+
+# ------------------------------------------------------------ weight-shared
+def test_weight_shared_block_rows_solve_the_joint_channel_problem():
+    """A residual block's rows (its 3x3 conv link and the 1x1 shortcut from
+    another block) under penalty="channel" on the streamed Gram reach the
+    joint optimum (cvxpy + Clarabel) of the group problem on the explicit patch
+    design: one group per (source block, channel) over every tap of every row,
+    weighted alpha * sqrt(its entries); kappa exact per row."""
+    pytest.importorskip("torch")
+    from test_graph_teachers import _data, _teacher
+
+    from sksim import weight_sharing as ws
+    from sksim.blocks import link_patches
+    from sksim.channels import link_groups
+
+    baseline = _teacher("resnet")
+    X = _data(40)
+    maps = baseline.trace(X)
+    structure = ws.fitting_structure(maps.structure)
+    scales = ws.block_scales(structure, maps.kernels, 0.95)
+    block, kappa, alpha = 2, 0.01, 1e-3
+    links = structure.links[block]
+    assert len({link.source for link in links}) == 2  # the conv and the shortcut
+    problems = ws.accumulate_block_problems(
+        structure, ((X[rows], pre) for rows, pre, _ in baseline.iter_batches(X)),
+        scales, fit_intercept=True, blocks=[block])
+    kernels, intercept, rows = ws.solve_block_rows(
+        structure, links, problems[0], alpha=alpha, l1_ratio=1.0, kappa=kappa,
+        row_bound=np.inf, tol=1e-9, max_iter=100_000, penalty="channel")
+    assert np.all(rows.status == 0)
+    group_of, group_columns = link_groups(structure, links)
+    n_groups = sum(structure.block_shapes[s][0] for s in {link.source for link in links})
+    assert group_columns.size == n_groups and np.all(group_of >= 0)
+    states, _ = baseline.record(X)
+    edges = np.cumsum([0, *structure.block_sizes()])
+    post = [np.maximum(states[:, a:b] * s, 0.0) for a, b, s in zip(edges, edges[1:], scales)]
+    P = np.hstack([link_patches(structure, link, post[link.source]) for link in links])
+    channels = structure.block_shapes[block][0]
+    Z = (states[:, edges[block]:edges[block + 1]] * scales[block]).reshape(
+        len(X), channels, -1).transpose(0, 2, 1).reshape(-1, channels)
+    weights = alpha * np.sqrt(channels * group_columns)
+    members = [np.flatnonzero(group_of == g) for g in range(n_groups)]
+
+    def objective(W, b, norm, total):
+        return (total((Z - P @ W.T - b) ** 2) / (2 * len(Z))
+                + sum(w * norm(W[:, m]) for w, m in zip(weights, members)))
+
+    W, b = cp.Variable((channels, P.shape[1])), cp.Variable(channels)
+    reference = cp.Problem(
+        cp.Minimize(objective(W, b[None, :], lambda v: cp.norm(v, "fro"), cp.sum)),
+        [cp.sum(cp.abs(W), axis=1) <= kappa]).solve(solver=cp.CLARABEL)
+    coef = np.hstack(kernels)
+    ours = objective(coef, intercept, np.linalg.norm, np.sum)
+    assert ours == pytest.approx(rows.objective.sum(), rel=1e-9)
+    assert ours - reference <= rows.duality_gap.sum() + 1e-7 * reference
+    assert rows.duality_gap.sum() <= 1e-9 * ours * (1 + 1e-9)
+    for row in coef:
+        assert math.fsum(np.abs(row)) <= kappa
+    assert np.any(rows.multiplier > 0)  # the bound binds
+    # whole channels go: a group is zero in every row or read by some
+    read = np.array([np.any(coef[:, m] != 0) for m in members])
+    assert 0 < read.sum() < n_groups
+
+
+def test_weight_shared_channel_fit_removes_channels_and_exports_exactly():
+    """A CNN teacher under penalty="channel": the fit is exact (kappa per
+    unrolled row, the unrolled flat model), reads fewer channels than the plain
+    L1 fit at a matching penalty, and its plain export drops them and equals
+    predict."""
+    torch = pytest.importorskip("torch")
+    from helpers import assert_equals_unrolled
+    from test_graph_teachers import _data, _fit
+
+    from sksim.plain_export import count_flops
+
+    kappa = 0.6
+    channel, X = _fit("functional", penalty="channel", alpha=1e-3, kappa=kappa)
+    plain_l1, _ = _fit("functional", alpha=1e-3, kappa=kappa)
+    assert exact_inf_norm(channel.A_) <= kappa
+    assert_equals_unrolled(channel, _data(25, seed=1))
+    exports = [model.to_torch(plain=True, dtype=torch.float64) for model in (channel, plain_l1)]
+    with torch.no_grad():
+        outputs = exports[0](torch.as_tensor(X)).numpy()
+    np.testing.assert_allclose(outputs, channel.predict(X), rtol=0, atol=1e-10)
+    flops = [count_flops(module, (X.shape[1],)) for module in exports]
+    assert flops[0] < flops[1]
+
+
+def test_weight_shared_channel_refusals():
+    pytest.importorskip("torch")
+    from test_graph_teachers import _fit
+
+    with pytest.raises(ValueError, match="adaptive_l1"):
+        _fit("resnet", penalty="channel", adaptive_l1=1.0)
+    with pytest.raises(ValueError, match="row_bound"):
+        _fit("resnet", penalty="channel", row_bound=5.0)

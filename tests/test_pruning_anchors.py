@@ -237,3 +237,60 @@ def test_sim_allocation_gives_each_layer_its_own_link_and_counts_the_shortcuts()
     allocation, extra = P.sim_allocation(fit, _residual(), (3, 8, 8))
     assert allocation == {"stem": 50, "conv1": 20, "conv2": 10, "fc": 20}
     assert extra == 4 and sum(allocation.values()) + extra == fit["nonzero"]
+
+
+# ------------------------------------------------------- L1 filter pruning
+def test_filter_prunable_layers_skip_maps_added_to_a_shortcut():
+    # chain: both convs' maps reach one layer through BN / ReLU / pool / flatten
+    assert P.filter_prunable(_chain()) == {"0": "3", "3": "8"}
+    # residual: the stem and conv2 are added to shortcuts, conv1 is read by its add
+    assert P.filter_prunable(_residual()) == {}
+
+
+def test_l1_filter_removes_whole_channels_and_counts_their_flops():
+    teacher = _chain()
+    from sksim.plain_export import count_flops
+
+    dense = count_flops(torch.nn.Sequential(torch.nn.Unflatten(1, (3, 8, 8)), teacher),
+                        (3 * 8 * 8,))
+    assert P.structured_flops(teacher, (3, 8, 8)) == dense
+    pruned, masks = P.l1_filter(teacher, 0.5)
+    # the 3 and 4 filters of smallest L1 norm (of the unfolded kernels) are out
+    for name, n_out in (("0", 6), ("3", 8)):
+        norms = teacher.get_submodule(name).weight.abs().flatten(1).sum(1)
+        dropped = set(torch.argsort(norms)[:n_out // 2].tolist())
+        zero_rows = {c for c in range(n_out)
+                     if not pruned.get_submodule(name).weight[c].any()
+                     and pruned.get_submodule(name).bias[c] == 0}
+        assert zero_rows == dropped
+    # the pruned maps are 0: the outputs equal those of a network without the channels
+    images = _images(16)
+    kept0 = [c for c in range(6) if pruned[0].weight[c].any()]
+    kept3 = [c for c in range(8) if pruned[3].weight[c].any()]
+    small = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(3, 4, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 5))
+    with torch.no_grad():
+        small[0].weight.copy_(pruned[0].weight[kept0])
+        small[0].bias.copy_(pruned[0].bias[kept0])
+        small[2].weight.copy_(pruned[3].weight[kept3][:, kept0])
+        small[2].bias.copy_(pruned[3].bias[kept3])
+        small[6].weight.copy_(pruned[8].weight[:, kept3])
+        small[6].bias.copy_(pruned[8].bias)
+        torch.testing.assert_close(small(images), pruned(images), rtol=1e-5, atol=1e-5)
+    small_flops = count_flops(torch.nn.Sequential(torch.nn.Unflatten(1, (3, 8, 8)), small),
+                              (3 * 8 * 8,))
+    assert P.structured_flops(pruned, (3, 8, 8)) == small_flops < dense
+    assert all(bool((~mask).any()) for mask in masks.values())
+
+
+def test_l1_filter_at_flops_reaches_the_largest_count_within_the_target():
+    teacher = _chain()
+    dense = P.structured_flops(teacher, (3, 8, 8))
+    pruned, _, fraction = P.l1_filter_at_flops(teacher, 0.6 * dense, (3, 8, 8))
+    reached = P.structured_flops(pruned, (3, 8, 8))
+    assert reached <= 0.6 * dense
+    # one filter fewer out of the first layer would exceed the target
+    assert P.structured_flops(P.l1_filter(teacher, fraction - 1 / 6)[0], (3, 8, 8)) > \
+        0.6 * dense

@@ -10,6 +10,7 @@ from .rows import (
     resolve_n_threads,
     solve_rows,
     solve_rows_path,
+    stack_rows,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "solve_equilibrium",
     "solve_rows",
     "solve_rows_path",
+    "stack_rows",
 ]

@@ -6,7 +6,7 @@ All ``r`` rows of a block share the Gram matrix ``G`` of their design; group
 state of a flat block) across *all* rows, ``W[:, g]``. The problem is
 
     min_W  sum_i ( 1/2 w_i^T G w_i - c_i^T w_i + zz_i / 2 )
-           + group_l1 * sum_g ||W[:, g]||_F + sum_j l1_j ||W[:, j]||_1
+           + sum_g group_l1_g ||W[:, g]||_F + sum_j l1_j ||W[:, j]||_1
     s.t.   ||w_i[:n_bounded]||_1 <= bound     for every row i
 
 (scikit-learn's ``MultiTaskLasso`` with ``l1 = 0``, no bound and one column
@@ -29,7 +29,7 @@ a duality gap of the *constrained* problem:
 
 with ``R = C - W G`` the residual correlations scaled by the largest ``s`` that
 keeps them dual feasible (for every group, ``||S_nu(s R[:, g])||_F <=
-group_l1`` with ``S_nu`` the soft-thresholding by each entry's L1 weight).
+group_l1_g`` with ``S_nu`` the soft-thresholding by each entry's L1 weight).
 """
 
 from typing import NamedTuple
@@ -84,12 +84,16 @@ class Groups(NamedTuple):
 
 def make_groups(gram, group_of, group_l1):
     """:class:`Groups` from ``group_of[j]`` (the group id of column ``j``, or
-    -1 for a column penalised by the L1 weight alone)."""
+    -1 for a column penalised by the L1 weight alone) and ``group_l1`` (one
+    weight for every group, or ``group_l1[g]`` for group id ``g``)."""
     group_of = np.asarray(group_of)
     ids = [g for g in np.unique(group_of) if g >= 0]
+    group_l1 = np.asarray(group_l1, dtype=np.float64)
+    if group_l1.ndim == 0:
+        group_l1 = np.full(max(ids, default=-1) + 1, float(group_l1))
     members = [np.flatnonzero(group_of == g) for g in ids]
     members += [np.array([j]) for j in np.flatnonzero(group_of < 0)]
-    weights = [group_l1] * len(ids) + [0.0] * (len(members) - len(ids))
+    weights = [group_l1[g] for g in ids] + [0.0] * (len(members) - len(ids))
     lipschitz = [float(np.linalg.eigvalsh(gram[np.ix_(m, m)])[-1]) if len(m) > 1
                  else float(gram[m[0], m[0]]) for m in members]
     starts = np.cumsum([0] + [len(m) for m in members])
@@ -461,8 +465,9 @@ def solve_group_rows(gram, correlations, target_sq, *, group_of, group_l1, l1=0.
     target_sq : ndarray of shape (n_rows,)
     group_of : array-like of int of shape (n_columns,)
         Group id of each column; -1 for a column outside every group.
-    group_l1 : float
-        Weight of each group's Frobenius norm.
+    group_l1 : float or array-like of shape (n_groups,)
+        Weight of each group's Frobenius norm (``group_l1[g]`` for group id
+        ``g``).
     l1 : float or array-like of shape (n_columns,), default=0.0
         Weight of the plain L1 norm of each column's entries.
     n_bounded : int, default=0

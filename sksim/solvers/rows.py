@@ -108,6 +108,18 @@ class RowSolution(NamedTuple):
     method: np.ndarray
 
 
+def stack_rows(parts, n_columns):
+    """One RowSolution of ``n_columns`` from ``(columns, RowSolution)``
+    pieces of consecutive rows, each solved on its own ``columns``."""
+    coef = np.zeros((sum(rows.coef.shape[0] for _, rows in parts), n_columns))
+    start = 0
+    for columns, rows in parts:
+        coef[start:start + rows.coef.shape[0], columns] = rows.coef
+        start += rows.coef.shape[0]
+    return RowSolution(coef, *[np.concatenate([getattr(rows, field) for _, rows in parts])
+                               for field in RowSolution._fields[1:]])
+
+
 class RowProblem(NamedTuple):
     """The data of one row problem: the shared Gram ``G`` (n_columns,
     n_columns), the row's correlations ``c_i`` (n_columns,) and ``zz_i``."""
