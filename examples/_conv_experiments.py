@@ -96,8 +96,35 @@ def alpha_sweep(baseline, alphas, params, train, test, teacher):
             "kernel_nonzeros_per_link": [[int(np.count_nonzero(k)) for k in block]
                                          for block in model.kernels_],
         }
+        fit.update(plain_export_record(model, X_test, sim_pred, teacher))
         log(json.dumps(fit))
         yield fit, model
+
+
+def plain_export_record(model, X_test, sim_pred, teacher):
+    """FLOPs, channels and float32 predict time of ``model.to_torch(plain=True)``
+    (torch.nn layers, channels no row reads removed) on ``X_test``, next to the
+    teacher's ``flops`` and ``forward_seconds`` (timed earlier in the same run);
+    ``{"plain_export": reason}`` for a model that has no plain network."""
+    import torch
+
+    from sksim.plain_export import count_flops
+
+    try:
+        module = model.to_torch(plain=True, dtype=torch.float32)
+    except ValueError as exc:  # feedback, or a block left constant
+        return {"plain_export": str(exc)}
+    start = time.perf_counter()
+    scores = batched_outputs(module, X_test, 500)
+    seconds = time.perf_counter() - start
+    flops = count_flops(module, (X_test.shape[1],))
+    channels = [layer.out_channels for layer in module.modules()
+                if isinstance(layer, torch.nn.Conv2d)]
+    return {"plain_flops": flops, "plain_flops_fraction": flops / teacher["flops"],
+            "plain_conv_channels": channels, "plain_predict_seconds": seconds,
+            "plain_predict_over_teacher": seconds / teacher["forward_seconds"],
+            "plain_agreement_with_float64": float(np.mean(
+                model.classes_[scores.argmax(axis=1)] == sim_pred))}
 
 
 def float32_predict(model, X, batch=500):
@@ -145,7 +172,8 @@ def train_classifier(module, X, y, input_shape, *, epochs, lr=1e-3, generator=No
                      masks=None):
     """Adam on the cross-entropy, batches of 128 in a random order per epoch
     (``generator`` seeds it); with ``masks`` the pruned weights stay zero and
-    BatchNorm statistics are frozen (a fine-tune)."""
+    BatchNorm statistics are frozen (a fine-tune). ``masks``: one per conv and
+    linear weight, in module order, or ``{parameter name: mask}``."""
     import torch
 
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
@@ -153,6 +181,10 @@ def train_classifier(module, X, y, input_shape, *, epochs, lr=1e-3, generator=No
         -1, *input_shape)
     labels = torch.from_numpy(np.asarray(y))
     module.train(masks is None)
+    if isinstance(masks, dict):
+        masked = [(module.get_parameter(name), mask) for name, mask in masks.items()]
+    elif masks is not None:
+        masked = list(zip(_prunable(module), masks))
     for _ in range(epochs):
         order = torch.randperm(len(labels), generator=generator)
         for start in range(0, len(labels), 128):
@@ -162,7 +194,7 @@ def train_classifier(module, X, y, input_shape, *, epochs, lr=1e-3, generator=No
             optimizer.step()
             if masks is not None:
                 with torch.no_grad():
-                    for w, mask in zip(_prunable(module), masks):
+                    for w, mask in masked:
                         w.mul_(mask)
     return module.eval()
 

@@ -10,7 +10,9 @@ calibration images and without fine-tuning:
   inputs to the layer (layer after layer);
 * :func:`wanda`: ``|W_ij| * ||X_j||_2`` per output row (Sun et al. 2023);
 * :func:`sparsegpt`: Frantar & Alistarh 2023 (OBS updates, column blocks of
-  128, adaptive masks within each block, 1 % dampening).
+  128, adaptive masks within each block, 1 % dampening);
+* :func:`l1_filter` (structured, issue 24): whole filters of smallest L1 norm
+  out (Li et al. 2017), at a FLOPs count (:func:`l1_filter_at_flops`).
 
 All four work on any torch module whose prunable layers (``nn.Conv2d``,
 ``nn.Linear``) are each called once: :func:`fold_batchnorm` folds every
@@ -656,6 +658,135 @@ def sparsegpt(teacher, allocation, images, *, block=128, damp=0.01):
 
 METHODS = {"magnitude": magnitude, "magnitude_ls_refit": magnitude_ls_refit,
            "wanda": wanda, "sparsegpt": sparsegpt}
+
+
+# ----------------------------------------------------------- whole filters
+# layers a pruned filter's zero map passes through unchanged (channel by channel)
+_CHANNELWISE = ("BatchNorm1d", "BatchNorm2d", "ReLU", "Identity", "MaxPool2d", "AvgPool2d",
+                "AdaptiveAvgPool2d", "Flatten")
+_CHANNELWISE_CALLS = ("relu", "flatten", "adaptive_avg_pool2d", "max_pool2d", "avg_pool2d")
+
+
+def filter_prunable(module):
+    """``{conv: reader}``: the conv layers whose filters can go, each with the
+    one conv or linear layer that reads its output.
+
+    A filter can go when its output map reaches a single layer through
+    channel-wise operations only (BatchNorm, ReLU, pooling, flatten): not a
+    map added to a shortcut or read twice. On a ResNet these are the first
+    convolutions of the residual blocks, the layers Li et al. (2017) prune.
+    """
+    import torch
+
+    graph = torch.fx.symbolic_trace(module).graph
+    pairs = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(module.get_submodule(node.target),
+                                                      torch.nn.Conv2d):
+            continue
+        current = node
+        while len(current.users) == 1:
+            (user,) = current.users
+            if user.op == "call_module":
+                layer = module.get_submodule(user.target)
+                if isinstance(layer, _prunable_types()):
+                    pairs[node.target] = user.target
+                    break
+                if type(layer).__name__ not in _CHANNELWISE:
+                    break
+            elif getattr(user.target, "__name__", user.target) not in _CHANNELWISE_CALLS:
+                break
+            current = user
+    return pairs
+
+
+def l1_filter(teacher, fraction):
+    """L1-norm filter pruning (Li et al. 2017), without fine-tune.
+
+    Parameters
+    ----------
+    teacher : torch.nn.Module
+    fraction : float
+        Share of the filters each :func:`filter_prunable` layer loses: the
+        ``round(fraction * n_filters)`` of smallest L1 norm of the teacher's
+        kernels (the paper's criterion, BatchNorm not folded in).
+
+    Returns
+    -------
+    pruned : torch.nn.Module
+        The BatchNorm-folded teacher with each pruned filter's weights and
+        folded bias zeroed (its map is 0 after the ReLU, the channel removed)
+        and the reader's kernel entries on that channel zeroed (they read
+        zeros).
+    masks : dict
+        ``{parameter name: bool mask}`` of the zeroed entries' complement,
+        for a fine-tune that keeps them zero.
+    """
+    import torch
+
+    pruned = fold_batchnorm(teacher)
+    masks = {}
+
+    def mask_of(name):
+        parameter = pruned.get_parameter(name)
+        return masks.setdefault(name, torch.ones_like(parameter, dtype=torch.bool))
+
+    for conv_name, reader_name in filter_prunable(pruned).items():
+        norms = teacher.get_submodule(conv_name).weight.detach().abs().flatten(1).sum(1)
+        dropped = torch.argsort(norms, stable=True)[:int(round(fraction * len(norms)))]
+        mask_of(f"{conv_name}.weight")[dropped] = False
+        if pruned.get_submodule(conv_name).bias is not None:
+            mask_of(f"{conv_name}.bias")[dropped] = False
+        reader = mask_of(f"{reader_name}.weight")
+        # a linear reader of a flattened map reads each channel's positions together
+        reader.view(reader.shape[0], len(norms), -1)[:, dropped] = False
+    with torch.no_grad():
+        for name, mask in masks.items():
+            pruned.get_parameter(name).mul_(mask)
+    return pruned, masks
+
+
+def structured_flops(module, input_shape):
+    """Multiply-adds per sample of ``module``'s conv and linear layers with
+    the output channels whose weights are all zero and the input channels no
+    weight reads left out (what a network rebuilt without them computes; the
+    dense count for a dense module, as ``sksim.plain_export.count_flops``)."""
+    import torch
+
+    total = []
+
+    def hook(layer, inputs, output):
+        weight = layer.weight.detach()
+        flat = weight.flatten(2) if weight.dim() > 2 else weight[:, :, None]
+        n_out = int((flat != 0).any(dim=(1, 2)).sum())
+        n_in = int((flat != 0).any(dim=(0, 2)).sum())
+        positions = output[0, 0].numel() if output.dim() > 2 else 1
+        total.append(n_out * n_in * flat.shape[2] * positions)
+
+    handles = [layer.register_forward_hook(hook) for layer in module.modules()
+               if isinstance(layer, _prunable_types())]
+    try:
+        with torch.no_grad():
+            module.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return int(sum(total))
+
+
+def l1_filter_at_flops(teacher, flops, input_shape):
+    """:func:`l1_filter` at the fraction whose :func:`structured_flops` is the
+    largest not above ``flops`` (bisection over the fraction; the counts are
+    steps). Returns ``(pruned, masks, fraction)``."""
+    low, high = 0.0, 1.0
+    for _ in range(30):
+        middle = 0.5 * (low + high)
+        if structured_flops(l1_filter(teacher, middle)[0], input_shape) <= flops:
+            high = middle
+        else:
+            low = middle
+    pruned, masks = l1_filter(teacher, high)
+    return pruned, masks, high
 
 
 # ------------------------------------------------------------- measuring

@@ -1,5 +1,5 @@
-"""Exploratory (issue 23): SIM on the committed ResNet-20 teacher at m images (default
-2,000), each fit's estimator settings given as ``key=value,key=value`` (numbers parsed, the
+"""Exploratory (issues 23, 24): SIM on a committed CIFAR-100 teacher (``--teacher``: the
+ResNet-20, default, or the all-convolutional one) at m images (default 2,000), each fit's estimator settings given as ``key=value,key=value`` (numbers parsed, the
 rest strings; ``alpha`` required), validated on 2,000 other training images
 (``_experiments.split_subset``; the test split is never read). Appends one JSON line per fit
 (the first: the teacher's validation accuracy) to ``--output`` and prints it::
@@ -7,7 +7,9 @@ rest strings; ``alpha`` required), validated on 2,000 other training images
     python examples/_resnet20_sweep.py alpha=0.04 alpha=0.16,output_alpha=0.001 \\
         alpha=0.16,state_inputs=model --output sweep.jsonl
 
-With ``--diagnose`` each record also holds the block-by-block nonzeros per link and the
+Each record holds the FLOPs (multiply-adds per image) of the model's plain export
+(``to_torch(plain=True)``, channels no row reads removed; ``penalty=channel`` removes whole
+channels) and their fraction of the teacher's. With ``--diagnose`` each record also holds the block-by-block nonzeros per link and the
 relative error of the model's states. Data from ``$SKSIM_DATA`` or ``../shared/data``
 (``cifar-100/``). Not the issue's protocol
 (m = 10,000 and 50,000, anchors at the same counts): where settings stand against each other.
@@ -40,6 +42,7 @@ def setting(text):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("settings", nargs="+", type=setting)
+    parser.add_argument("--teacher", choices=["resnet20", "allconv"], default="resnet20")
     parser.add_argument("--m", type=int, default=2000)
     parser.add_argument("--n-val", type=int, default=2000)
     parser.add_argument("--output", default=str(EXAMPLES / "output" / "resnet20_sweep.jsonl"))
@@ -52,9 +55,11 @@ def main():
 
     import _experiments as E
     import cifar100_resnet20 as resnet20
+    import cifar100_teacher as allconv
     from _shared import default_data_home
     from sksim import SIMClassifier, TorchBaseline
     from sksim.datasets import load_cifar100
+    from sksim.plain_export import count_flops
 
     torch.set_num_threads(1)
     out = Path(args.output)
@@ -66,7 +71,9 @@ def main():
             f.write(json.dumps(record) + "\n")
 
     data = load_cifar100(default_data_home())
-    teacher = resnet20.load_teacher()
+    teacher = (resnet20 if args.teacher == "resnet20" else allconv).load_teacher().eval()
+    flat_teacher = torch.nn.Sequential(torch.nn.Unflatten(1, (3, 32, 32)), teacher).eval()
+    teacher_flops = count_flops(flat_teacher, (3 * 32 * 32,))
     fit_idx, val_idx = E.split_subset(len(data.X_train), args.m, n_val=args.n_val)
     X, y = data.X_train[fit_idx], data.y_train[fit_idx]
     Xv, yv = data.X_train[val_idx], data.y_train[val_idx]
@@ -74,7 +81,8 @@ def main():
         tv = torch.cat([teacher(torch.as_tensor(Xv[i:i + 500]).reshape(-1, 3, 32, 32))
                         for i in range(0, len(Xv), 500)]).argmax(1).numpy()
     weights = sum(int(p.numel()) for n, p in teacher.named_parameters() if p.dim() > 1)
-    emit({"m": args.m, "teacher_val_acc": float((tv == yv).mean()), "teacher_weights": weights})
+    emit({"teacher": args.teacher, "m": args.m, "teacher_val_acc": float((tv == yv).mean()),
+          "teacher_weights": weights, "teacher_flops": teacher_flops})
     for params in args.settings:
         start = time.perf_counter()
         model = SIMClassifier(TorchBaseline(teacher, input_shape=(3, 32, 32), batch_size=100,
@@ -85,6 +93,15 @@ def main():
         record = {**params, "m": args.m, "relax": model.relax, "fit_s": round(fit_s, 1),
                   "val_acc": float((pred == yv).mean()), "agreement": float((pred == tv).mean()),
                   "nonzero": int(model.n_nonzero_), "fraction": model.n_nonzero_ / weights}
+        record["teacher"] = args.teacher
+        try:
+            plain = model.to_torch(plain=True)
+            flops = count_flops(plain, (3 * 32 * 32,))
+            record.update({"flops": flops, "flops_fraction": flops / teacher_flops,
+                           "conv_channels": [layer.out_channels for layer in plain.modules()
+                                             if isinstance(layer, torch.nn.Conv2d)]})
+        except ValueError as exc:  # e.g. a block left constant: no plain network
+            record.update({"flops": None, "plain_export": str(exc)})
         if args.diagnose:
             record.update(diagnosis(model, Xv[:500]))
         emit(record)

@@ -12,11 +12,14 @@ accuracy, agreement with the teacher, nonzero parameters (kernel entries,
 against the teacher's weights: conv and linear weights, BatchNorm folded,
 biases excluded), fit time, the process's peak memory, predict time on the
 10,000 test images next to the teacher's forward pass in the same run, and
-the certified Lipschitz bounds; then global magnitude pruning of the teacher
+the certified Lipschitz bounds, and the FLOPs, conv channels and float32 predict time of
+its plain export (``to_torch(plain=True)``; ``--penalty channel`` removes whole
+channels); then global magnitude pruning of the teacher
 at the same counts (and at ``--prune-fractions``), without and with a one-epoch
 fine-tune on the same ``m`` images; robustness (uniform noise, FGSM, PGD in
 l_inf) of the teacher and of each SIM model (through ``to_torch``) on the
-first ``--n-attack`` test images. Results go to ``<output-dir>/cifar100[_resnet20][_lateral<k>].json``
+first ``--n-attack`` test images. Results go to
+``<output-dir>/cifar100[_resnet20][_lateral<k>][_channel].json``
 (a fresh folder by default)::
 
     python examples/cifar100.py --m 10000 --alphas 1e-3 1e-2 --output-dir examples/results
@@ -56,6 +59,8 @@ def main(argv=None):
     parser.add_argument("--state-inputs", choices=["teacher", "model"], default="teacher")
     parser.add_argument("--adaptive-l1", type=float, default=0.0,
                         help="exponent of the adaptive L1 weights from the teacher's kernels")
+    parser.add_argument("--penalty", choices=["l1", "channel"], default="l1",
+                        help="channel: whole channels out (structured SIM)")
     parser.add_argument("--n-test", type=int, default=10000)
     parser.add_argument("--n-attack", type=int, default=500,
                         help="test images attacked (0: no robustness run)")
@@ -84,12 +89,14 @@ def main(argv=None):
         from cifar100_resnet20 import WEIGHTS, load_teacher
     from sksim import TorchBaseline
     from sksim.datasets import load_cifar100
+    from sksim.plain_export import count_flops
 
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.teacher == "allconv" else f"_{args.teacher}"
     suffix += f"_lateral{args.lateral_kernel}" if args.lateral_kernel else ""
     suffix += f"_skip{args.skip_links}" if args.skip_links else ""
+    suffix += "_channel" if args.penalty == "channel" else ""
     out_path = out_dir / f"cifar100{suffix}.json"
     weights = Path(args.weights) if args.weights else WEIGHTS
     data = load_cifar100(args.data_home)
@@ -114,8 +121,11 @@ def main(argv=None):
         "block_alpha": args.block_alpha,
         "positions_per_image": args.positions_per_image, "row_bound": args.row_bound,
         "state_inputs": args.state_inputs, "adaptive_l1": args.adaptive_l1,
+        "penalty": args.penalty,
         "teacher": {"test_accuracy": float(np.mean(teacher_pred == y_test)),
                     "weights": teacher_weight_count(teacher),
+                    "flops": count_flops(torch.nn.Sequential(
+                        torch.nn.Unflatten(1, INPUT_SHAPE), teacher), (X_test.shape[1],)),
                     "forward_seconds": teacher_seconds},
         "fits": [],
     }
@@ -125,7 +135,8 @@ def main(argv=None):
                   skip_links=args.skip_links, relax=args.relax,
                   output_alpha=args.output_alpha, block_alpha=args.block_alpha,
                   positions_per_image=args.positions_per_image, row_bound=args.row_bound,
-                  state_inputs=args.state_inputs, adaptive_l1=args.adaptive_l1)
+                  state_inputs=args.state_inputs, adaptive_l1=args.adaptive_l1,
+                  penalty=args.penalty)
     for fit, model in alpha_sweep(baseline, args.alphas, params, (X_train, y_train, train_logits),
                            (X_test, y_test, test_logits), record["teacher"]):
         record["fits"].append(fit)

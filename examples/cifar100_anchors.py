@@ -16,7 +16,13 @@ each with the uniform allocation (every layer keeps the same fraction) and,
 given ``--sim-results`` (a results JSON of ``cifar100.py``), with SIM's own
 per-layer counts; and the existing global magnitude pruning
 (``_conv_experiments.magnitude_pruned``, BatchNorm not folded), without and
-with a one-epoch fine-tune on the same images. The counts are SIM's
+with a one-epoch fine-tune on the same images. The structured anchor
+``l1_filter`` (issue 24; Li et al. 2017: the filters of smallest L1 norm out,
+the same share in every layer whose output map no shortcut adds, until the
+FLOPs reach the target; without and with a one-epoch fine-tune) runs at the
+plain-export FLOPs of each ``--sim-results`` fit that records them
+(``cifar100.py --penalty channel``) and at ``--flops-fractions`` of the
+teacher's FLOPs. The counts are SIM's
 ``n_nonzero_`` of each fit in ``--sim-results`` (conv and linear weights,
 biases excluded) less the nonzeros of the shortcut kernels SIM fits (a
 ResNet's shortcuts cost the teacher and the anchors nothing), and
@@ -50,7 +56,7 @@ if str(EXAMPLES_DIR) not in sys.path:
 from _shared import default_data_home
 
 ONE_SHOT = ("magnitude", "magnitude_ls_refit", "wanda", "sparsegpt")
-METHODS = ONE_SHOT + ("global_magnitude",)
+METHODS = ONE_SHOT + ("global_magnitude", "l1_filter")
 
 
 def parse_args(argv):
@@ -65,10 +71,16 @@ def parse_args(argv):
                         help="only these fits of --sim-results (default: all)")
     parser.add_argument("--fractions", type=float, nargs="*", default=[],
                         help="kept fractions of the teacher's weights (uniform allocation)")
+    parser.add_argument("--flops-fractions", type=float, nargs="*", default=[],
+                        help="l1_filter at these fractions of the teacher's FLOPs (besides "
+                             "the plain FLOPs of each --sim-results fit)")
     parser.add_argument("--allocations", nargs="+", choices=["uniform", "sim"],
                         default=["uniform", "sim"])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--fine-tune-epochs", type=int, default=1)
+    parser.add_argument("--fine-tune-m", type=int, default=None,
+                        help="training images of the l1_filter fine-tune (default: the "
+                             "m calibration images)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="",
                         help="appended to the output file's name (a run of a part of the counts)")
@@ -111,6 +123,48 @@ def targets(args, teacher, total, input_shape):
                 runs.append((count, "sim", allocation, sim))
     runs += [(round(f * total), "uniform", None, None) for f in args.fractions]
     return runs
+
+
+def flops_targets(args, teacher_flops):
+    """``(flops, SIM fit or None)`` of the structured anchor: each selected
+    SIM fit's plain-export FLOPs, then ``--flops-fractions`` of the teacher's."""
+    runs = []
+    if args.sim_results:
+        for fit in json.loads(Path(args.sim_results).read_text())["fits"]:
+            if "plain_flops" in fit and (args.sim_alphas is None or any(
+                    np.isclose(fit["alpha"], a) for a in args.sim_alphas)):
+                runs.append((fit["plain_flops"], {
+                    "alpha": fit["alpha"], "plain_flops": fit["plain_flops"],
+                    "test_accuracy": fit["test_accuracy"],
+                    "fit_seconds": fit["fit_seconds"]}))
+    return runs + [(round(f * teacher_flops), None) for f in args.flops_fractions]
+
+
+def filter_rows(teacher, flops, tuning, test, epochs, input_shape):
+    """L1-norm filter pruning (Li et al. 2017) at ``flops`` multiply-adds per
+    image, then the same model after ``epochs`` epochs of fine-tuning on the
+    images and labels ``tuning`` (pruned filters and their readers' entries
+    kept zero)."""
+    import _pruning
+    from _conv_experiments import fine_tune
+
+    start = time.perf_counter()
+    pruned, masks, fraction = _pruning.l1_filter_at_flops(teacher, flops, input_shape)
+    seconds = time.perf_counter() - start
+    reached = _pruning.structured_flops(pruned, input_shape)
+    row = {"allocation": "uniform", "filter_fraction": fraction, "flops": reached,
+           "nonzero": _pruning.count_nonzero(pruned)}
+    rows = [{"method": "l1_filter", **row, "seconds": seconds,
+             "test_accuracy": _pruning.accuracy(pruned, *test)}]
+    images, labels = tuning
+    start = time.perf_counter()
+    fine_tune(pruned, masks, images.reshape(len(images), -1).numpy(), labels, input_shape,
+              epochs=epochs)
+    rows.append({"method": "l1_filter_fine_tuned", **row, "fine_tune_epochs": epochs,
+                 "fine_tune_images": len(labels),
+                 "seconds": seconds + time.perf_counter() - start,
+                 "test_accuracy": _pruning.accuracy(pruned, *test)})
+    return rows
 
 
 def one_shot_row(method, teacher, count, name, allocation, calibration, test):
@@ -194,6 +248,19 @@ def main(argv=None):
         record["rows"].append(row)
         out_path.write_text(json.dumps(record, indent=1))  # each row as it comes
 
+    if "l1_filter" in args.methods:
+        teacher_flops = _pruning.structured_flops(teacher, INPUT_SHAPE)
+        record["teacher"]["flops"] = teacher_flops
+        n_tune = args.m if args.fine_tune_m is None else args.fine_tune_m
+        tuning = (images(data.X_train[:n_tune]), data.y_train[:n_tune])
+        for flops, sim in flops_targets(args, teacher_flops):
+            for row in filter_rows(teacher, flops, tuning, test,
+                                   args.fine_tune_epochs, INPUT_SHAPE):
+                row.update(target_flops=flops, flops_fraction=row["flops"] / teacher_flops,
+                           sim=sim)
+                log(json.dumps(row))
+                record["rows"].append(row)
+                out_path.write_text(json.dumps(record, indent=1))
     global_done = set()
     for count, name, allocation, sim in targets(args, teacher, total, INPUT_SHAPE):
         for method in ONE_SHOT:
