@@ -9,14 +9,18 @@ Fits SIM on two teachers and times, interleaved round by round (median of
   dense kernels, unread channels removed) on the same batches.
 
 The MLP's SIM models use ``penalty="l1"`` (zeros scattered in the rows) at
-``--alphas`` and ``penalty="channel"`` (whole hidden units out) at
-``--channel-alphas``.
+``--alphas``, ``penalty="channel"`` (whole hidden units out) at
+``--channel-alphas`` (flat, ``structure="feedforward"``: every block also reads
+the inputs and all earlier blocks), and ``penalty="channel"`` with
+``weight_sharing=True`` at ``--chain-alphas`` (the teacher's own chain of
+Linear layers, each reading the one before: the structured model).
 
 Teachers: the Fashion-MNIST MLP 784-64-32-16-10 of the other benchmarks (SIM
 ``structure="feedforward"`` on ``--m`` training images at each of ``--alphas``)
 and, when the CIFAR-100 files are present, the all-convolutional teacher of
 ``examples/cifar100_teacher.py`` (weight-shared SIM on ``--cifar-m`` training
-images, ``alpha`` 0.16, ``relax`` 0.01, ``output_alpha`` 3e-3). FLOPs are the
+images, ``relax`` 0.01, ``output_alpha`` 3e-3: ``penalty="l1"`` at ``alpha`` 0.16
+and ``penalty="channel"`` at ``--cifar-channel-alphas``). FLOPs are the
 multiply-adds of the Conv2d and Linear layers per image
 (:func:`sksim.plain_export.count_flops`, the same count for the teacher).
 
@@ -41,12 +45,17 @@ def parse_args():
     parser.add_argument("--alphas", type=float, nargs="+", default=[1e-3, 1e-2])
     parser.add_argument("--channel-alphas", type=float, nargs="+", default=[1e-3, 1e-2, 3e-2],
                         help="alphas of the penalty='channel' models (whole hidden units out)")
+    parser.add_argument("--chain-alphas", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2],
+                        help="alphas of the penalty='channel' models in the teacher's chain "
+                             "(weight_sharing=True)")
     parser.add_argument("--cifar-m", type=int, default=2000)
+    parser.add_argument("--cifar-channel-alphas", type=float, nargs="*",
+                        default=[0.16, 0.24, 0.32])
     parser.set_defaults(repeats=5)
     args = parser.parse_args()
     if args.quick:
         args.m, args.cifar_m, args.repeats, args.alphas = 1000, 0, 1, [1e-2]
-        args.channel_alphas = [1e-2]
+        args.channel_alphas, args.chain_alphas = [1e-2], [1e-2]
     return args
 
 
@@ -123,13 +132,17 @@ def fashion_mnist(args):
     teacher = copy.deepcopy(teacher).float().eval()
     X, y = data.X_train[:args.m], data.y_train[:args.m]
     models = []
-    for penalty, alphas in (("l1", args.alphas), ("channel", args.channel_alphas)):
+    for kind, alphas in (("l1", args.alphas), ("channel", args.channel_alphas),
+                         ("channel_chain", args.chain_alphas)):
         for alpha in alphas:
-            est = SIMClassifier(TorchBaseline(teacher), alpha=alpha, penalty=penalty,
-                                structure="feedforward", random_state=0)
+            params = ({"penalty": "channel", "weight_sharing": True}
+                      if kind == "channel_chain" else
+                      {"penalty": kind, "structure": "feedforward"})
+            est = SIMClassifier(TorchBaseline(teacher), alpha=alpha, random_state=0,
+                                **params)
             start = time.perf_counter()
             est.fit(X, y)
-            models.append((f"sim_{penalty}_alpha_{alpha:g}", est,
+            models.append((f"sim_{kind}_alpha_{alpha:g}", est,
                            time.perf_counter() - start))
     return measure("fashion-mnist MLP 784-64-32-16-10", teacher, models,
                    np.ascontiguousarray(data.X_test, dtype=np.float32), data.y_test,
@@ -153,14 +166,16 @@ def cifar100(args):
     conv = load_teacher().eval()
     teacher = torch.nn.Sequential(torch.nn.Unflatten(1, INPUT_SHAPE), conv).eval()
     X, y = data.X_train[:args.cifar_m], data.y_train[:args.cifar_m]
-    est = SIMClassifier(TorchBaseline(conv, input_shape=INPUT_SHAPE, batch_size=250,
-                                      classes=list(range(100))),
-                        alpha=0.16, relax=0.01, output_alpha=3e-3, random_state=0)
-    start = time.perf_counter()
-    est.fit(X, y)
-    fit_seconds = time.perf_counter() - start
-    return measure("cifar-100 all-convolutional", teacher,
-                   [("sim_alpha_0.16", est, fit_seconds)],
+    models = []
+    for penalty, alpha in [("l1", 0.16)] + [("channel", a) for a in args.cifar_channel_alphas]:
+        est = SIMClassifier(TorchBaseline(conv, input_shape=INPUT_SHAPE, batch_size=250,
+                                          classes=list(range(100))),
+                            alpha=alpha, penalty=penalty, relax=0.01, output_alpha=3e-3,
+                            random_state=0)
+        start = time.perf_counter()
+        est.fit(X, y)
+        models.append((f"sim_{penalty}_alpha_{alpha:g}", est, time.perf_counter() - start))
+    return measure("cifar-100 all-convolutional", teacher, models,
                    np.ascontiguousarray(data.X_test, dtype=np.float32), data.y_test,
                    (3 * 32 * 32,), args)
 

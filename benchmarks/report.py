@@ -461,6 +461,26 @@ def conv_predict_table(payloads):
                           "test accuracy"])
 
 
+def plain_export_table(payloads):
+    """Plain torch exports against the teacher's forward pass
+    (bench_plain_export.py): FLOPs and time ratios, accuracy."""
+    rows = []
+    for r in payloads:
+        for p in r["problems"]:
+            rows.append([p["problem"], "teacher", f"{p['teacher_flops']:,}", "1", "1",
+                         f"{100 * p['teacher_test_accuracy']:.2f}%", "-"])
+            for m in p["models"]:
+                rows.append([
+                    "", m["name"].replace("_", " "),
+                    f"{m['flops']:,} ({m['flops'] / p['teacher_flops']:.2f}x)",
+                    f"**{p['threads_1'][m['name']]['over_teacher']:.2f}x**",
+                    f"**{p['threads_2'][m['name']]['over_teacher']:.2f}x**",
+                    f"{100 * m['test_accuracy']:.2f}%",
+                    f"{100 * m['agreement_with_teacher']:.2f}%"])
+    return C.table(rows, ["problem", "model", "FLOPs per image", "time / teacher, 1 thread",
+                          "2 threads", "test accuracy", "agreement with teacher"])
+
+
 def graph_teachers_table(payloads):
     """Torch teachers as people write them, distilled with defaults
     (bench_graph_teachers.py)."""
@@ -526,6 +546,7 @@ def sections():
     distributed = load("distributed_m*.json")
     graphs = load("graph_teachers.json")
     first_day = load("first_day*.json")
+    plain = load("plain_export.json")
     sections = {
         "graph_teachers": graph_teachers_table(graphs) if graphs else "_pending_",
         "first_day": first_day_table(first_day) if first_day else "_pending_",
@@ -540,6 +561,7 @@ def sections():
         "homotopy_fit": homotopy_fit_table(homotopy) if homotopy else "_pending_",
         "target_scale": scale_table(homotopy) if homotopy else "_pending_",
         "conv_predict": conv_predict_table(conv) if conv else "_pending_",
+        "plain_export": plain_export_table(plain) if plain else "_pending_",
         "distributed": distributed_table(distributed) if distributed else "_pending_",
         "machine": machine_text(fits + preds + mems + scal + homotopy + conv + distributed),
     }

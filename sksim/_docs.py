@@ -205,7 +205,11 @@ PARAMETERS_DOC = """
         1`` the rows are then refitted one by one on the columns of the kept
         channels and the inputs (the plain row problems at ``relax * alpha``):
         the group penalty picks the channels, ``relax`` how much their rows
-        are shrunk. Not with ``row_bound`` or ``adaptive_l1``.
+        are shrunk. With ``adaptive_l1`` (weight-shared fits) every entry,
+        grouped or not, also pays its adaptive L1 weight (a sparse-group
+        penalty: the groups pick channels, the adaptive weights the entries
+        within them, e.g. a fitted shortcut's diagonal). Not with
+        ``row_bound``.
     adaptive_l1 : float, default=0.0
         Weight-shared model: the exponent ``gamma`` of adaptive L1 weights
         from the teacher's own kernels (Zou 2006): entry ``j`` of row ``i``

@@ -12,7 +12,8 @@ A block's design columns are grouped by the state channel they read:
   ``H W`` columns of a ``dense`` link from a spatial source (all links of the
   block from that source together).
 
-The inputs' columns keep the plain L1 penalty. Group ``g`` of ``n_g``
+The inputs' columns keep the plain L1 penalty (with ``adaptive_l1``, every
+entry also pays its adaptive L1 weight). Group ``g`` of ``n_g``
 entries (``n_rows`` rows times its columns) weighs ``alpha * sqrt(n_g)``
 (Yuan & Lin 2006): on ``n_g`` equal entries, the L1 norm is ``sqrt(n_g)``
 times the Frobenius norm, so the group penalty of a dense group equals the
@@ -61,7 +62,7 @@ def link_groups(structure, links):
 
 
 def channel_rows(problem, groups, *, alpha, l1_ratio, n_bounded, bound, tol, max_iter,
-                 relax, solve):
+                 relax, solve, l1_factors=None):
     """The rows of ``problem`` (a Gram matrix, the rows' correlations and
     target energies) solved together under the group penalty of ``groups``
     (``(group_of, group_columns)``, :func:`link_groups`), the ungrouped
@@ -75,14 +76,22 @@ def channel_rows(problem, groups, *, alpha, l1_ratio, n_bounded, bound, tol, max
     solves a block without state columns). The group penalty picks the
     channels, ``relax * alpha`` how much their rows are shrunk (the channel
     pruning recipe of a group Lasso, then least squares, as ``relax``
-    approaches 0). Returns a full-width RowSolution."""
+    approaches 0). With ``l1_factors`` (n_rows, n_columns; ``adaptive_l1``)
+    every entry, grouped or not, also pays the L1 weight ``alpha * l1_ratio
+    * l1_factors[i, j]`` (a sparse-group penalty: the groups pick channels,
+    the adaptive weights the entries within them), and the refit passes the
+    kept columns' factors on, ``solve(..., l1_factors=...)``. Returns a
+    full-width RowSolution."""
     gram, corr, target_sq = problem
     group_of, group_columns = groups
     if group_columns.size == 0:  # no state column: the plain rows
         return solve(gram, corr, target_sq, n_bounded)
     n_rows, n_columns = corr.shape
     grouped = group_of >= 0
-    l1 = np.where(grouped, 0.0, alpha * l1_ratio)
+    if l1_factors is None:
+        l1 = np.broadcast_to(np.where(grouped, 0.0, alpha * l1_ratio), corr.shape)
+    else:
+        l1 = alpha * l1_ratio * np.asarray(l1_factors, dtype=np.float64)
     ridged = gram + alpha * (1.0 - l1_ratio) * np.eye(n_columns)
     group_l1 = alpha * np.sqrt(n_rows * group_columns)
     solution = solve_group_rows(ridged, corr, target_sq, group_of=group_of,
@@ -100,9 +109,11 @@ def channel_rows(problem, groups, *, alpha, l1_ratio, n_bounded, bound, tol, max
             "the rows refitted on them are certified as usual. Increase max_iter or tol.",
             ConvergenceWarning)
     kept = np.flatnonzero(~grouped | np.isin(group_of, kept_groups))
+    options = {} if l1_factors is None else {
+        "l1_factors": np.ascontiguousarray(l1_factors[:, kept])}
     part = solve(np.ascontiguousarray(gram[np.ix_(kept, kept)]),
                  np.ascontiguousarray(corr[:, kept]), target_sq,
-                 int(np.sum(kept < n_bounded)), alpha=relax * alpha, relax=1.0)
+                 int(np.sum(kept < n_bounded)), alpha=relax * alpha, relax=1.0, **options)
     return stack_rows([(kept, part)], n_columns)
 
 
@@ -123,7 +134,7 @@ def _row_solution(solution, gram, corr, target_sq, l1, groups, group_l1):
                       where=group_norms > 0)
     objective = (0.5 * np.einsum("ij,jk,ik->i", coef, gram, coef)
                  - np.einsum("ij,ij->i", coef, corr) + 0.5 * target_sq
-                 + np.abs(coef) @ l1 + share @ (group_l1 * group_norms))
+                 + np.sum(np.abs(coef) * l1, axis=1) + share @ (group_l1 * group_norms))
     total = max(float(objective.sum()), 1e-300)
     n_rows = coef.shape[0]
     return RowSolution(coef, solution.duality_gap * objective / total, objective,

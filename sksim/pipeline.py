@@ -343,11 +343,6 @@ def solve_state_rows(est, problem, n_states, solve):
 def _check_channel(est, flat=True):
     if est.penalty != "channel":
         return
-    if not flat and est.adaptive_l1:
-        raise ValueError(
-            "penalty='channel' weighs each channel's group by alpha alone; adaptive_l1 "
-            "weights single entries of the plain L1 penalty: set adaptive_l1=0, or "
-            "penalty='l1'.")
     if flat and est.structure != "feedforward":
         raise ValueError(
             "penalty='channel' removes whole states (the groups are the states a block "

@@ -12,6 +12,8 @@ time (``torch.save`` / ``torch.load`` of a GraphModule keep its generated
 code, not a reference to sksim) and exports to ONNX with
 ``torch.onnx.export``.
 
+A diagonal 1x1 kernel (a fitted identity shortcut) is written as one scale
+per channel (a depthwise ``Conv2d``), as cheap as the teacher's addition.
 Channels no row reads are removed, with their own rows and intercepts, and
 so are channels that are identically zero (no kernel entry and an
 intercept the activation maps to 0); removing a block's rows can leave
@@ -234,10 +236,14 @@ def _shared_link(build, structure, link, kernel, sources, kept, rows, bias):
                                                         stage.padding)
                for stage in link.pool]
     if link.kind == "conv":
+        # a diagonal 1x1 kernel (an identity shortcut) is one scale per channel
+        groups = shaped.shape[0] if _is_diagonal(shaped) else 1
         conv = nn.Conv2d(shaped.shape[1], shaped.shape[0], link.kernel_size, link.stride,
-                         link.padding, bias=bias is not None, dtype=torch.float64)
+                         link.padding, bias=bias is not None, groups=groups,
+                         dtype=torch.float64)
+        weight = shaped if groups == 1 else np.diagonal(shaped[:, :, 0]).copy()
         with torch.no_grad():
-            conv.weight.copy_(torch.as_tensor(shaped.reshape(conv.weight.shape)))
+            conv.weight.copy_(torch.as_tensor(weight.reshape(conv.weight.shape)))
             if bias is not None:
                 conv.bias.copy_(torch.as_tensor(bias))
         modules.append(conv)
@@ -248,6 +254,13 @@ def _shared_link(build, structure, link, kernel, sources, kept, rows, bias):
             modules.append(nn.Flatten())
         modules.append(_linear(shaped.reshape(shaped.shape[0], -1), bias))
     return build.chain(modules, sources[link.source])
+
+
+def _is_diagonal(shaped):
+    """Whether a (out, in, taps) kernel is 1x1, square and zero off its diagonal."""
+    out, channels, taps = shaped.shape
+    return (taps == 1 and out == channels and out > 1
+            and not np.any(shaped[:, :, 0][~np.eye(out, dtype=bool)]))
 
 
 def build_plain_module(estimator, dtype=None):

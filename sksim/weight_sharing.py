@@ -350,7 +350,8 @@ def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kapp
                     if link.source != INPUT) if bounded else 0
     bound = kappa if n_bounded else np.inf
 
-    def solve(gram, correlations, target_sq, n_bounded, alpha=alpha, relax=relax):
+    def solve(gram, correlations, target_sq, n_bounded, alpha=alpha, relax=relax,
+              l1_factors=l1_factors):
         return solve_rows(gram, correlations, target_sq, n_bounded=n_bounded,
                           bound=bound if n_bounded else np.inf, row_bound=row_bound,
                           l1=alpha * l1_ratio, l2=alpha * (1.0 - l1_ratio), tol=tol,
@@ -362,7 +363,7 @@ def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kapp
         rows = channel_rows(problem_rows, link_groups(structure, links_of_rows),
                             alpha=alpha, l1_ratio=l1_ratio, n_bounded=n_bounded,
                             bound=bound, tol=tol, max_iter=max_iter, relax=relax,
-                            solve=solve)
+                            solve=solve, l1_factors=l1_factors)
     else:
         rows = solve(*problem_rows, n_bounded)
     edges = np.concatenate([[0], np.cumsum(widths)])

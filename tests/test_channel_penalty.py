@@ -168,12 +168,14 @@ def test_channel_penalty_refusals(digits):
 
 
 # ------------------------------------------------------------ weight-shared
-def test_weight_shared_block_rows_solve_the_joint_channel_problem():
+@pytest.mark.parametrize("gamma", [0.0, 1.0])
+def test_weight_shared_block_rows_solve_the_joint_channel_problem(gamma):
     """A residual block's rows (its 3x3 conv link and the 1x1 shortcut from
     another block) under penalty="channel" on the streamed Gram reach the
     joint optimum (cvxpy + Clarabel) of the group problem on the explicit patch
     design: one group per (source block, channel) over every tap of every row,
-    weighted alpha * sqrt(its entries); kappa exact per row."""
+    weighted alpha * sqrt(its entries); kappa exact per row. With ``gamma >
+    0`` (adaptive_l1) every entry also pays its adaptive L1 weight."""
     pytest.importorskip("torch")
     from test_graph_teachers import _data, _teacher
 
@@ -186,15 +188,19 @@ def test_weight_shared_block_rows_solve_the_joint_channel_problem():
     maps = baseline.trace(X)
     structure = ws.fitting_structure(maps.structure)
     scales = ws.block_scales(structure, maps.kernels, 0.95)
-    block, kappa, alpha = 2, 0.01, 1e-3
+    # the bound binds and some channels go, at either penalty
+    block, kappa, alpha = 2, 0.01, 1e-3 if gamma == 0 else 5e-5
     links = structure.links[block]
     assert len({link.source for link in links}) == 2  # the conv and the shortcut
     problems = ws.accumulate_block_problems(
         structure, ((X[rows], pre) for rows, pre, _ in baseline.iter_batches(X)),
         scales, fit_intercept=True, blocks=[block])
+    factors = (None if gamma == 0 else
+               ws.adaptive_l1_factors(maps, structure, scales, block, gamma))
     kernels, intercept, rows = ws.solve_block_rows(
         structure, links, problems[0], alpha=alpha, l1_ratio=1.0, kappa=kappa,
-        row_bound=np.inf, tol=1e-9, max_iter=100_000, penalty="channel")
+        row_bound=np.inf, tol=1e-9, max_iter=100_000, penalty="channel",
+        l1_factors=factors)
     assert np.all(rows.status == 0)
     group_of, group_columns = link_groups(structure, links)
     n_groups = sum(structure.block_shapes[s][0] for s in {link.source for link in links})
@@ -209,16 +215,20 @@ def test_weight_shared_block_rows_solve_the_joint_channel_problem():
     weights = alpha * np.sqrt(channels * group_columns)
     members = [np.flatnonzero(group_of == g) for g in range(n_groups)]
 
-    def objective(W, b, norm, total):
+    entry_weights = np.zeros((channels, P.shape[1])) if factors is None else alpha * factors
+
+    def objective(W, b, norm, total, multiply, absolute):
         return (total((Z - P @ W.T - b) ** 2) / (2 * len(Z))
-                + sum(w * norm(W[:, m]) for w, m in zip(weights, members)))
+                + sum(w * norm(W[:, m]) for w, m in zip(weights, members))
+                + total(multiply(entry_weights, absolute(W))))
 
     W, b = cp.Variable((channels, P.shape[1])), cp.Variable(channels)
     reference = cp.Problem(
-        cp.Minimize(objective(W, b[None, :], lambda v: cp.norm(v, "fro"), cp.sum)),
+        cp.Minimize(objective(W, b[None, :], lambda v: cp.norm(v, "fro"), cp.sum,
+                              cp.multiply, cp.abs)),
         [cp.sum(cp.abs(W), axis=1) <= kappa]).solve(solver=cp.CLARABEL)
     coef = np.hstack(kernels)
-    ours = objective(coef, intercept, np.linalg.norm, np.sum)
+    ours = objective(coef, intercept, np.linalg.norm, np.sum, np.multiply, np.abs)
     assert ours == pytest.approx(rows.objective.sum(), rel=1e-9)
     assert ours - reference <= rows.duality_gap.sum() + 1e-7 * reference
     assert rows.duality_gap.sum() <= 1e-9 * ours * (1 + 1e-9)
@@ -258,7 +268,5 @@ def test_weight_shared_channel_refusals():
     pytest.importorskip("torch")
     from test_graph_teachers import _fit
 
-    with pytest.raises(ValueError, match="adaptive_l1"):
-        _fit("resnet", penalty="channel", adaptive_l1=1.0)
     with pytest.raises(ValueError, match="row_bound"):
         _fit("resnet", penalty="channel", row_bound=5.0)

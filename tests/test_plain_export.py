@@ -154,3 +154,18 @@ def test_onnx_export_gives_the_same_outputs(digits, kind, tmp_path):
     np.testing.assert_allclose(onnx_out, _outputs(plain, X), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(onnx_out, expected, rtol=1e-4, atol=1e-4)
 
+
+
+def test_a_diagonal_shortcut_kernel_exports_as_one_scale_per_channel():
+    """A fitted identity shortcut (a diagonal 1x1 kernel) is a depthwise
+    Conv2d, C multiply-adds per position instead of C^2, same outputs."""
+    model, X = _fit("resnet", adaptive_l1=2.0, alpha=1e-3)
+    links = model._shared_model.structure.links[2]
+    assert links[1].kind == "conv" and links[1].kernel_size == 1  # the shortcut
+    kernel = model._shared_model.kernels[2][1]
+    kernel[:] = np.diag(np.linspace(0.03, 0.01, kernel.shape[0]))
+    plain = model.to_torch(plain=True, dtype=torch.float64)
+    depthwise = [conv for conv in plain.modules()
+                 if isinstance(conv, nn.Conv2d) and conv.groups > 1]
+    assert len(depthwise) == 1 and depthwise[0].groups == kernel.shape[0]
+    np.testing.assert_allclose(_outputs(plain, X), model.predict(X), rtol=0, atol=1e-12)

@@ -6,7 +6,7 @@ All ``r`` rows of a block share the Gram matrix ``G`` of their design; group
 state of a flat block) across *all* rows, ``W[:, g]``. The problem is
 
     min_W  sum_i ( 1/2 w_i^T G w_i - c_i^T w_i + zz_i / 2 )
-           + sum_g group_l1_g ||W[:, g]||_F + sum_j l1_j ||W[:, j]||_1
+           + sum_g group_l1_g ||W[:, g]||_F + sum_ij l1_ij |W_ij|
     s.t.   ||w_i[:n_bounded]||_1 <= bound     for every row i
 
 (scikit-learn's ``MultiTaskLasso`` with ``l1 = 0``, no bound and one column
@@ -14,7 +14,7 @@ per group, up to its scaling by the number of rows). A group whose Frobenius
 norm is zero is a channel no row reads.
 
 Solver: the bound of row ``i`` enters through its Lagrange multiplier
-``mu_i >= 0`` (weight ``l1 + mu_i`` on its bounded columns). For fixed
+``mu_i >= 0`` (weight ``l1_ij + mu_i`` on its bounded columns). For fixed
 multipliers the problem is a sparse-group Lasso, solved by block coordinate
 descent over the groups: each visit takes one proximal-gradient step on the
 group's columns with step ``1 / L_g`` (``L_g`` the largest eigenvalue of
@@ -104,7 +104,7 @@ def make_groups(gram, group_of, group_l1):
 
 @inner_njit
 def _row_weight(l1, multipliers, i, j, n_bounded):
-    return l1[j] + multipliers[i] if j < n_bounded else l1[j]
+    return l1[i, j] + multipliers[i] if j < n_bounded else l1[i, j]
 
 
 @inner_njit
@@ -159,7 +159,7 @@ def _primal(W, gram, correlations, target_sq, groups_starts, groups_columns, wei
                     gw += gram[j, k] * W[i, k]
                 quad += W[i, j] * gw
                 total -= correlations[i, j] * W[i, j]
-                total += l1[j] * abs(W[i, j])
+                total += l1[i, j] * abs(W[i, j])
         total += 0.5 * quad + 0.5 * target_sq[i]
     for g in range(len(weights)):
         if weights[g] > 0.0:
@@ -193,7 +193,8 @@ def _largest_scale(R, groups_starts, groups_columns, weights, l1, multipliers,
                     best = min(best, _row_weight(l1, multipliers, i, j, n_bounded)
                                / abs(R[i, j]))
             continue
-        low, high = 0.0, (weights[g] + l1[groups_columns[start]]) / largest
+        # any positive start: high grows until infeasible
+        low, high = 0.0, (weights[g] + l1[0, groups_columns[start]]) / largest
         # grow high until infeasible
         for _ in range(200):
             if _excess(R, groups_starts, groups_columns, g, high, l1, multipliers,
@@ -297,7 +298,7 @@ def _kkt_multipliers(W, R, groups_starts, groups_columns, weights, group_index, 
                     for r in range(W.shape[0]):
                         norm_sq += W[r, groups_columns[k]] ** 2
                 shrink = weights[g] * abs(W[i, j]) / np.sqrt(norm_sq)
-            value = abs(R[i, j]) - l1[j] - shrink
+            value = abs(R[i, j]) - l1[i, j] - shrink
             if how == 0:
                 estimate[i] = max(estimate[i], value)
             elif how == 1:
@@ -421,7 +422,7 @@ def _move_multipliers(W, R, gram, multipliers, search, n_bounded, bound, l1):
             if not np.isfinite(search[i, 2]):
                 largest = 0.0
                 for j in range(n_bounded):
-                    largest = max(largest, abs(R[i, j] + gram[j, j] * W[i, j]) - l1[j])
+                    largest = max(largest, abs(R[i, j] + gram[j, j] * W[i, j]) - l1[i, j])
                 search[i, 2], search[i, 3] = max(largest, mu), -bound
             if search[i, 4] > 0:
                 search[i, 3] *= 0.5  # the same end twice: Illinois
@@ -435,7 +436,7 @@ def _move_multipliers(W, R, gram, multipliers, search, n_bounded, bound, l1):
         if high <= low or g_low <= 0.0 or g_high >= 0.0:  # a stale bracket: open it again
             largest = 0.0
             for j in range(n_bounded):
-                largest = max(largest, abs(R[i, j] + gram[j, j] * W[i, j]) - l1[j])
+                largest = max(largest, abs(R[i, j] + gram[j, j] * W[i, j]) - l1[i, j])
             low, g_low, high, g_high = 0.0, 1.0, max(largest, mu, 1e-12), -bound
             search[i, 0], search[i, 1], search[i, 2], search[i, 3] = low, g_low, high, g_high
         new = low + (high - low) * g_low / (g_low - g_high)
@@ -468,8 +469,9 @@ def solve_group_rows(gram, correlations, target_sq, *, group_of, group_l1, l1=0.
     group_l1 : float or array-like of shape (n_groups,)
         Weight of each group's Frobenius norm (``group_l1[g]`` for group id
         ``g``).
-    l1 : float or array-like of shape (n_columns,), default=0.0
-        Weight of the plain L1 norm of each column's entries.
+    l1 : float or array-like of shape (n_columns,) or (n_rows, n_columns), default=0.0
+        Weight of the plain L1 norm of each column's entries (or of each
+        entry).
     n_bounded : int, default=0
         The first ``n_bounded`` columns of every row carry the bound.
     bound : float, default=inf
@@ -491,7 +493,8 @@ def solve_group_rows(gram, correlations, target_sq, *, group_of, group_l1, l1=0.
         gram, correlations, target_sq, groups.starts, groups.columns, groups.weights,
         groups.lipschitz, _group_index(groups, gram.shape[0]),
         np.ascontiguousarray(np.broadcast_to(np.asarray(l1, dtype=np.float64),
-                                             gram.shape[0])), int(n_bounded if bounded else 0),
+                                             correlations.shape)),
+        int(n_bounded if bounded else 0),
         float(bound if bounded else 0.0), float(tol), int(max_iter))
     return GroupSolution(coef, float(gap), float(primal), multipliers, int(n_iter),
                          int(status))
