@@ -19,8 +19,9 @@ Teachers: the Fashion-MNIST MLP 784-64-32-16-10 of the other benchmarks (SIM
 ``structure="feedforward"`` on ``--m`` training images at each of ``--alphas``)
 and, when the CIFAR-100 files are present, the all-convolutional teacher of
 ``examples/cifar100_teacher.py`` (weight-shared SIM on ``--cifar-m`` training
-images, ``relax`` 0.01, ``output_alpha`` 3e-3: ``penalty="l1"`` at ``alpha`` 0.16
-and ``penalty="channel"`` at ``--cifar-channel-alphas``). FLOPs are the
+images, ``relax`` 0.01, ``output_alpha`` 3e-3: ``penalty="l1"`` at ``alpha`` 0.16,
+and ``penalty="channel"`` with ``block_alpha="relative"``, the setting chosen on held-out
+images, at ``--cifar-channel-alphas``). FLOPs are the
 multiply-adds of the Conv2d and Linear layers per image
 (:func:`sksim.plain_export.count_flops`, the same count for the teacher).
 
@@ -50,7 +51,7 @@ def parse_args():
                              "(weight_sharing=True)")
     parser.add_argument("--cifar-m", type=int, default=2000)
     parser.add_argument("--cifar-channel-alphas", type=float, nargs="*",
-                        default=[0.16, 0.24, 0.32])
+                        default=[0.02, 0.04, 0.06])
     parser.set_defaults(repeats=5)
     args = parser.parse_args()
     if args.quick:
@@ -167,11 +168,13 @@ def cifar100(args):
     teacher = torch.nn.Sequential(torch.nn.Unflatten(1, INPUT_SHAPE), conv).eval()
     X, y = data.X_train[:args.cifar_m], data.y_train[:args.cifar_m]
     models = []
-    for penalty, alpha in [("l1", 0.16)] + [("channel", a) for a in args.cifar_channel_alphas]:
+    settings = [("l1", 0.16, "positions")] + [("channel", a, "relative")
+                                              for a in args.cifar_channel_alphas]
+    for penalty, alpha, block_alpha in settings:
         est = SIMClassifier(TorchBaseline(conv, input_shape=INPUT_SHAPE, batch_size=250,
                                           classes=list(range(100))),
-                            alpha=alpha, penalty=penalty, relax=0.01, output_alpha=3e-3,
-                            random_state=0)
+                            alpha=alpha, penalty=penalty, block_alpha=block_alpha,
+                            relax=0.01, output_alpha=3e-3, random_state=0)
         start = time.perf_counter()
         est.fit(X, y)
         models.append((f"sim_{penalty}_alpha_{alpha:g}", est, time.perf_counter() - start))

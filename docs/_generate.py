@@ -239,6 +239,9 @@ def results_pages():
         "anchors": _portable(tables.anchor_tables()),
         "resnet20": _portable(tables.conv_tables("resnet20") + "\n"
                               + tables.anchor_tables("resnet20")),
+        "structured": _portable(tables.filter_tables() + "\n"
+                                + tables.filter_tables("resnet20") + "\n"
+                                + tables.channel_sweep_tables()),
         "defaults": _portable(tables.defaults_tables()),
     }
 

@@ -237,6 +237,7 @@ def conv_tables(teacher="allconv"):
                    f"{', row_bound ' + format(d['row_bound'], 'g') if d.get('row_bound') else ''}"
                    f", state inputs {d.get('state_inputs', 'teacher')}"
                    f"{', adaptive_l1 ' + format(d['adaptive_l1'], 'g') if d.get('adaptive_l1') else ''}"
+                   f"{', penalty ' + d['penalty'] if d.get('penalty', 'l1') != 'l1' else ''}"
                    ", positions per image "
                    f"{d.get('positions_per_image') or 'all'}; accuracies in %)\n")
         float32 = any("float32_predict_over_teacher" in f for f in d["fits"])
@@ -251,6 +252,15 @@ def conv_tables(teacher="allconv"):
                           "fit s", "predict / teacher"]
                          + (["float32 to_torch / teacher"] if float32 else [])
                          + ["peak GB", "L", "path L"], rows))
+        plain = [f for f in d["fits"] if "plain_flops" in f]
+        if plain:
+            out.append("\nPlain export (`to_torch(plain=True)`, float32; time against the "
+                       "teacher's forward pass timed earlier in the same run):\n")
+            out.append(table(
+                ["alpha", "FLOPs / teacher", "conv channels", "time / teacher"],
+                [[f"{f['alpha']:g}", f"{f['plain_flops_fraction']:.2f}",
+                  " ".join(str(c) for c in f["plain_conv_channels"]),
+                  f"{f['plain_predict_over_teacher']:.2f}x"] for f in plain]))
         if d.get("pruning"):
             out.append("\nGlobal magnitude pruning of the teacher (same m images for "
                        "the fine-tune):\n")
@@ -280,6 +290,9 @@ def anchor_tables(teacher="allconv"):
     out = []
     for path in sorted(RESULTS.glob(f"cifar100_anchors/anchors_{teacher}_m*.json")):
         d = json.loads(path.read_text())
+        d["rows"] = [r for r in d["rows"] if "kept_fraction" in r]  # not the FLOPs anchors
+        if not d["rows"]:
+            continue
         fractions = sorted({r["kept_fraction"] for r in d["rows"]}, reverse=True)
         sims = {r["kept_fraction"]: r["sim"] for r in d["rows"] if r.get("sim")}
         methods = list(dict.fromkeys((r["method"], r["allocation"]) for r in d["rows"]))
@@ -307,6 +320,63 @@ def anchor_tables(teacher="allconv"):
         out.append(table(["method", "allocation"]
                          + [f"{100 * f:.1f}% kept" for f in fractions] + ["median s"],
                          rows))
+    return "\n".join(out)
+
+
+def filter_tables(teacher="allconv"):
+    """Structured anchors at SIM's FLOPs (the ``l1_filter`` rows of
+    cifar100_anchors/anchors_<teacher>_m*.json): per FLOPs target, L1-norm
+    filter pruning without and with a fine-tune next to the SIM channel fit
+    whose plain export has those FLOPs."""
+    out = []
+    for path in sorted(RESULTS.glob(f"cifar100_anchors/anchors_{teacher}_m*.json")):
+        d = json.loads(path.read_text())
+        rows = [r for r in d["rows"] if r["method"].startswith("l1_filter")]
+        if not rows:
+            continue
+        targets = list(dict.fromkeys(r["target_flops"] for r in rows))
+        body = []
+        for target in targets:
+            found = {r["method"]: r for r in rows if r["target_flops"] == target}
+            plain, tuned = found["l1_filter"], found["l1_filter_fine_tuned"]
+            sim = plain.get("sim")
+            body.append([f"{target / d['teacher']['flops']:.2f}",
+                         f"{plain['flops_fraction']:.2f} ({100 * plain['filter_fraction']:.1f}%"
+                         " of the filters out)", pct(plain["test_accuracy"]),
+                         f"{pct(tuned['test_accuracy'])} ({tuned['fine_tune_images']:,} "
+                         "images)",
+                         "-" if sim is None else f"{pct(sim['test_accuracy'])} (alpha "
+                         f"{sim['alpha']:g})"])
+        out.append(f"\n**{path.relative_to(RESULTS).as_posix()}** (`{d['command']}`; "
+                   f"teacher {d['teacher'].get('name', '')} test accuracy "
+                   f"{pct(d['teacher'].get('test_accuracy'))}%, {d['n_test']:,} test "
+                   "images; accuracies in %)\n")
+        out.append(table(["FLOPs target / teacher", "L1 filter FLOPs / teacher",
+                          "L1 filter acc", "+ 1-epoch fine-tune", "SIM channel acc"], body))
+    return "\n".join(out)
+
+
+def channel_sweep_tables():
+    """The validation sweeps of penalty="channel" (``_resnet20_sweep.py``
+    records in cifar100_channel_exploratory/*.jsonl): per setting, validation
+    accuracy, kept weights, plain-export FLOPs and conv channels."""
+    out = []
+    for path in sorted(RESULTS.glob("cifar100_channel_exploratory/*.jsonl")):
+        records = [json.loads(line) for line in path.read_text().splitlines() if line]
+        teacher = next(r for r in records if "teacher_val_acc" in r)
+        keys = ("alpha", "block_alpha", "adaptive_l1", "state_inputs", "output_alpha")
+        rows = [[", ".join(f"{k} {r[k]:g}" if isinstance(r[k], float) else f"{k} {r[k]}"
+                           for k in keys if k in r),
+                 pct(r["val_acc"]), f"{100 * r['fraction']:.1f}%",
+                 "-" if r.get("flops") is None else f"{r['flops_fraction']:.2f}",
+                 " ".join(str(c) for c in r.get("conv_channels", [])) or "-"]
+                for r in records if "val_acc" in r]
+        out.append(f"\n**{path.relative_to(RESULTS).as_posix()}** (teacher "
+                   f"{teacher['teacher']} validation accuracy {pct(teacher['teacher_val_acc'])}%"
+                   f", m = {teacher['m']:,}, 2,000 held-out training images; "
+                   "penalty channel, relax 0.01; block_alpha positions unless given)\n")
+        out.append(table(["setting", "val acc", "of teacher's weights", "FLOPs / teacher",
+                          "conv channels"], rows))
     return "\n".join(out)
 
 
