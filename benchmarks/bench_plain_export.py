@@ -21,7 +21,9 @@ and, when the CIFAR-100 files are present, the all-convolutional teacher of
 ``examples/cifar100_teacher.py`` (weight-shared SIM on ``--cifar-m`` training
 images, ``relax`` 0.01, ``output_alpha`` 3e-3: ``penalty="l1"`` at ``alpha`` 0.16,
 and ``penalty="channel"`` with ``block_alpha="relative"``, the setting chosen on held-out
-images, at ``--cifar-channel-alphas``). FLOPs are the
+images, at ``--cifar-channel-alphas``) and the ResNet-20 of ``examples/cifar100_resnet20.py``
+(the same images; ``adaptive_l1=2``, ``output_alpha`` 1e-3: ``penalty="l1"`` at alpha 0.04,
+``penalty="channel"`` at ``--resnet-channel-alphas``). FLOPs are the
 multiply-adds of the Conv2d and Linear layers per image
 (:func:`sksim.plain_export.count_flops`, the same count for the teacher).
 
@@ -52,6 +54,8 @@ def parse_args():
     parser.add_argument("--cifar-m", type=int, default=2000)
     parser.add_argument("--cifar-channel-alphas", type=float, nargs="*",
                         default=[0.02, 0.04, 0.06])
+    parser.add_argument("--resnet-channel-alphas", type=float, nargs="*",
+                        default=[0.0025])
     parser.set_defaults(repeats=5)
     args = parser.parse_args()
     if args.quick:
@@ -150,11 +154,16 @@ def fashion_mnist(args):
                    (784,), args)
 
 
-def cifar100(args):
+def cifar100(args, name):
+    """The all-convolutional teacher (``name="allconv"``) or the ResNet-20
+    (``"resnet20"``: ``penalty="l1"`` at alpha 0.04 and ``penalty="channel"`` at
+    ``--resnet-channel-alphas``, both ``adaptive_l1=2``, ``output_alpha`` 1e-3)."""
     import torch
 
     sys.path.insert(0, str(C.REPO_ROOT / "examples"))
-    from cifar100_teacher import INPUT_SHAPE, load_teacher
+    import cifar100_resnet20
+    import cifar100_teacher
+    from cifar100_teacher import INPUT_SHAPE
 
     from sksim import SIMClassifier, TorchBaseline
     from sksim.datasets import load_cifar100
@@ -164,21 +173,29 @@ def cifar100(args):
     except (FileNotFoundError, ValueError) as exc:
         C.log(f"CIFAR-100 skipped: {exc}")
         return None
-    conv = load_teacher().eval()
+    source = cifar100_teacher if name == "allconv" else cifar100_resnet20
+    conv = source.load_teacher().eval()
     teacher = torch.nn.Sequential(torch.nn.Unflatten(1, INPUT_SHAPE), conv).eval()
     X, y = data.X_train[:args.cifar_m], data.y_train[:args.cifar_m]
+    if name == "allconv":
+        common = {"output_alpha": 3e-3}
+        settings = [("l1", 0.16, "positions")] + [("channel", a, "relative")
+                                                  for a in args.cifar_channel_alphas]
+    else:
+        common = {"output_alpha": 1e-3, "adaptive_l1": 2.0}
+        settings = [("l1", 0.04, "positions")] + [("channel", a, "relative")
+                                                  for a in args.resnet_channel_alphas]
     models = []
-    settings = [("l1", 0.16, "positions")] + [("channel", a, "relative")
-                                              for a in args.cifar_channel_alphas]
     for penalty, alpha, block_alpha in settings:
         est = SIMClassifier(TorchBaseline(conv, input_shape=INPUT_SHAPE, batch_size=250,
                                           classes=list(range(100))),
                             alpha=alpha, penalty=penalty, block_alpha=block_alpha,
-                            relax=0.01, output_alpha=3e-3, random_state=0)
+                            relax=0.01, random_state=0, **common)
         start = time.perf_counter()
         est.fit(X, y)
         models.append((f"sim_{penalty}_alpha_{alpha:g}", est, time.perf_counter() - start))
-    return measure("cifar-100 all-convolutional", teacher, models,
+    title = {"allconv": "cifar-100 all-convolutional", "resnet20": "cifar-100 ResNet-20"}
+    return measure(title[name], teacher, models,
                    np.ascontiguousarray(data.X_test, dtype=np.float32), data.y_test,
                    (3 * 32 * 32,), args)
 
@@ -187,7 +204,7 @@ def main():
     args = parse_args()
     problems = [fashion_mnist(args)]
     if args.cifar_m:
-        problems.append(cifar100(args))
+        problems += [cifar100(args, "allconv"), cifar100(args, "resnet20")]
     result = {**C.header(args), "batch": BATCH,
               "problems": [p for p in problems if p is not None]}
     C.write_json("plain_export", result, args.output, args.quick)

@@ -203,7 +203,8 @@ PARAMETERS_DOC = """
         states. A channel no row reads is one the model does without:
         ``to_torch(plain=True)`` removes it with its own row. With ``relax <
         1`` the rows are then refitted one by one on the columns of the kept
-        channels and the inputs (the plain row problems at ``relax * alpha``):
+        channels and the inputs some row uses (the plain row problems at
+        ``relax * alpha``):
         the group penalty picks the channels, ``relax`` how much their rows
         are shrunk. With ``adaptive_l1`` (weight-shared fits) every entry,
         grouped or not, also pays its adaptive L1 weight (a sparse-group

@@ -69,8 +69,8 @@ def channel_rows(problem, groups, *, alpha, l1_ratio, n_bounded, bound, tol, max
     columns under the L1 weight ``alpha * l1_ratio``, a ridge of ``alpha *
     (1 - l1_ratio)`` on all, the first ``n_bounded`` columns of each row
     within ``bound``. With ``relax < 1`` the rows are then refitted one by
-    one on the columns of the groups kept and the ungrouped ones, by the
-    plain row problems at ``relax * alpha``: ``solve(gram, correlations,
+    one on the columns of the groups kept and the ungrouped columns some row
+    uses, by the plain row problems at ``relax * alpha``: ``solve(gram, correlations,
     target_sq, n_bounded, alpha=..., relax=1.0)``, the caller's row solver
     (``solve(gram, correlations, target_sq, n_bounded)`` at its own penalty
     solves a block without state columns). The group penalty picks the
@@ -108,7 +108,9 @@ def channel_rows(problem, groups, *, alpha, l1_ratio, n_bounded, bound, tol, max
             f"({kept_groups.size} of {group_columns.size}) may differ from the optimum's; "
             "the rows refitted on them are certified as usual. Increase max_iter or tol.",
             ConvergenceWarning)
-    kept = np.flatnonzero(~grouped | np.isin(group_of, kept_groups))
+    # the kept channels whole, and the ungrouped columns the L1 penalty kept
+    used = np.any(solution.coef != 0, axis=0)
+    kept = np.flatnonzero((~grouped & used) | np.isin(group_of, kept_groups))
     options = {} if l1_factors is None else {
         "l1_factors": np.ascontiguousarray(l1_factors[:, kept])}
     part = solve(np.ascontiguousarray(gram[np.ix_(kept, kept)]),
