@@ -270,3 +270,23 @@ def test_weight_shared_channel_refusals():
 
     with pytest.raises(ValueError, match="row_bound"):
         _fit("resnet", penalty="channel", row_bound=5.0)
+
+
+def test_relaxed_channel_refit_keeps_the_inputs_the_group_solve_used(digits):
+    """relax < 1 refits the kept states whole and, of the inputs, only the
+    columns the L1 penalty kept: a flat block does not start reading every
+    input (which made the plain export larger than the teacher)."""
+    X_train, _, y_train, _ = digits
+    X, y = X_train[:400], y_train[:400]
+    options = {"structure": "feedforward", "penalty": "channel", "alpha": 1e-2,
+               "random_state": 0}
+    selected = SIMClassifier(relax=1.0, **options).fit(X, y)
+    refitted = SIMClassifier(relax=0.01, **options).fit(X, y)
+
+    def read(matrix):
+        return np.flatnonzero(np.abs(matrix.toarray()).sum(axis=0) > 0)
+
+    # the state rows' group solves are the same problems (the teacher's states)
+    for name in ("A_", "B_"):
+        assert set(read(getattr(refitted, name))) <= set(read(getattr(selected, name)))
+    assert read(selected.B_).size < X.shape[1]  # the L1 penalty dropped some inputs
