@@ -344,7 +344,7 @@ def filter_tables(teacher="allconv"):
                          f"{plain['flops_fraction']:.2f} ({100 * plain['filter_fraction']:.1f}%"
                          " of the filters out)", pct(plain["test_accuracy"]),
                          f"{pct(tuned['test_accuracy'])} ({tuned['fine_tune_images']:,} "
-                         "images)",
+                         f"images, Adam lr {tuned['fine_tune_lr']:g})",
                          "-" if sim is None else f"{pct(sim['test_accuracy'])} (alpha "
                          f"{sim['alpha']:g})"])
         out.append(f"\n**{path.relative_to(RESULTS).as_posix()}** (`{d['command']}`; "
