@@ -101,14 +101,22 @@ def alpha_sweep(baseline, alphas, params, train, test, teacher):
         yield fit, model
 
 
+def plain_shape(module, n_features):
+    """``(FLOPs per sample, out channels of each Conv2d)`` of a plain export."""
+    import torch
+
+    from sksim.plain_export import count_flops
+
+    return count_flops(module, (n_features,)), [
+        layer.out_channels for layer in module.modules() if isinstance(layer, torch.nn.Conv2d)]
+
+
 def plain_export_record(model, X_test, sim_pred, teacher):
     """FLOPs, channels and float32 predict time of ``model.to_torch(plain=True)``
     (torch.nn layers, channels no row reads removed) on ``X_test``, next to the
     teacher's ``flops`` and ``forward_seconds`` (timed earlier in the same run);
     ``{"plain_export": reason}`` for a model that has no plain network."""
     import torch
-
-    from sksim.plain_export import count_flops
 
     try:
         module = model.to_torch(plain=True, dtype=torch.float32)
@@ -117,9 +125,7 @@ def plain_export_record(model, X_test, sim_pred, teacher):
     start = time.perf_counter()
     scores = batched_outputs(module, X_test, 500)
     seconds = time.perf_counter() - start
-    flops = count_flops(module, (X_test.shape[1],))
-    channels = [layer.out_channels for layer in module.modules()
-                if isinstance(layer, torch.nn.Conv2d)]
+    flops, channels = plain_shape(module, X_test.shape[1])
     return {"plain_flops": flops, "plain_flops_fraction": flops / teacher["flops"],
             "plain_conv_channels": channels, "plain_predict_seconds": seconds,
             "plain_predict_over_teacher": seconds / teacher["forward_seconds"],

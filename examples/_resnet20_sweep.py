@@ -1,6 +1,6 @@
 """Exploratory (issues 23, 24): SIM on a committed CIFAR-100 teacher (``--teacher``: the
-ResNet-20, default, or the all-convolutional one) at m images (default 2,000), each fit's estimator settings given as ``key=value,key=value`` (numbers parsed, the
-rest strings; ``alpha`` required), validated on 2,000 other training images
+ResNet-20, default, or the all-convolutional one) at m images (default 2,000), each fit's
+estimator settings given as ``key=value,key=value`` (numbers parsed, the rest strings; ``alpha`` required), validated on 2,000 other training images
 (``_experiments.split_subset``; the test split is never read). Appends one JSON line per fit
 (the first: the teacher's validation accuracy) to ``--output`` and prints it::
 
@@ -9,8 +9,8 @@ rest strings; ``alpha`` required), validated on 2,000 other training images
 
 Each record holds the FLOPs (multiply-adds per image) of the model's plain export
 (``to_torch(plain=True)``, channels no row reads removed; ``penalty=channel`` removes whole
-channels) and their fraction of the teacher's. With ``--diagnose`` each record also holds the block-by-block nonzeros per link and the
-relative error of the model's states. Data from ``$SKSIM_DATA`` or ``../shared/data``
+channels) and their fraction of the teacher's. With ``--diagnose`` each record also holds
+the block-by-block nonzeros per link and the relative error of the model's states. Data from ``$SKSIM_DATA`` or ``../shared/data``
 (``cifar-100/``). Not the issue's protocol
 (m = 10,000 and 50,000, anchors at the same counts): where settings stand against each other.
 """
@@ -54,6 +54,7 @@ def main():
     import torch
 
     import _experiments as E
+    from _conv_experiments import plain_shape
     import cifar100_resnet20 as resnet20
     import cifar100_teacher as allconv
     from _shared import default_data_home
@@ -95,11 +96,9 @@ def main():
                   "nonzero": int(model.n_nonzero_), "fraction": model.n_nonzero_ / weights}
         record["teacher"] = args.teacher
         try:
-            plain = model.to_torch(plain=True)
-            flops = count_flops(plain, (3 * 32 * 32,))
+            flops, channels = plain_shape(model.to_torch(plain=True), 3 * 32 * 32)
             record.update({"flops": flops, "flops_fraction": flops / teacher_flops,
-                           "conv_channels": [layer.out_channels for layer in plain.modules()
-                                             if isinstance(layer, torch.nn.Conv2d)]})
+                           "conv_channels": channels})
         except ValueError as exc:  # e.g. a block left constant: no plain network
             record.update({"flops": None, "plain_export": str(exc)})
         if args.diagnose:

@@ -99,7 +99,8 @@ def channel_rows(problem, groups, *, alpha, l1_ratio, n_bounded, bound, tol, max
                                 bound=bound, tol=tol, max_iter=max_iter)
     if relax == 1.0:
         return _row_solution(solution, ridged, corr, target_sq, l1, groups, group_l1)
-    kept_groups = np.unique(group_of[grouped & np.any(solution.coef != 0, axis=0)])
+    used = np.any(solution.coef != 0, axis=0)
+    kept_groups = np.unique(group_of[grouped & used])
     if solution.status != 0:
         warnings.warn(
             f"The channel selection of {n_rows} rows reached the relative duality gap "
@@ -109,7 +110,6 @@ def channel_rows(problem, groups, *, alpha, l1_ratio, n_bounded, bound, tol, max
             "the rows refitted on them are certified as usual. Increase max_iter or tol.",
             ConvergenceWarning)
     # the kept channels whole, and the ungrouped columns the L1 penalty kept
-    used = np.any(solution.coef != 0, axis=0)
     kept = np.flatnonzero((~grouped & used) | np.isin(group_of, kept_groups))
     options = {} if l1_factors is None else {
         "l1_factors": np.ascontiguousarray(l1_factors[:, kept])}

@@ -13,7 +13,7 @@ code, not a reference to sksim) and exports to ONNX with
 ``torch.onnx.export``.
 
 A diagonal 1x1 kernel (a fitted identity shortcut) is written as one scale
-per channel (a depthwise ``Conv2d``), as cheap as the teacher's addition.
+per channel (a depthwise ``Conv2d``): C multiply-adds per position, not C^2.
 Channels no row reads are removed, with their own rows and intercepts, and
 so are channels that are identically zero (no kernel entry and an
 intercept the activation maps to 0); removing a block's rows can leave

@@ -348,12 +348,11 @@ def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kapp
     widths = [link_width(structure, link) for link in links_of_rows]
     n_bounded = sum(w for w, link in zip(widths, links_of_rows)
                     if link.source != INPUT) if bounded else 0
-    bound = kappa if n_bounded else np.inf
 
     def solve(gram, correlations, target_sq, n_bounded, alpha=alpha, relax=relax,
               l1_factors=l1_factors):
         return solve_rows(gram, correlations, target_sq, n_bounded=n_bounded,
-                          bound=bound if n_bounded else np.inf, row_bound=row_bound,
+                          bound=kappa if n_bounded else np.inf, row_bound=row_bound,
                           l1=alpha * l1_ratio, l2=alpha * (1.0 - l1_ratio), tol=tol,
                           max_iter=max_iter, relax=relax, solver=solver,
                           l1_factors=l1_factors)
@@ -362,8 +361,9 @@ def solve_block_rows(structure, links_of_rows, problem, *, alpha, l1_ratio, kapp
     if penalty == "channel":
         rows = channel_rows(problem_rows, link_groups(structure, links_of_rows),
                             alpha=alpha, l1_ratio=l1_ratio, n_bounded=n_bounded,
-                            bound=bound, tol=tol, max_iter=max_iter, relax=relax,
-                            solve=solve, l1_factors=l1_factors)
+                            bound=kappa if n_bounded else np.inf, tol=tol,
+                            max_iter=max_iter, relax=relax, solve=solve,
+                            l1_factors=l1_factors)
     else:
         rows = solve(*problem_rows, n_bounded)
     edges = np.concatenate([[0], np.cumsum(widths)])

@@ -193,9 +193,8 @@ def _largest_scale(R, groups_starts, groups_columns, weights, l1, multipliers,
                     best = min(best, _row_weight(l1, multipliers, i, j, n_bounded)
                                / abs(R[i, j]))
             continue
-        # any positive start: high grows until infeasible
+        # any positive start will do: grow high until infeasible
         low, high = 0.0, (weights[g] + l1[0, groups_columns[start]]) / largest
-        # grow high until infeasible
         for _ in range(200):
             if _excess(R, groups_starts, groups_columns, g, high, l1, multipliers,
                        n_bounded) > weights[g]:
