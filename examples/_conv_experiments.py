@@ -37,6 +37,56 @@ def teacher_logits(module, X, input_shape, batch=500):
     return batched_outputs(lambda rows: module(rows.reshape(-1, *input_shape)), X, batch)
 
 
+def gram_flops_per_image(model, positions_per_image=None):
+    """Floating-point operations per image of the patch Gram products of a
+    weight-shared fit: per block, ``rows (width^2 + 2 width channels)`` (the
+    symmetric design product, counted as BLAS counts syrk, and the targets'
+    product), ``rows`` the block's positions kept per image."""
+    from sksim.blocks import link_width, n_positions
+
+    structure = model.structure_
+    flops = {}
+    for shape, links in zip(structure.block_shapes, structure.links):
+        rows = n_positions(shape) if positions_per_image is None else \
+            min(n_positions(shape), positions_per_image)
+        width = sum(link_width(structure, link) for link in links)
+        flops[width] = flops.get(width, 0) + rows * (width**2 + 2 * width * shape[0])
+    return flops
+
+
+def gemm_rates(widths, rows=65536, repeats=3):
+    """GFLOP/s of ``sksim.design.part_products`` (the reduce stage's Gram
+    product, with the fit's threading) on random ``(rows, width)`` float64
+    designs, the best of ``repeats``, per width."""
+    from sksim.design import part_products
+
+    rng = np.random.default_rng(0)
+    rates = {}
+    for width in widths:
+        design = rng.random((rows, width))
+        best = np.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            part_products([(design, design)])
+            best = min(best, time.perf_counter() - start)
+        rates[width] = rows * width**2 / best / 1e9
+    return rates
+
+
+def fit_floor(model, m, teacher_forward_seconds, positions_per_image=None):
+    """The reduce stage's floor for a fit on ``m`` images: the teacher's
+    forward over them (measured) plus the patch Gram products at this
+    machine's measured GEMM rate (:func:`gemm_rates`, per design width)."""
+    flops = gram_flops_per_image(model, positions_per_image)
+    rates = gemm_rates(sorted(flops))
+    gram_seconds = sum(m * f / (rates[w] * 1e9) for w, f in flops.items())
+    return {"gram_gflop": m * sum(flops.values()) / 1e9,
+            "gemm_gflops_per_s": {str(w): r for w, r in rates.items()},
+            "gram_seconds": gram_seconds,
+            "teacher_forward_seconds": teacher_forward_seconds,
+            "seconds": gram_seconds + teacher_forward_seconds}
+
+
 def teacher_weight_count(module):
     """Weights of the conv and linear layers (biases and BatchNorm excluded:
     BatchNorm folds into the convolutions)."""

@@ -80,8 +80,8 @@ def main(argv=None):
 
     import torch
 
-    from _conv_experiments import (alpha_sweep, attack_accuracies, log, pruning_baseline,
-                                   teacher_logits, teacher_weight_count)
+    from _conv_experiments import (alpha_sweep, attack_accuracies, fit_floor, log,
+                                   pruning_baseline, teacher_logits, teacher_weight_count)
     from cifar100_teacher import INPUT_SHAPE
     if args.teacher == "allconv":
         from cifar100_teacher import WEIGHTS, load_teacher
@@ -106,7 +106,9 @@ def main(argv=None):
     start = time.perf_counter()
     test_logits = teacher_logits(teacher, X_test, INPUT_SHAPE)
     teacher_seconds = time.perf_counter() - start
+    start = time.perf_counter()
     train_logits = teacher_logits(teacher, X_train, INPUT_SHAPE)
+    train_forward_seconds = time.perf_counter() - start
     teacher_pred = test_logits.argmax(axis=1)
     record = {
         "command": " ".join(sys.argv),
@@ -139,6 +141,11 @@ def main(argv=None):
                   penalty=args.penalty)
     for fit, model in alpha_sweep(baseline, args.alphas, params, (X_train, y_train, train_logits),
                            (X_test, y_test, test_logits), record["teacher"]):
+        if not record["fits"]:  # the floor of the (alpha-independent) reduce stage
+            record["floor"] = fit_floor(model, args.m, train_forward_seconds,
+                                        args.positions_per_image)
+            log("floor", record["floor"])
+        fit["fit_over_floor"] = fit["fit_seconds"] / record["floor"]["seconds"]
         record["fits"].append(fit)
         if args.n_attack:
             fit["attacks"] = attack_accuracies(

@@ -308,7 +308,7 @@ def _as_images(values, shape):
     return values.reshape((values.shape[0],) + tuple(shape))
 
 
-def link_patches(structure, link, source_values, positions=None):
+def link_patches(structure, link, source_values, positions=None, out=None):
     """Design rows of ``link``: one per (sample, output position).
 
     Parameters
@@ -318,33 +318,59 @@ def link_patches(structure, link, source_values, positions=None):
         the link's pools).
     positions : ndarray of int of shape (n_samples, k), default=None
         Output positions (flat indices) kept for each sample; ``None`` keeps all.
+    out : ndarray of shape (n_samples * n_positions, link width), default=None
+        Where to write the patches (e.g. the link's columns of a block's
+        design): one copy from the source, instead of a patch array and a
+        second copy into the design.
 
     Returns
     -------
     patches : ndarray of shape (n_samples * n_positions, link width)
-        Rows ordered sample-major; columns in the kernel's (channel, row, column) order.
+        Rows ordered sample-major; columns in the kernel's (channel, row, column)
+        order. ``out`` when given.
     """
     return _patches(structure.link_source_shape(link), link,
-                    pool_source(structure, link, source_values), positions)
+                    pool_source(structure, link, source_values), positions, out)
 
 
-def _patches(shape, link, source_values, positions=None):
+def _patches(shape, link, source_values, positions=None, out=None):
     """:func:`link_patches` of an already pooled source of ``shape``."""
     n_samples = source_values.shape[0]
     if link.kind == "dense":
-        return source_values.reshape(n_samples, -1)
+        return _written(source_values.reshape(n_samples, -1), out)
     images = _as_images(source_values, shape)
     if link.kind == "pool":
-        return images.mean(axis=(2, 3))
+        return _written(images.mean(axis=(2, 3)), out)
     pad, size, stride = link.padding, link.kernel_size, link.stride
     padded = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(2, 3))
     windows = windows[:, :, ::stride, ::stride]  # (n, C, H_out, W_out, k, k)
-    n_positions = windows.shape[2] * windows.shape[3]
-    windows = windows.transpose(0, 2, 3, 1, 4, 5).reshape(n_samples, n_positions, -1)
+    windows = windows.transpose(0, 2, 3, 1, 4, 5)  # the design's (sample, position, column)
+    if positions is None and out is not None:
+        # the window view copied straight into the rows (a reshape of the
+        # strided view would copy once more)
+        np.copyto(_viewed_as(out, windows.shape), windows)
+        return out
+    n_positions = windows.shape[1] * windows.shape[2]
+    windows = windows.reshape(n_samples, n_positions, -1)
     if positions is not None:
         windows = windows[np.arange(n_samples)[:, None], positions]
-    return windows.reshape(-1, windows.shape[-1])
+    return _written(windows.reshape(-1, windows.shape[-1]), out)
+
+
+def _written(patches, out):
+    if out is None:
+        return patches
+    out[...] = patches
+    return out
+
+
+def _viewed_as(array, shape):
+    """``array`` reshaped to ``shape`` as a view (an error where that would
+    copy: writes into a copy would be lost)."""
+    view = array.view()
+    view.shape = shape
+    return view
 
 
 def _imported_torch():

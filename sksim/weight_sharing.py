@@ -36,8 +36,9 @@ from .channels import channel_rows, link_groups
 from .design import GramAccumulator
 from .solvers import solve_rows
 
-# Rows of design per block and sub-batch: ~32 MiB of float64, as the flat fit.
-_DESIGN_BYTES = 32 * 2**20
+# Rows of design per block and sub-batch: ~128 MiB of float64, enough parts of
+# design.part_products to keep both BLAS threads busy on the small late blocks.
+_DESIGN_BYTES = 128 * 2**20
 
 
 class SharedModel(NamedTuple):
@@ -206,11 +207,18 @@ def _sources(X, post_activations, link):
     return X if link.source == INPUT else post_activations[link.source]
 
 
-def _block_rows(structure, index, X, post_activations, positions):
-    """Design rows of block ``index`` (state links first, as in its links)."""
-    return np.hstack([link_patches(structure, link, _sources(X, post_activations, link),
-                                   positions)
-                      for link in structure.links[index]])
+def _block_rows(structure, index, X, post_activations, positions, buffer):
+    """Design rows of block ``index`` (state links first, as in its links),
+    written into the float64 ``buffer`` (its first rows, all columns)."""
+    links = structure.links[index]
+    edges = np.cumsum([0] + [link_width(structure, link) for link in links])
+    n_rows = X.shape[0] * (n_positions(structure.block_shapes[index])
+                           if positions is None else positions.shape[1])
+    design = buffer[:n_rows * edges[-1]].reshape(n_rows, edges[-1])
+    for link, start, stop in zip(links, edges[:-1], edges[1:]):
+        link_patches(structure, link, _sources(X, post_activations, link), positions,
+                     out=design[:, start:stop])
+    return design
 
 
 def _block_targets(shape, values, positions):
@@ -274,6 +282,10 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
               for b in blocks}
     accumulators = {b: GramAccumulator(widths[b], structure.block_shapes[b][0],
                                        fit_intercept) for b in blocks}
+    # every block's design rows of a sub-batch, one after the other (a fresh
+    # array per sub-batch cost page faults on each of its pages)
+    buffer = np.empty(max(_DESIGN_BYTES // 8, *(
+        widths[b] * n_positions(structure.block_shapes[b]) for b in blocks)))
     for X_batch, pre_activations, *target_pre in batches:
         scaled = [z * s for z, s in zip(pre_activations, scales)]
         post = activated(structure, scaled)
@@ -291,9 +303,9 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
                 positions = _choose_positions(rng, part.stop - part.start, shape,
                                               positions_per_image)
                 design = _block_rows(structure, index, X_batch[part], sources,
-                                     positions)
+                                     positions, buffer)
                 targets = _block_targets(shape, scaled[index][part], positions)
-                accumulators[index].add(design, targets, overwrite=True)  # a fresh hstack
+                accumulators[index].add(design, targets, overwrite=True)  # the buffer's
     if not finish:
         return [accumulators[b] for b in blocks]
     return [accumulators[b].finish() for b in blocks]
