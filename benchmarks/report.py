@@ -481,6 +481,22 @@ def plain_export_table(payloads):
                           "2 threads", "test accuracy", "agreement with teacher"])
 
 
+def reduce_table(payloads):
+    """The weight-shared fit against its floor, numpy and torch reduce
+    backends (bench_reduce.py)."""
+    rows = []
+    for r in payloads:
+        floor = r["floor"]
+        rows.append([f"{r['teacher']}, m = {r['m']:,}", "floor",
+                     f"{floor['seconds']:.1f} s (forward {floor['teacher_forward_seconds']:.1f} s"
+                     f" + {floor['gram_gflop']:,.0f} GFLOP of Gram products in "
+                     f"{floor['gram_seconds']:.1f} s)", "1"])
+        for backend, fit in r["fits"].items():
+            rows.append(["", f'gram_backend="{backend}"', f"{fit['median_s']:.1f} s",
+                         f"**{fit['over_floor']:.2f}x**"])
+    return C.table(rows, ["problem", "fit", "time (median)", "time / floor"])
+
+
 def graph_teachers_table(payloads):
     """Torch teachers as people write them, distilled with defaults
     (bench_graph_teachers.py)."""
@@ -547,6 +563,7 @@ def sections():
     graphs = load("graph_teachers.json")
     first_day = load("first_day*.json")
     plain = load("plain_export.json")
+    reduce = load("reduce.json")
     sections = {
         "graph_teachers": graph_teachers_table(graphs) if graphs else "_pending_",
         "first_day": first_day_table(first_day) if first_day else "_pending_",
@@ -562,6 +579,7 @@ def sections():
         "target_scale": scale_table(homotopy) if homotopy else "_pending_",
         "conv_predict": conv_predict_table(conv) if conv else "_pending_",
         "plain_export": plain_export_table(plain) if plain else "_pending_",
+        "reduce": reduce_table(reduce) if reduce else "_pending_",
         "distributed": distributed_table(distributed) if distributed else "_pending_",
         "machine": machine_text(fits + preds + mems + scal + homotopy + conv + distributed),
     }

@@ -252,6 +252,15 @@ def conv_tables(teacher="allconv"):
                           "fit s", "predict / teacher"]
                          + (["float32 to_torch / teacher"] if float32 else [])
                          + ["peak GB", "L", "path L"], rows))
+        if d.get("floor"):
+            floor = d["floor"]
+            out.append(f"\nFloor of the fit, measured in the same run: {floor['seconds']:.0f} s "
+                       f"(the teacher's forward pass over the m images, "
+                       f"{floor['teacher_forward_seconds']:.0f} s, plus "
+                       f"{floor['gram_gflop']:,.0f} GFLOP of patch Gram products at this "
+                       f"machine's measured rate, {floor['gram_seconds']:.0f} s); fit / floor: "
+                       + ", ".join(f"{f['fit_over_floor']:.2f}x (alpha {f['alpha']:g})"
+                                   for f in d["fits"]) + ".\n")
         plain = [f for f in d["fits"] if "plain_flops" in f]
         if plain:
             out.append("\nPlain export (`to_torch(plain=True)`, float32; time against the "

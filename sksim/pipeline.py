@@ -116,10 +116,12 @@ class SharedReducer:
         batches = ((X_design, design_pre, pre) for _, pre, _, designs in
                    perturbed.teacher_batches(est._perturbation, est.baseline, X)
                    for X_design, design_pre in designs)
+        device = getattr(est.baseline, "gram_device", None)  # a TorchBaseline's
         return shared.accumulate_block_problems(
             structure, batches, scales, fit_intercept=est.fit_intercept,
             positions_per_image=est.positions_per_image,
-            random_state=est.random_state, blocks=blocks, model=model)
+            random_state=est.random_state, blocks=blocks, model=model,
+            device=device() if device else None)
 
     def output_problem(self, structure, scales, model):
         """Gram problem of the output rows on ``model``'s own states (its state

@@ -249,9 +249,40 @@ def _choose_positions(rng, n_samples, shape, positions_per_image):
                    [:, :positions_per_image], axis=1)
 
 
+class HostDesigns:
+    """Blocks' design rows (float64, written into one reused buffer of
+    ``n_values`` floats: a fresh array per sub-batch cost page faults on each
+    of its pages) and targets as numpy arrays; see
+    :class:`sksim.device_reduce.DeviceDesigns` for the same on a torch device."""
+
+    def __init__(self, n_values):
+        self.buffer = np.empty(n_values)
+
+    def tensor(self, array):
+        return array
+
+    def scaled(self, pre_activations, scales):
+        return [z * s for z, s in zip(pre_activations, scales)]
+
+    def activated(self, structure, scaled):
+        return activated(structure, scaled)
+
+    def accumulator(self, n_columns, n_targets, fit_intercept):
+        return GramAccumulator(n_columns, n_targets, fit_intercept)
+
+    def to_host(self, accumulator):
+        return accumulator
+
+    def rows(self, structure, index, X, post_activations, positions):
+        return _block_rows(structure, index, X, post_activations, positions, self.buffer)
+
+    def targets(self, shape, values, positions):
+        return _block_targets(shape, values, positions)
+
+
 def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
                               positions_per_image=None, random_state=None,
-                              blocks=None, model=None, finish=True):
+                              blocks=None, model=None, finish=True, device=None):
     """One :class:`~sksim.design.GramProblem` per block from teacher batches.
 
     Parameters
@@ -275,40 +306,47 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
     finish : bool, default=True
         Return the GramProblems; False returns the GramAccumulators (to be
         merged with other chunks' first, see :mod:`sksim.streaming`).
+    device : torch.device, default=None
+        Build the designs and accumulate the sums with torch on this device
+        (:mod:`sksim.device_reduce`); ``None`` uses numpy on the host. The
+        positions drawn are the same either way.
     """
     rng = np.random.default_rng(random_state)
     blocks = range(len(structure.block_shapes)) if blocks is None else blocks
     widths = {b: sum(link_width(structure, link) for link in structure.links[b])
               for b in blocks}
-    accumulators = {b: GramAccumulator(widths[b], structure.block_shapes[b][0],
-                                       fit_intercept) for b in blocks}
-    # every block's design rows of a sub-batch, one after the other (a fresh
-    # array per sub-batch cost page faults on each of its pages)
-    buffer = np.empty(max(_DESIGN_BYTES // 8, *(
-        widths[b] * n_positions(structure.block_shapes[b]) for b in blocks)))
+    if device is None:
+        designs = HostDesigns(max(_DESIGN_BYTES // 8, *(
+            widths[b] * n_positions(structure.block_shapes[b]) for b in blocks)))
+    else:
+        import torch
+
+        from .device_reduce import DeviceDesigns
+        designs = DeviceDesigns(torch, device)
+    accumulators = {b: designs.accumulator(widths[b], structure.block_shapes[b][0],
+                                           fit_intercept) for b in blocks}
     for X_batch, pre_activations, *target_pre in batches:
-        scaled = [z * s for z, s in zip(pre_activations, scales)]
-        post = activated(structure, scaled)
+        scaled = designs.scaled(pre_activations, scales)
+        post = designs.activated(structure, scaled)
         if target_pre:
-            scaled = [z * s for z, s in zip(target_pre[0], scales)]
+            scaled = designs.scaled(target_pre[0], scales)
         if model is not None:
-            post[:len(model.kernels)] = block_equilibrium(model, X_batch, tol=0.0,
-                                                          max_iter=1)[0]
+            post[:len(model.kernels)] = [designs.tensor(p) for p in block_equilibrium(
+                model, X_batch, tol=0.0, max_iter=1)[0]]
+        X_values = designs.tensor(X_batch)
         for index in blocks:
             shape = structure.block_shapes[index]
             kept = n_positions(shape) if positions_per_image is None else \
                 min(n_positions(shape), positions_per_image)
             for part in _sub_batches(X_batch.shape[0], kept, widths[index]):
-                sources = [p[part] for p in post]
                 positions = _choose_positions(rng, part.stop - part.start, shape,
                                               positions_per_image)
-                design = _block_rows(structure, index, X_batch[part], sources,
-                                     positions, buffer)
-                targets = _block_targets(shape, scaled[index][part], positions)
-                accumulators[index].add(design, targets, overwrite=True)  # the buffer's
-    if not finish:
-        return [accumulators[b] for b in blocks]
-    return [accumulators[b].finish() for b in blocks]
+                design = designs.rows(structure, index, X_values[part],
+                                      [p[part] for p in post], positions)
+                accumulators[index].add(design, designs.targets(
+                    shape, scaled[index][part], positions), overwrite=True)  # a buffer
+    accumulators = [designs.to_host(accumulators[b]) for b in blocks]
+    return [a.finish() for a in accumulators] if finish else accumulators
 
 
 def activated(structure, pre_activations):

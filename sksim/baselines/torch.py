@@ -124,10 +124,20 @@ class TorchBaseline:
         training data that the teacher's argmax agrees with y under that
         order and raises a ValueError when it clearly does not. Ignored by
         :class:`~sksim.SIMRegressor`.
+    gram_backend : {"auto", "torch", "numpy"}, default="auto"
+        Where a weight-shared (convolutional or graph) fit accumulates each
+        block's patch Gram matrix from the recorded batches. ``"torch"``: on
+        ``device``, in float64 (the windows unfolded and multiplied there, see
+        :mod:`sksim.device_reduce`; only the sums come back). ``"numpy"``: on
+        the host (BLAS ``syrk``, which computes one triangle: on a CPU about
+        twice as fast as torch's float64 matmul). ``"auto"``: ``"torch"`` when
+        ``device`` is not the CPU, else ``"numpy"``. Both give the same sums
+        up to roundoff.
     """
 
     def __init__(self, module, *, activations=None, input_shape=None,
-                 device="cpu", batch_size=1024, dtype="float32", classes=None):
+                 device="cpu", batch_size=1024, dtype="float32", classes=None,
+                 gram_backend="auto"):
         self.module = module
         self.activations = activations
         self.input_shape = input_shape
@@ -135,6 +145,22 @@ class TorchBaseline:
         self.batch_size = batch_size
         self.dtype = dtype
         self.classes = classes
+        self.gram_backend = gram_backend
+
+    def gram_device(self):
+        """The torch device a weight-shared fit reduces on (``gram_backend``),
+        or ``None`` for the host's numpy."""
+        if self.gram_backend not in ("auto", "torch", "numpy"):
+            error = ValueError("gram_backend must be 'auto', 'torch' or 'numpy'; got "
+                               f"{self.gram_backend!r}.")
+            error.fatal = True  # a bad parameter, not a graph the flat fit could take
+            raise error
+        torch = _import_torch()
+        device = torch.device(self.device)
+        if self.gram_backend == "numpy" or (self.gram_backend == "auto"
+                                            and device.type == "cpu"):
+            return None
+        return device
 
     def __sklearn_clone__(self):
         return self
@@ -185,6 +211,7 @@ class TorchBaseline:
             )
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {self.batch_size!r}.")
+        self.gram_device()  # gram_backend checked before any forward pass
         types = self._activation_types(torch)
         if self.activations is not None:
             self._check_listed(torch, types)
