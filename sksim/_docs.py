@@ -148,7 +148,10 @@ PARAMETERS_DOC = """
         blocks (``"model"``: blocks fitted in order, one pass (a flat model:
         one Gram matrix) each), so that each block learns from the inputs it
         will see at predict time; the targets are the teacher's states
-        either way. A flat model needs its data in memory for ``"model"``.
+        either way. A flat model needs its data in memory for ``"model"``;
+        an in-memory weight-shared fit keeps the model's states of the blocks
+        that later blocks read (up to 2 GiB), so the model runs once, not
+        once per block.
     structure : {"implicit", "feedforward"}, default="implicit"
         ``"implicit"``: every state row may use every state (a general ``A``,
         well posed through ``kappa``). ``"feedforward"``: the rows of a block

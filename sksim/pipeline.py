@@ -95,6 +95,11 @@ def solve_options(est):
 
 
 # ------------------------------------------------------------- reducers
+# The most memory the model's own stored states may take (state_inputs="model",
+# in-memory fits): a ResNet-20 on CIFAR-100 needs 0.26 MB per image.
+_MODEL_STATES_BYTES = 2 * 2**30
+
+
 class SharedReducer:
     """The data of an in-memory (or memmap) weight-shared fit, reduced to each
     block's Gram problem by running the teacher batch by batch.
@@ -112,16 +117,30 @@ class SharedReducer:
         self.n_outputs = targets.shape[1]
 
     def block_problems(self, structure, scales, blocks, model):
+        """``model``: a SharedModel (its forward pass on each batch) or the
+        :meth:`model_states` (stored) whose states the designs read."""
         est, X = self.estimator, self.X
         batches = ((X_design, design_pre, pre) for _, pre, _, designs in
                    perturbed.teacher_batches(est._perturbation, est.baseline, X)
                    for X_design, design_pre in designs)
         device = getattr(est.baseline, "gram_device", None)  # a TorchBaseline's
+        stored = isinstance(model, shared.ModelStates)
         return shared.accumulate_block_problems(
             structure, batches, scales, fit_intercept=est.fit_intercept,
             positions_per_image=est.positions_per_image,
-            random_state=est.random_state, blocks=blocks, model=model,
+            random_state=est.random_state, blocks=blocks,
+            model=None if stored else model, model_states=model if stored else None,
             device=device() if device else None)
+
+    def model_states(self, structure):
+        """Storage for the model's own states (``state_inputs="model"``) when
+        they fit in ``_MODEL_STATES_BYTES``, else None (each block's
+        reduction then reruns the model on every batch). A perturbed fit's
+        designs are drawn per pass: never stored."""
+        if self.estimator._perturbation is not None or shared.ModelStates.peak_bytes(
+                structure, self.X.shape[0]) > _MODEL_STATES_BYTES:
+            return None
+        return shared.ModelStates(structure, self.X)
 
     def output_problem(self, structure, scales, model):
         """Gram problem of the output rows on ``model``'s own states (its state
@@ -522,10 +541,15 @@ def _fit_blocks(est, reducer, setup):
     log = log_of(est)
     with log.stage("blocks' Gram matrices"):
         problems = reduce() if est.state_inputs == "teacher" else None
+    stored = None if problems is not None or not hasattr(reducer, "model_states") \
+        else reducer.model_states(structure)
     for index, links in enumerate(structure.links):
         if problems is None:  # one pass per block on the model's own states
             so_far = shared.truncated(shared.SharedModel(
                 structure, kernels, intercepts, [], np.zeros(0)), index)
+            if stored is not None and index:
+                stored.add(so_far, index - 1)
+                so_far = stored
             with log.stage(f"block {index}'s Gram matrix"):
                 problem = reduce([index], so_far if index else None)[0]
         else:

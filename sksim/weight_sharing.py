@@ -282,7 +282,8 @@ class HostDesigns:
 
 def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
                               positions_per_image=None, random_state=None,
-                              blocks=None, model=None, finish=True, device=None):
+                              blocks=None, model=None, finish=True, device=None,
+                              model_states=None):
     """One :class:`~sksim.design.GramProblem` per block from teacher batches.
 
     Parameters
@@ -306,6 +307,10 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
     finish : bool, default=True
         Return the GramProblems; False returns the GramAccumulators (to be
         merged with other chunks' first, see :mod:`sksim.streaming`).
+    model_states : ModelStates, default=None
+        The same as ``model``, from the model's states stored for the rows of
+        X (the batches cover them in order, unperturbed): the earlier blocks'
+        forward pass is not rerun.
     device : torch.device, default=None
         Build the designs and accumulate the sums with torch on this device
         (:mod:`sksim.device_reduce`); ``None`` uses numpy on the host. The
@@ -325,6 +330,7 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
         designs = DeviceDesigns(torch, device)
     accumulators = {b: designs.accumulator(widths[b], structure.block_shapes[b][0],
                                            fit_intercept) for b in blocks}
+    row = 0  # of the batches, which cover X in order (model_states)
     for X_batch, pre_activations, *target_pre in batches:
         scaled = designs.scaled(pre_activations, scales)
         post = designs.activated(structure, scaled)
@@ -333,6 +339,11 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
         if model is not None:
             post[:len(model.kernels)] = [designs.tensor(p) for p in block_equilibrium(
                 model, X_batch, tol=0.0, max_iter=1)[0]]
+        elif model_states is not None:
+            stored = model_states.rows(row, row + X_batch.shape[0])
+            for block, states in stored.items():
+                post[block] = designs.tensor(states)
+        row += X_batch.shape[0]
         X_values = designs.tensor(X_batch)
         for index in blocks:
             shape = structure.block_shapes[index]
@@ -441,42 +452,113 @@ def block_equilibrium(model, X, *, tol, max_iter):
     n_iter : int
         Largest number of passes over a block.
     """
-    structure = model.structure
-    n = X.shape[0]
     post = []
-    residual = np.zeros(n)
+    residual = np.zeros(X.shape[0])
     n_iter = 1
-    for index, (shape, links) in enumerate(zip(structure.block_shapes, structure.links)):
-        drive = np.broadcast_to(per_state(model.intercepts[index], shape),
-                                (n, int(np.prod(shape)))).copy()
-        lateral = []
-        for link, kernel in zip(links, model.kernels[index]):
-            if link.source == index:
-                lateral.append((link, kernel))
-            else:
-                drive += link_output(structure, link, kernel, _sources(X, post, link))
-        activation = structure.activation(index)
-        states = activation(drive)
-        if lateral:
-            for sweep in range(1, max_iter + 1):
-                update = drive.copy()
-                for link, kernel in lateral:
-                    update += link_output(structure, link, kernel, states)
-                update = activation(update)
-                change = np.abs(update - states).max(axis=1)
-                scale = np.maximum(1.0, np.abs(update).max(axis=1))
-                states = update
-                n_iter = max(n_iter, sweep)
-                if np.all(change <= tol * scale):
-                    break
-            # the certificate of the returned states: one more evaluation
-            check = drive.copy()
-            for link, kernel in lateral:
-                check += link_output(structure, link, kernel, states)
-            residual = np.maximum(residual, np.abs(activation(check)
-                                                   - states).max(axis=1))
+    for index in range(len(model.structure.block_shapes)):
+        states, block_residual, block_iter = block_states(model, index, X, post,
+                                                          tol=tol, max_iter=max_iter)
+        residual = np.maximum(residual, block_residual)
+        n_iter = max(n_iter, block_iter)
         post.append(states)
     return post, residual, n_iter
+
+
+def block_states(model, index, X, post, *, tol, max_iter):
+    """Block ``index``'s states, residuals and passes (as :func:`block_equilibrium`)
+    from the inputs ``X`` and the states ``post[b]`` of the earlier blocks it
+    reads (a list or a dict by block)."""
+    structure = model.structure
+    n = X.shape[0]
+    shape, links = structure.block_shapes[index], structure.links[index]
+    drive = np.broadcast_to(per_state(model.intercepts[index], shape),
+                            (n, int(np.prod(shape)))).copy()
+    lateral = []
+    for link, kernel in zip(links, model.kernels[index]):
+        if link.source == index:
+            lateral.append((link, kernel))
+        else:
+            drive += link_output(structure, link, kernel, _sources(X, post, link))
+    activation = structure.activation(index)
+    states = activation(drive)
+    residual = np.zeros(n)
+    n_iter = 1
+    if lateral:
+        for sweep in range(1, max_iter + 1):
+            update = drive.copy()
+            for link, kernel in lateral:
+                update += link_output(structure, link, kernel, states)
+            update = activation(update)
+            change = np.abs(update - states).max(axis=1)
+            scale = np.maximum(1.0, np.abs(update).max(axis=1))
+            states = update
+            n_iter = max(n_iter, sweep)
+            if np.all(change <= tol * scale):
+                break
+        # the certificate of the returned states: one more evaluation
+        check = drive.copy()
+        for link, kernel in lateral:
+            check += link_output(structure, link, kernel, states)
+        residual = np.abs(activation(check) - states).max(axis=1)
+    return states, residual, n_iter
+
+
+class ModelStates:
+    """A feed-forward model's own states of the blocks that blocks still to
+    be fitted read, on every row of ``X``, for ``state_inputs="model"``: each
+    block's are computed once, after it is fitted, from its sources' stored
+    states, and dropped once no later block reads them (instead of the
+    model's forward pass through every earlier block for each block).
+
+    Parameters
+    ----------
+    structure : Structure
+    X : ndarray of shape (n_samples, n_features)
+        The rows the reduction's batches cover, in the same order.
+    """
+
+    def __init__(self, structure, X):
+        self.X, self.states = X, {}
+        self.last_reader = last_readers(structure)
+
+    @staticmethod
+    def peak_bytes(structure, n_samples):
+        """The most bytes the stored states take at once."""
+        last, sizes = last_readers(structure), structure.block_sizes()
+        return max((8 * n_samples * sum(sizes[b] for b in range(index + 1)
+                                        if last[b] > index)
+                    for index in range(len(sizes))), default=0)
+
+    def add(self, model, index):
+        """Store block ``index``'s states under ``model`` (fitted up to it) if
+        a later block reads them; drop the states no block after it reads."""
+        if self.last_reader[index] > index:
+            rows = _sub_batches(self.X.shape[0], 1, self.X.shape[1]
+                                + int(np.prod(model.structure.block_shapes[index])))
+            self.states[index] = np.vstack([block_states(
+                model, index, np.asarray(self.X[part], dtype=np.float64),
+                {b: s[part] for b, s in self.states.items()}, tol=0.0, max_iter=1)[0]
+                for part in rows])
+        for block in [b for b in self.states if self.last_reader[b] <= index]:
+            del self.states[block]
+
+    def rows(self, start, stop):
+        """The stored states of rows ``start:stop`` of ``X``, by block."""
+        return {b: s[start:stop] for b, s in self.states.items()}
+
+
+def last_readers(structure):
+    """For each block, the last block that reads it (``len(blocks)``: the
+    outputs; -1: none)."""
+    last = np.full(len(structure.block_shapes), -1)
+    for index, links in enumerate(structure.links):
+        for link in links:
+            if link.source != INPUT:
+                last[link.source] = max(last[link.source], index)
+    for link in structure.head:
+        if link.source != INPUT:
+            last[link.source] = len(structure.block_shapes)
+    return last
 
 
 def head_design(structure, X, post):

@@ -508,3 +508,29 @@ def test_export_equals_predict_and_moves(name):
     with torch.no_grad():
         np.testing.assert_allclose(restored(inputs).numpy(), model.predict(X), rtol=0,
                                    atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["resnet", "option_a"])
+def test_model_inputs_from_stored_states_equal_the_recomputed(name, monkeypatch):
+    """state_inputs='model' stores the model's states of the blocks later blocks
+    read (shortcut sources included) instead of rerunning the model for each
+    block: the same model as with nothing stored."""
+    from sksim import pipeline
+    from sksim.weight_sharing import ModelStates
+
+    calls = []
+    original_add = ModelStates.add
+    monkeypatch.setattr(ModelStates, "add", lambda self, model, index: (
+        calls.append(index), original_add(self, model, index))[1])
+    stored, _ = _fit(name, state_inputs="model", random_state=0)
+    n_blocks = len(stored.structure_.block_shapes)
+    assert calls == list(range(n_blocks - 1))
+    monkeypatch.setattr(pipeline, "_MODEL_STATES_BYTES", 0)  # nothing may be stored
+    recomputed, X = _fit(name, state_inputs="model", random_state=0)
+    assert len(calls) == n_blocks - 1
+    for ours, theirs in zip(stored.kernels_, recomputed.kernels_):
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stored.predict(X), recomputed.predict(X), rtol=1e-9,
+                               atol=1e-12)
+    assert _exact_inf_norm(stored.A_) <= 0.6
