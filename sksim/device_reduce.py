@@ -93,11 +93,11 @@ class DeviceDesigns:
         return self.torch.as_tensor(np.asarray(array), dtype=self.torch.float64,
                                     device=self.device)
 
-    def scaled(self, pre_activations, scales):
-        return [self.tensor(z) * float(s) for z, s in zip(pre_activations, scales)]
+    def scaled(self, pre_activations, scale):
+        return self.tensor(pre_activations) * float(scale)
 
-    def activated(self, structure, scaled):
-        return [structure.activation(b).on_tensor(z) for b, z in enumerate(scaled)]
+    def activated(self, activation, pre_activations):
+        return activation.on_tensor(pre_activations)
 
     def accumulator(self, n_columns, n_targets, fit_intercept):
         return DeviceGramAccumulator(self.torch, self.device, n_columns, n_targets,

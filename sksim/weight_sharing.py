@@ -261,11 +261,11 @@ class HostDesigns:
     def tensor(self, array):
         return array
 
-    def scaled(self, pre_activations, scales):
-        return [z * s for z, s in zip(pre_activations, scales)]
+    def scaled(self, pre_activations, scale):
+        return pre_activations * scale
 
-    def activated(self, structure, scaled):
-        return activated(structure, scaled)
+    def activated(self, activation, pre_activations):
+        return activation(pre_activations)
 
     def accumulator(self, n_columns, n_targets, fit_intercept):
         return GramAccumulator(n_columns, n_targets, fit_intercept)
@@ -330,32 +330,45 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
         designs = DeviceDesigns(torch, device)
     accumulators = {b: designs.accumulator(widths[b], structure.block_shapes[b][0],
                                            fit_intercept) for b in blocks}
+    # only the sources of the blocks reduced are activated (a fit on the
+    # model's own states reduces one block per pass over the data)
+    read = sorted({link.source for b in blocks for link in structure.links[b]
+                   if link.source != INPUT})
     row = 0  # of the batches, which cover X in order (model_states)
     for X_batch, pre_activations, *target_pre in batches:
-        scaled = designs.scaled(pre_activations, scales)
-        post = designs.activated(structure, scaled)
-        if target_pre:
-            scaled = designs.scaled(target_pre[0], scales)
+        n = X_batch.shape[0]
+        scaled = {}
+
+        def scaled_of(b, pre_activations=pre_activations, scaled=scaled):
+            if b not in scaled:
+                scaled[b] = designs.scaled(pre_activations[b], scales[b])
+            return scaled[b]
+
+        post = {}
         if model is not None:
-            post[:len(model.kernels)] = [designs.tensor(p) for p in block_equilibrium(
-                model, X_batch, tol=0.0, max_iter=1)[0]]
+            post.update(enumerate(designs.tensor(p) for p in block_equilibrium(
+                model, X_batch, tol=0.0, max_iter=1)[0]))
         elif model_states is not None:
-            stored = model_states.rows(row, row + X_batch.shape[0])
-            for block, states in stored.items():
-                post[block] = designs.tensor(states)
-        row += X_batch.shape[0]
+            post.update((b, designs.tensor(states))
+                        for b, states in model_states.rows(row, row + n).items())
+        row += n
+        for b in read:
+            if b not in post:
+                post[b] = designs.activated(structure.activation(b), scaled_of(b))
         X_values = designs.tensor(X_batch)
         for index in blocks:
             shape = structure.block_shapes[index]
+            target = designs.scaled(target_pre[0][index], scales[index]) if target_pre \
+                else scaled_of(index)
             kept = n_positions(shape) if positions_per_image is None else \
                 min(n_positions(shape), positions_per_image)
-            for part in _sub_batches(X_batch.shape[0], kept, widths[index]):
+            for part in _sub_batches(n, kept, widths[index]):
                 positions = _choose_positions(rng, part.stop - part.start, shape,
                                               positions_per_image)
                 design = designs.rows(structure, index, X_values[part],
-                                      [p[part] for p in post], positions)
+                                      {b: p[part] for b, p in post.items()}, positions)
                 accumulators[index].add(design, designs.targets(
-                    shape, scaled[index][part], positions), overwrite=True)  # a buffer
+                    shape, target[part], positions), overwrite=True)  # a buffer
     accumulators = [designs.to_host(accumulators[b]) for b in blocks]
     return [a.finish() for a in accumulators] if finish else accumulators
 
