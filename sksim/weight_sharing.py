@@ -337,13 +337,6 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
     row = 0  # of the batches, which cover X in order (model_states)
     for X_batch, pre_activations, *target_pre in batches:
         n = X_batch.shape[0]
-        scaled = {}
-
-        def scaled_of(b, pre_activations=pre_activations, scaled=scaled):
-            if b not in scaled:
-                scaled[b] = designs.scaled(pre_activations[b], scales[b])
-            return scaled[b]
-
         post = {}
         if model is not None:
             post.update(enumerate(designs.tensor(p) for p in block_equilibrium(
@@ -352,14 +345,16 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
             post.update((b, designs.tensor(states))
                         for b, states in model_states.rows(row, row + n).items())
         row += n
-        for b in read:
-            if b not in post:
-                post[b] = designs.activated(structure.activation(b), scaled_of(b))
+        missing = [b for b in read if b not in post]
+        scaled = {b: designs.scaled(pre_activations[b], scales[b])
+                  for b in {*missing, *([] if target_pre else blocks)}}
+        post.update((b, designs.activated(structure.activation(b), scaled[b]))
+                    for b in missing)
         X_values = designs.tensor(X_batch)
         for index in blocks:
             shape = structure.block_shapes[index]
             target = designs.scaled(target_pre[0][index], scales[index]) if target_pre \
-                else scaled_of(index)
+                else scaled[index]
             kept = n_positions(shape) if positions_per_image is None else \
                 min(n_positions(shape), positions_per_image)
             for part in _sub_batches(n, kept, widths[index]):
