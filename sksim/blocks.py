@@ -45,6 +45,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from .solvers.patches import conv_patch_rows
+
 INPUT = -1
 LINK_KINDS = ("conv", "dense", "pool")
 POOL_KINDS = ("avg", "max")
@@ -341,21 +343,18 @@ def _patches(shape, link, source_values, positions=None, out=None):
     images = _as_images(source_values, shape)
     if link.kind == "pool":
         return _written(images.mean(axis=(2, 3)), out)
-    pad, size, stride = link.padding, link.kernel_size, link.stride
-    padded = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(2, 3))
-    windows = windows[:, :, ::stride, ::stride]  # (n, C, H_out, W_out, k, k)
-    windows = windows.transpose(0, 2, 3, 1, 4, 5)  # the design's (sample, position, column)
-    if positions is None and out is not None:
-        # the window view copied straight into the rows (a reshape of the
-        # strided view would copy once more)
-        np.copyto(_viewed_as(out, windows.shape), windows)
-        return out
-    n_positions = windows.shape[1] * windows.shape[2]
-    windows = windows.reshape(n_samples, n_positions, -1)
-    if positions is not None:
-        windows = windows[np.arange(n_samples)[:, None], positions]
-    return _written(windows.reshape(-1, windows.shape[-1]), out)
+    size = link.kernel_size
+    if positions is None:
+        positions = np.empty((n_samples, 0), dtype=np.int64)
+        kept = conv_output_size(images.shape[2], link) * conv_output_size(images.shape[3], link)
+    else:
+        positions = np.ascontiguousarray(positions, dtype=np.int64)
+        kept = positions.shape[1]
+    if out is None:
+        out = np.empty((n_samples * kept, images.shape[1] * size * size), images.dtype)
+    conv_patch_rows(np.ascontiguousarray(images, dtype=out.dtype), size, link.stride,
+                    link.padding, positions, out)
+    return out
 
 
 def _written(patches, out):
@@ -363,14 +362,6 @@ def _written(patches, out):
         return patches
     out[...] = patches
     return out
-
-
-def _viewed_as(array, shape):
-    """``array`` reshaped to ``shape`` as a view (an error where that would
-    copy: writes into a copy would be lost)."""
-    view = array.view()
-    view.shape = shape
-    return view
 
 
 def _imported_torch():

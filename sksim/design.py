@@ -11,6 +11,7 @@ which avoids the cancellation of ``sum(w w^T) - n mean mean^T``.
 
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from scipy.linalg.blas import dger as ger
 
@@ -23,6 +24,8 @@ from .solvers._threads import run_on_threads
 # the sums, and the fit, do not depend on n_jobs); numba's thread count of
 # Python threads computes them, each product on one BLAS thread.
 _PART_ROWS = 2048
+# Gram values per thread of one wave of parts (add_parts): 128 MiB
+_WAVE_VALUES = 2**24
 
 
 def scatter_products(design, targets):
@@ -55,6 +58,52 @@ def part_products(pairs):
         for total, product in zip(sums, part):
             total += product
     return sums
+
+
+def add_parts(accumulator, n_parts, part):
+    """Add ``n_parts`` parts of rows to ``accumulator``: ``part(k)`` gives the
+    k-th ``(design, targets)``, float64, the design writable (it is centred
+    in place).
+
+    Each part is centred on its own mean and reduced to its sums on one BLAS
+    thread, while its rows are in cache (a separate centring pass over a
+    whole batch cost as much as a third of the products of a narrow design),
+    the parts computed on numba's thread count of Python threads, a wave of
+    up to eight parts per thread at a time (up to
+    ``_WAVE_VALUES`` floats of their Gram matrices per thread), and merged into ``accumulator`` in order, so the sums do not
+    depend on the thread count.
+    """
+    width = accumulator.design_mean.size
+    wave_size = max(1, numba.get_num_threads()) * max(1, min(8, _WAVE_VALUES // width**2))
+    fit_intercept = accumulator.fit_intercept
+    with single_threaded_blas():
+        for first in range(0, n_parts, wave_size):
+            wave = range(first, min(first + wave_size, n_parts))
+            batches = [None] * len(wave)
+
+            def run(items):
+                for k in items:
+                    batches[k] = _part_sums(*part(wave[k]), fit_intercept)
+
+            run_on_threads(run, len(wave))
+            for batch in batches:
+                accumulator.merge(batch)
+
+
+def _part_sums(design, targets, fit_intercept):
+    """A :class:`GramAccumulator` of one part of rows (``design`` centred in place)."""
+    batch = GramAccumulator(design.shape[1], targets.shape[1], fit_intercept)
+    batch.count = design.shape[0]
+    with np.errstate(over="ignore", invalid="ignore"):
+        if fit_intercept:
+            batch.design_mean = design.mean(axis=0)
+            batch.target_mean = targets.mean(axis=0)
+            design -= batch.design_mean
+            targets = targets - batch.target_mean
+        batch.scatter = design.T @ design
+        batch.cross = targets.T @ design
+        batch.target_sq = np.einsum("ij,ij->j", targets, targets)
+    return batch
 
 
 class GramProblem(NamedTuple):
@@ -98,20 +147,13 @@ class GramAccumulator:
             return
         design = np.asarray(design, dtype=np.float64)
         targets = np.asarray(targets, dtype=np.float64)
-        batch = GramAccumulator(design.shape[1], targets.shape[1], self.fit_intercept)
-        batch.count = n
-        with np.errstate(over="ignore", invalid="ignore"):
-            if self.fit_intercept:
-                batch.design_mean = design.mean(axis=0)
-                batch.target_mean = targets.mean(axis=0)
-                if overwrite:
-                    design -= batch.design_mean
-                else:
-                    design = design - batch.design_mean
-                targets = targets - batch.target_mean
-            batch.scatter, batch.cross = scatter_products(design, targets)
-            batch.target_sq = np.einsum("ij,ij->j", targets, targets)
-        self.merge(batch)
+        starts = range(0, n, _PART_ROWS)
+
+        def part(k):
+            rows = slice(starts[k], starts[k] + _PART_ROWS)
+            return (design[rows] if overwrite else design[rows].copy()), targets[rows]
+
+        add_parts(self, len(starts), part)
 
     def merge(self, other):
         """Add the rows accumulated by ``other`` (same columns and targets):

@@ -106,6 +106,14 @@ class DeviceDesigns:
     def to_host(self, accumulator):
         return accumulator.to_host()
 
+    def accumulate(self, accumulator, structure, index, X, post_activations, targets,
+                   positions):
+        """Add block ``index``'s rows of the samples ``X`` (as
+        :meth:`sksim.weight_sharing.HostDesigns.accumulate`)."""
+        accumulator.add(self.rows(structure, index, X, post_activations, positions),
+                        self.targets(structure.block_shapes[index], targets, positions),
+                        overwrite=True)
+
     def rows(self, structure, index, X, post_activations, positions):
         """Design rows of block ``index`` (its links' patches side by side)."""
         return self.torch.cat([self._patches(structure, link, X if link.source == INPUT

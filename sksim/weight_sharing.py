@@ -33,11 +33,10 @@ from .blocks import (
     per_state,
 )
 from .channels import channel_rows, link_groups
-from .design import GramAccumulator
+from .design import _PART_ROWS, GramAccumulator, add_parts
 from .solvers import solve_rows
 
-# Rows of design per block and sub-batch: ~128 MiB of float64, enough parts of
-# design.part_products to keep both BLAS threads busy on the small late blocks.
+# Rows of design per block and sub-batch on a device: ~128 MiB of float64.
 _DESIGN_BYTES = 128 * 2**20
 
 
@@ -207,14 +206,13 @@ def _sources(X, post_activations, link):
     return X if link.source == INPUT else post_activations[link.source]
 
 
-def _block_rows(structure, index, X, post_activations, positions, buffer):
-    """Design rows of block ``index`` (state links first, as in its links),
-    written into the float64 ``buffer`` (its first rows, all columns)."""
+def _block_rows(structure, index, X, post_activations, positions):
+    """Design rows of block ``index`` (state links first, as in its links), float64."""
     links = structure.links[index]
     edges = np.cumsum([0] + [link_width(structure, link) for link in links])
     n_rows = X.shape[0] * (n_positions(structure.block_shapes[index])
                            if positions is None else positions.shape[1])
-    design = buffer[:n_rows * edges[-1]].reshape(n_rows, edges[-1])
+    design = np.empty((n_rows, edges[-1]))
     for link, start, stop in zip(links, edges[:-1], edges[1:]):
         link_patches(structure, link, _sources(X, post_activations, link), positions,
                      out=design[:, start:stop])
@@ -250,13 +248,13 @@ def _choose_positions(rng, n_samples, shape, positions_per_image):
 
 
 class HostDesigns:
-    """Blocks' design rows (float64, written into one reused buffer of
-    ``n_values`` floats: a fresh array per sub-batch cost page faults on each
-    of its pages) and targets as numpy arrays; see
-    :class:`sksim.device_reduce.DeviceDesigns` for the same on a torch device."""
-
-    def __init__(self, n_values):
-        self.buffer = np.empty(n_values)
+    """Blocks' design rows and targets as float64 numpy arrays, reduced a
+    part of about ``design._PART_ROWS`` rows (whole samples) at a time
+    (:func:`sksim.design.add_parts`): each part's rows are written, centred
+    and multiplied while in cache, where building a whole sub-batch's design
+    first cost as much as half its Gram products (the writes and the
+    centring, memory-bound). See :class:`sksim.device_reduce.DeviceDesigns`
+    for the same on a torch device."""
 
     def tensor(self, array):
         return array
@@ -273,11 +271,23 @@ class HostDesigns:
     def to_host(self, accumulator):
         return accumulator
 
-    def rows(self, structure, index, X, post_activations, positions):
-        return _block_rows(structure, index, X, post_activations, positions, self.buffer)
+    def accumulate(self, accumulator, structure, index, X, post_activations, targets,
+                   positions):
+        """Add block ``index``'s rows of the samples ``X`` (their sources'
+        ``post_activations`` and the block's scaled ``targets``, flattened)."""
+        shape = structure.block_shapes[index]
+        per_sample = n_positions(shape) if positions is None else positions.shape[1]
+        step = max(1, _PART_ROWS // per_sample)
+        starts = range(0, X.shape[0], step)
 
-    def targets(self, shape, values, positions):
-        return _block_targets(shape, values, positions)
+        def part(k):
+            samples = slice(starts[k], starts[k] + step)
+            kept = None if positions is None else positions[samples]
+            design = _block_rows(structure, index, X[samples],
+                                 {b: p[samples] for b, p in post_activations.items()}, kept)
+            return design, _block_targets(shape, targets[samples], kept)
+
+        add_parts(accumulator, len(starts), part)
 
 
 def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
@@ -321,8 +331,7 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
     widths = {b: sum(link_width(structure, link) for link in structure.links[b])
               for b in blocks}
     if device is None:
-        designs = HostDesigns(max(_DESIGN_BYTES // 8, *(
-            widths[b] * n_positions(structure.block_shapes[b]) for b in blocks)))
+        designs = HostDesigns()
     else:
         import torch
 
@@ -360,10 +369,9 @@ def accumulate_block_problems(structure, batches, scales, *, fit_intercept,
             for part in _sub_batches(n, kept, widths[index]):
                 positions = _choose_positions(rng, part.stop - part.start, shape,
                                               positions_per_image)
-                design = designs.rows(structure, index, X_values[part],
-                                      {b: p[part] for b, p in post.items()}, positions)
-                accumulators[index].add(design, designs.targets(
-                    shape, target[part], positions), overwrite=True)  # a buffer
+                designs.accumulate(accumulators[index], structure, index, X_values[part],
+                                   {b: p[part] for b, p in post.items()}, target[part],
+                                   positions)
     accumulators = [designs.to_host(accumulators[b]) for b in blocks]
     return [a.finish() for a in accumulators] if finish else accumulators
 
